@@ -1,0 +1,92 @@
+use burn::module::{Initializer, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+
+use crate::config::AttentionVariant;
+use crate::precision::{f32, to_dtype};
+
+/// The reference's `CosineDistLinear(64, 1)` (spec §2.5) with its weight norm folded into one
+/// weight `w = g·v/‖v‖`.
+///
+/// Its input is normalised along the **class axis** (dim 1 of `[Q, N, 64]`), not the feature
+/// axis — a quirk of the reference that a faithful port keeps — then scored as `2·⟨w, ỹ⟩`.
+/// Folding the weight norm changes nothing in the forward pass; in training, the 64 weights are
+/// optimised directly rather than through (g, v).
+#[derive(Module, Debug)]
+pub struct CosineDistLinear<B: Backend> {
+    /// The effective weight `g·v/‖v‖`, `[in_features]`.
+    pub weight: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> CosineDistLinear<B> {
+    /// Scale of the reference for an output dimension ≤ 200.
+    pub const SCALE: f64 = 2.0;
+    /// Added to the class-axis norm.
+    pub const EPS: f64 = 1e-5;
+
+    fn new(in_features: usize, device: &B::Device) -> Self {
+        // PyTorch's default Linear init; weight norm starts at g = ‖v‖, so w = v.
+        let bound = 1.0 / (in_features as f64).sqrt();
+        Self { weight: Initializer::Uniform { min: -bound, max: bound }.init([in_features], device) }
+    }
+
+    /// # Shapes
+    /// - `y`: `[Q, N, in_features]`
+    /// - output: `[Q, N]`
+    pub fn forward(&self, y: Tensor<B, 3>) -> Tensor<B, 2> {
+        let dtype = y.dtype();
+        let y = f32(y);
+        let norm = y.clone().square().sum_dim(1).sqrt().add_scalar(Self::EPS); // [Q, 1, 64]
+        let y = y.div(norm);
+        let [q, n, c] = y.dims();
+        let w = f32(self.weight.val()).reshape([1, 1, c]);
+        let scores = y.mul(w).sum_dim(2).mul_scalar(Self::SCALE).reshape([q, n]);
+        to_dtype(scores, dtype)
+    }
+}
+
+/// The last layer of the output head: cosine (FS-CT cosine) or a plain linear (FS-CT softmax).
+#[derive(Module, Debug)]
+pub enum HeadLast<B: Backend> {
+    /// `linear.2.L.weight_{g,v}` in the reference.
+    Cosine(CosineDistLinear<B>),
+    /// `linear.2.{weight,bias}` in the reference.
+    Linear(Linear<B>),
+}
+
+/// The reference's `linear` Sequential: LayerNorm(d) → Linear(d → Dh) → [`HeadLast`]
+/// (`linear.0`, `linear.1`, `linear.2` map to `norm`, `fc`, `last`).
+#[derive(Module, Debug)]
+pub struct OutputHead<B: Backend> {
+    /// LayerNorm(d).
+    pub norm: LayerNorm<B>,
+    /// Linear(d → dim_head) with bias.
+    pub fc: Linear<B>,
+    /// The scoring layer.
+    pub last: HeadLast<B>,
+}
+
+impl<B: Backend> OutputHead<B> {
+    pub(crate) fn new(dim: usize, dim_head: usize, variant: AttentionVariant, device: &B::Device) -> Self {
+        let last = match variant {
+            AttentionVariant::Cosine => HeadLast::Cosine(CosineDistLinear::new(dim_head, device)),
+            AttentionVariant::Softmax => HeadLast::Linear(LinearConfig::new(dim_head, 1).init(device)),
+        };
+        Self { norm: LayerNormConfig::new(dim).init(device), fc: LinearConfig::new(dim, dim_head).init(device), last }
+    }
+
+    /// # Shapes
+    /// - `x`: `[Q, N, d]`
+    /// - output: `[Q, N]` scores
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
+        let _span = tracing::trace_span!("fsct.head").entered();
+        let y = self.fc.forward(self.norm.forward(x));
+        match &self.last {
+            HeadLast::Cosine(cos) => cos.forward(y),
+            HeadLast::Linear(linear) => {
+                let [q, n, _] = y.dims();
+                linear.forward(y).reshape([q, n])
+            }
+        }
+    }
+}

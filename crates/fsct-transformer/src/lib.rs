@@ -1,0 +1,33 @@
+//! The few-shot heads of the reference code, generic over any [`Backbone`]:
+//!
+//! - [`FewShotTransformer`] (FS-CT, spec §2): learnable weighted prototypes, one pre-LN
+//!   cross-attention block (cosine or the reference's degenerate softmax attention) with a GELU
+//!   FFN, and the reference output head — quirks included, because they decide the published
+//!   numbers and checkpoint compatibility.
+//! - [`Ctx`] (the reference's "CrossTransformer" baseline, §2.8), cosine and softmax.
+//! - [`FewShotModel`]: what a training loop needs from either (scores plus the live support and
+//!   query embeddings for VIC), with [`episode_loss`] and [`episode_accuracy`] (§2.6).
+//! - [`import`]: loading reference PyTorch checkpoints (`.tar` and plain state dicts).
+//!
+//! Build one around a backbone from `fsct-backbone` or your own type implementing [`Backbone`].
+
+mod attention;
+mod config;
+mod ctx;
+mod episode;
+mod error;
+mod feed_forward;
+mod fsct;
+mod head;
+pub mod import;
+mod precision;
+
+pub use attention::{Attention, PreNormLinear};
+pub use config::{AttentionVariant, CtxConfig, FsctConfig};
+pub use ctx::Ctx;
+pub use episode::{EpisodeForward, FewShotModel, episode_accuracy, episode_loss, episode_targets};
+pub use error::ModelError;
+pub use feed_forward::FeedForward;
+pub use fsct::{FewShotTransformer, FsctIntermediates};
+pub use fsct_backbone::Backbone;
+pub use head::{CosineDistLinear, HeadLast, OutputHead};

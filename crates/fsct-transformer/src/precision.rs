@@ -1,0 +1,19 @@
+//! Keeps numerically fragile reductions in f32 when the model computes in half precision.
+use burn::prelude::*;
+use burn::tensor::{DType, FloatDType};
+
+/// `x` as f32 (a no-op when it already is).
+pub(crate) fn f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if x.dtype() == DType::F32 { x } else { x.cast(FloatDType::F32) }
+}
+
+/// `x` back in `dtype` (a no-op when it already is).
+pub(crate) fn to_dtype<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    match dtype {
+        d if d == x.dtype() => x,
+        DType::F16 => x.cast(FloatDType::F16),
+        DType::BF16 => x.cast(FloatDType::BF16),
+        DType::F64 => x.cast(FloatDType::F64),
+        _ => x.cast(FloatDType::F32),
+    }
+}
