@@ -53,6 +53,9 @@ def make(name, variant, way, shot, query, as_training_checkpoint):
         torch.save({"epoch": 7, "state": sd}, os.path.join(OUT, f"{name}.tar"))
     else:
         torch.save(sd, os.path.join(OUT, f"{name}.pt"))
+        # As the reference saves models whose (torchvision) backbone is not an nn.Module.
+        head = {k: v for k, v in sd.items() if not k.startswith("feature.")}
+        torch.save(head, os.path.join(OUT, f"{name}_head_only.pt"))
     g = torch.Generator().manual_seed(5)
     x = torch.randn(way, shot + query, 3, 16, 16, generator=g)
     with torch.no_grad():
