@@ -5,6 +5,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 
 use crate::init::{conv2d, normal};
+use crate::norm::{BatchNormMode, batch_norm};
 use burn::nn::conv::Conv2d;
 
 /// Configuration of a [`ConvBlock`]: 3×3 conv (with bias) → BatchNorm → ReLU → optional 2×2
@@ -68,7 +69,7 @@ impl<B: Backend> ConvBlock<B> {
     /// - `x`: `[n, in_channels, h, w]`
     /// - output: `[n, out_channels, h', w']`, see [`ConvBlock::output_size`]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = relu(self.BN.forward(self.C.forward(x)));
+        let x = relu(batch_norm(&self.BN, self.C.forward(x), BatchNormMode::Standard));
         if self.pool {
             max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
         } else {

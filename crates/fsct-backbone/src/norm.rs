@@ -1,5 +1,6 @@
 use burn::nn::BatchNorm;
 use burn::prelude::*;
+use burn::tensor::{DType, FloatDType};
 
 /// How a backbone's BatchNorm layers normalise.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -15,7 +16,16 @@ pub enum BatchNormMode {
 }
 
 /// Applies `bn` to a `[n, c, h, w]` map according to `mode`.
+///
+/// BatchNorm always computes in f32: under mixed precision the activations arrive in f16 while
+/// the BN parameters and running statistics stay f32 (they are shared with the f32 master model),
+/// and batch statistics over many pixels need f32 accumulation anyway.
 pub(crate) fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, mode: BatchNormMode) -> Tensor<B, 4> {
+    let dtype = x.dtype();
+    if dtype != DType::F32 {
+        let y = batch_norm(bn, x.cast(FloatDType::F32), mode);
+        return y.cast(float_dtype(dtype));
+    }
     let ad = B::ad_enabled(&x.device());
     match mode {
         BatchNormMode::Standard => bn.forward(x),
@@ -36,4 +46,14 @@ fn batch_statistics_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tens
     let gamma = bn.gamma.val().reshape([1, c, 1, 1]);
     let beta = bn.beta.val().reshape([1, c, 1, 1]);
     x.sub(mean).div(std).mul(gamma).add(beta)
+}
+
+/// The float dtype of a tensor dtype (f32 for anything unexpected).
+pub(crate) fn float_dtype(dtype: DType) -> FloatDType {
+    match dtype {
+        DType::F16 => FloatDType::F16,
+        DType::BF16 => FloatDType::BF16,
+        DType::F64 => FloatDType::F64,
+        _ => FloatDType::F32,
+    }
 }

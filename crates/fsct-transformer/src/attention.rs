@@ -3,7 +3,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use crate::config::AttentionVariant;
-use crate::precision::{f32, to_dtype};
+use crate::precision::{f32, layer_norm, to_dtype};
 
 /// LayerNorm followed by a bias-free projection: the reference's `input_linear` Sequential
 /// (`input_linear.0` = `norm`, `input_linear.1` = `proj`).
@@ -47,7 +47,7 @@ impl<B: Backend> Attention<B> {
     /// `[a, b, d]` → `[H, a, b, Dh]` through the shared projection.
     fn project(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let [a, b, _] = x.dims();
-        let y = self.input_linear.proj.forward(self.input_linear.norm.forward(x));
+        let y = self.input_linear.proj.forward(layer_norm(&self.input_linear.norm, x));
         y.reshape([a as i32, b as i32, self.heads as i32, -1]).permute([2, 0, 1, 3])
     }
 

@@ -2,6 +2,8 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
+use crate::precision::layer_norm;
+
 /// The reference's `FFN` Sequential: LayerNorm → Linear(d→F) → GELU (exact, erf) → Linear(F→d).
 /// Reference keys `FFN.0`, `FFN.1`, `FFN.3` map to `norm`, `fc1`, `fc2`.
 #[derive(Module, Debug)]
@@ -28,6 +30,6 @@ impl<B: Backend> FeedForward<B> {
     /// - output: `[..., d]` (without the residual)
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let _span = tracing::trace_span!("fsct.ffn").entered();
-        self.fc2.forward(gelu(self.fc1.forward(self.norm.forward(x))))
+        self.fc2.forward(gelu(self.fc1.forward(layer_norm(&self.norm, x))))
     }
 }

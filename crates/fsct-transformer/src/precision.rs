@@ -17,3 +17,10 @@ pub(crate) fn to_dtype<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType
         _ => x.cast(FloatDType::F32),
     }
 }
+
+/// LayerNorm computed in f32 whatever the activations' dtype (its parameters stay f32 under
+/// mixed precision), returned in the input's dtype.
+pub(crate) fn layer_norm<B: Backend, const D: usize>(norm: &burn::nn::LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    to_dtype(norm.forward(f32(x)), dtype)
+}
