@@ -1,0 +1,219 @@
+//! The common representation of every dataset format: a split is a list of classes, each a list
+//! of items (an image file or a synthetic glyph).
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+use crate::error::EpisodeError;
+use crate::sampler::EpisodeShape;
+use crate::synthetic::GlyphId;
+
+/// Where one image comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// An image file (JPEG or PNG; the format is guessed from the content, not the extension).
+    File(PathBuf),
+    /// A glyph drawn in code by [`crate::SyntheticConfig`].
+    Synthetic(GlyphId),
+}
+
+/// One class of a split.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Class {
+    /// The label as found in the source (a folder name, or the JSON label / `label_names` entry).
+    pub name: String,
+    pub items: Vec<Item>,
+}
+
+/// A set of classes episodes are drawn from (base, val or novel).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// `base`, `val`, `novel`, or the file stem of a JSON split.
+    pub name: String,
+    /// The file or folder the split was read from; named in error messages.
+    pub source: PathBuf,
+    pub classes: Vec<Class>,
+}
+
+/// The three splits of a few-shot dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dataset {
+    pub base: Split,
+    pub val: Split,
+    pub novel: Split,
+}
+
+/// Which split of a [`Dataset`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SplitKind {
+    Base,
+    Val,
+    Novel,
+}
+
+impl Dataset {
+    pub fn split(&self, kind: SplitKind) -> &Split {
+        match kind {
+            SplitKind::Base => &self.base,
+            SplitKind::Val => &self.val,
+            SplitKind::Novel => &self.novel,
+        }
+    }
+}
+
+/// How thoroughly image files are checked when a dataset is opened.
+///
+/// Missing files are always an error at open time. Beyond that, checking headers catches files
+/// that are not images at all for the price of reading a few bytes each; a full decode also
+/// catches truncated or corrupt pixel data but reads every byte of the dataset, so it is opt-in.
+/// A file that fails to decode later still gives [`EpisodeError::Decode`] from the loader,
+/// never a panic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Verify {
+    /// Only check that each listed file exists.
+    Exists,
+    /// Also read each file's header (format and dimensions).
+    #[default]
+    Header,
+    /// Decode every image completely.
+    Decode,
+}
+
+/// Options for opening file-based datasets.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    pub verify: Verify,
+    /// Threads for the verification pass; 0 = all available cores.
+    pub threads: usize,
+}
+
+impl Split {
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    pub fn num_images(&self) -> usize {
+        self.classes.iter().map(|c| c.items.len()).sum()
+    }
+
+    /// Checks that episodes of `shape` can be drawn from this split: enough classes for `n_way`,
+    /// and `k_shot + n_query` images in every class.
+    pub fn check_episode_shape(&self, shape: &EpisodeShape) -> Result<(), EpisodeError> {
+        shape.validate()?;
+        if shape.n_way > self.classes.len() {
+            return Err(EpisodeError::TooFewClasses {
+                split: self.name.clone(),
+                have: self.classes.len(),
+                n_way: shape.n_way,
+            });
+        }
+        let need = shape.images_per_class();
+        if let Some(class) = self.classes.iter().find(|c| c.items.len() < need) {
+            return Err(EpisodeError::TooFewImages {
+                split: self.name.clone(),
+                class: class.name.clone(),
+                have: class.items.len(),
+                need,
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes one image as 8-bit RGB (grayscale and alpha images are converted).
+    pub fn load(&self, class: usize, item: usize) -> Result<RgbImage, EpisodeError> {
+        load_item(&self.classes[class].items[item], &self.source)
+    }
+
+    /// Checks the files of this split as `options.verify` asks (see [`Verify`]).
+    pub fn verify_files(&self, options: &OpenOptions) -> Result<(), EpisodeError> {
+        let _span = tracing::debug_span!("verify_files", split = %self.name).entered();
+        let files: Vec<&Path> = self
+            .classes
+            .iter()
+            .flat_map(|c| c.items.iter())
+            .filter_map(|item| match item {
+                Item::File(p) => Some(p.as_path()),
+                Item::Synthetic(_) => None,
+            })
+            .collect();
+
+        let missing: Vec<&Path> = files.iter().copied().filter(|p| !p.is_file()).collect();
+        if let Some(first) = missing.first() {
+            let more = match missing.len() {
+                1 => String::new(),
+                n => format!(", and {} more missing files", n - 1),
+            };
+            return Err(EpisodeError::MissingFile {
+                path: first.to_path_buf(),
+                listed_in: self.source.clone(),
+                more,
+            });
+        }
+        if options.verify == Verify::Exists || files.is_empty() {
+            return Ok(());
+        }
+
+        let threads = match options.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let chunk = files.len().div_ceil(threads);
+        let full = options.verify == Verify::Decode;
+        let first_error = std::thread::scope(|scope| {
+            let handles: Vec<_> = files
+                .chunks(chunk)
+                .map(|paths| {
+                    scope.spawn(move || {
+                        paths
+                            .iter()
+                            .find_map(|p| check_image(p, full).err().map(|e| (p.to_path_buf(), e)))
+                    })
+                })
+                .collect();
+            // A panicking decoder is reported as a decode failure of its chunk rather than
+            // propagated, to keep the no-panic promise.
+            handles
+                .into_iter()
+                .filter_map(|h| match h.join() {
+                    Ok(r) => r,
+                    Err(_) => Some((self.source.clone(), "decoder panicked".to_string())),
+                })
+                .next()
+        });
+        match first_error {
+            Some((path, reason)) => Err(EpisodeError::decode(path, self.source.clone(), reason)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn check_image(path: &Path, full: bool) -> Result<(), String> {
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    if full {
+        reader.decode().map(|_| ()).map_err(|e| e.to_string())
+    } else {
+        reader.into_dimensions().map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+pub(crate) fn load_item(item: &Item, listed_in: &Path) -> Result<RgbImage, EpisodeError> {
+    match item {
+        Item::Synthetic(id) => Ok(id.render()),
+        Item::File(path) => {
+            let fail = |e: &dyn std::fmt::Display| {
+                EpisodeError::decode(path.clone(), listed_in.to_path_buf(), e)
+            };
+            let image = image::ImageReader::open(path)
+                .map_err(|e| fail(&e))?
+                .with_guessed_format()
+                .map_err(|e| fail(&e))?
+                .decode()
+                .map_err(|e| fail(&e))?;
+            Ok(image.into_rgb8())
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! A synthetic few-shot dataset drawn in code: every class is a glyph made of a few random strokes
+//! (lines, curves, arcs, polygons); every instance redraws it with its own jitter of the stroke
+//! geometry, rotation, scale, shear, position, stroke width, colours and pixel noise.
+//!
+//! Nothing is stored: an item is a [`GlyphId`] and is rendered when loaded, deterministically
+//! from (dataset seed, class, instance). Colours are drawn per instance, so only the shape tells
+//! classes apart. Rendering is antialiased at the requested size, so glyphs stay legible at 28 px.
+
+use std::f32::consts::PI;
+
+use burn::config::Config;
+use image::{Rgb, RgbImage};
+use rand::Rng;
+
+use crate::error::EpisodeError;
+use crate::seed::{stream, tag, StreamRng};
+use crate::split::{Class, Dataset, Item, Split};
+
+/// Shape of the synthetic dataset. The default mirrors miniImageNet: 64 / 16 / 20 classes of 600
+/// images, 84 px.
+#[derive(Config, Debug)]
+pub struct SyntheticConfig {
+    /// Seed of everything: the same seed gives the same classes and images.
+    #[config(default = 0)]
+    pub seed: u64,
+    #[config(default = 64)]
+    pub base_classes: usize,
+    #[config(default = 16)]
+    pub val_classes: usize,
+    #[config(default = 20)]
+    pub novel_classes: usize,
+    #[config(default = 600)]
+    pub images_per_class: usize,
+    /// Side of the rendered (square) images in pixels. Render at the training size (or a little
+    /// above) to keep loading cheap; the transforms resize as usual.
+    #[config(default = 84)]
+    pub image_size: u32,
+}
+
+impl SyntheticConfig {
+    /// Builds the dataset (a list of glyph ids; nothing is rendered yet).
+    ///
+    /// Classes are numbered across the splits (base first, then val, then novel), so class `c`
+    /// is the same glyph whatever split sizes are chosen around it.
+    pub fn build(&self) -> Result<Dataset, EpisodeError> {
+        if self.image_size < 8 {
+            return Err(EpisodeError::Config {
+                field: "image_size",
+                problem: format!("is {} px", self.image_size),
+                fix: "use at least 8 px (28 or more keeps glyphs legible)",
+            });
+        }
+        let total = self.base_classes + self.val_classes + self.novel_classes;
+        if u32::try_from(total).is_err() || u32::try_from(self.images_per_class).is_err() {
+            return Err(EpisodeError::Config {
+                field: "base_classes + val_classes + novel_classes",
+                problem: "exceeds u32".to_string(),
+                fix: "use fewer classes or images per class",
+            });
+        }
+        let split = |name: &str, first: usize, count: usize| Split {
+            name: name.to_string(),
+            source: format!("synthetic(seed = {})", self.seed).into(),
+            classes: (first..first + count)
+                .map(|c| Class {
+                    name: format!("glyph_{c:03}"),
+                    items: (0..self.images_per_class)
+                        .map(|i| {
+                            Item::Synthetic(GlyphId {
+                                seed: self.seed,
+                                class: c as u32,
+                                instance: i as u32,
+                                size: self.image_size,
+                            })
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        Ok(Dataset {
+            base: split("base", 0, self.base_classes),
+            val: split("val", self.base_classes, self.val_classes),
+            novel: split(
+                "novel",
+                self.base_classes + self.val_classes,
+                self.novel_classes,
+            ),
+        })
+    }
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One synthetic image: instance `instance` of glyph class `class`, rendered at `size`×`size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GlyphId {
+    pub seed: u64,
+    pub class: u32,
+    pub instance: u32,
+    pub size: u32,
+}
+
+type P = [f32; 2];
+
+#[derive(Clone, Debug)]
+enum Stroke {
+    Line([P; 2]),
+    Curve([P; 3]),
+    Arc { center: P, radius: f32, start: f32, sweep: f32 },
+    Polygon(Vec<P>),
+}
+
+/// Roughly normal with unit variance (Irwin–Hall of 3), cheap and dependency-free.
+fn gauss(rng: &mut StreamRng) -> f32 {
+    (rng.random::<f32>() + rng.random::<f32>() + rng.random::<f32>() - 1.5) * 2.0
+}
+
+fn point(rng: &mut StreamRng, extent: f32) -> P {
+    [
+        rng.random_range(-extent..extent),
+        rng.random_range(-extent..extent),
+    ]
+}
+
+fn class_strokes(seed: u64, class: u32) -> Vec<Stroke> {
+    let mut rng = stream(seed, &[tag::GLYPH_CLASS, u64::from(class)]);
+    let count = rng.random_range(2..=4);
+    (0..count)
+        .map(|_| match rng.random_range(0..4) {
+            0 => Stroke::Line([point(&mut rng, 0.7), point(&mut rng, 0.7)]),
+            1 => Stroke::Curve([
+                point(&mut rng, 0.7),
+                point(&mut rng, 0.9),
+                point(&mut rng, 0.7),
+            ]),
+            2 => Stroke::Arc {
+                center: point(&mut rng, 0.35),
+                radius: rng.random_range(0.2..0.5),
+                start: rng.random_range(0.0..2.0 * PI),
+                sweep: rng.random_range(0.5 * PI..1.8 * PI),
+            },
+            _ => {
+                let sides = rng.random_range(3..=5);
+                let center = point(&mut rng, 0.3);
+                let radius = rng.random_range(0.2..0.45);
+                let phase = rng.random_range(0.0..2.0 * PI);
+                Stroke::Polygon(
+                    (0..sides)
+                        .map(|k| {
+                            let a = phase + 2.0 * PI * k as f32 / sides as f32;
+                            [center[0] + radius * a.cos(), center[1] + radius * a.sin()]
+                        })
+                        .collect(),
+                )
+            }
+        })
+        .collect()
+}
+
+/// Per-instance geometric noise on the class strokes, then flattening into segments.
+fn instance_segments(strokes: &[Stroke], rng: &mut StreamRng) -> Vec<[P; 2]> {
+    const JITTER: f32 = 0.045;
+    let jit = |p: P, rng: &mut StreamRng| [p[0] + JITTER * gauss(rng), p[1] + JITTER * gauss(rng)];
+    let mut segments = Vec::new();
+    let polyline = |pts: &[P], closed: bool, out: &mut Vec<[P; 2]>| {
+        out.extend(pts.windows(2).map(|w| [w[0], w[1]]));
+        if closed && pts.len() > 2 {
+            out.push([pts[pts.len() - 1], pts[0]]);
+        }
+    };
+    for stroke in strokes {
+        match stroke {
+            Stroke::Line([a, b]) => polyline(&[jit(*a, rng), jit(*b, rng)], false, &mut segments),
+            Stroke::Curve([a, b, c]) => {
+                let (a, b, c) = (jit(*a, rng), jit(*b, rng), jit(*c, rng));
+                let pts: Vec<P> = (0..=8)
+                    .map(|i| {
+                        let t = i as f32 / 8.0;
+                        let (u, v, w) = ((1.0 - t) * (1.0 - t), 2.0 * t * (1.0 - t), t * t);
+                        [
+                            u * a[0] + v * b[0] + w * c[0],
+                            u * a[1] + v * b[1] + w * c[1],
+                        ]
+                    })
+                    .collect();
+                polyline(&pts, false, &mut segments);
+            }
+            Stroke::Arc { center, radius, start, sweep } => {
+                let center = jit(*center, rng);
+                let radius = radius * (1.0 + 0.08 * gauss(rng));
+                let start = start + 0.15 * gauss(rng);
+                let sweep = sweep * (1.0 + 0.08 * gauss(rng));
+                let n = ((sweep / (PI / 8.0)).ceil() as usize).max(2);
+                let pts: Vec<P> = (0..=n)
+                    .map(|i| {
+                        let a = start + sweep * i as f32 / n as f32;
+                        [center[0] + radius * a.cos(), center[1] + radius * a.sin()]
+                    })
+                    .collect();
+                polyline(&pts, false, &mut segments);
+            }
+            Stroke::Polygon(pts) => {
+                let pts: Vec<P> = pts.iter().map(|p| jit(*p, rng)).collect();
+                polyline(&pts, true, &mut segments);
+            }
+        }
+    }
+    segments
+}
+
+fn luminance(c: [f32; 3]) -> f32 {
+    0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+}
+
+fn colours(rng: &mut StreamRng) -> ([f32; 3], [f32; 3], [f32; 3]) {
+    let rgb = |rng: &mut StreamRng| [rng.random(), rng.random(), rng.random()];
+    let bg: [f32; 3] = rgb(rng);
+    let mut fg = rgb(rng);
+    for _ in 0..16 {
+        if (luminance(fg) - luminance(bg)).abs() >= 0.35 {
+            break;
+        }
+        fg = rgb(rng);
+    }
+    if (luminance(fg) - luminance(bg)).abs() < 0.35 {
+        fg = if luminance(bg) > 0.5 { [0.0; 3] } else { [1.0; 3] };
+    }
+    // A gentle background gradient, so the background is not one flat colour.
+    let delta = [0.15 * gauss(rng), 0.15 * gauss(rng), 0.15 * gauss(rng)];
+    (bg, fg, delta)
+}
+
+fn dist_to_segment(p: P, [a, b]: [P; 2]) -> f32 {
+    let (abx, aby) = (b[0] - a[0], b[1] - a[1]);
+    let (apx, apy) = (p[0] - a[0], p[1] - a[1]);
+    let len2 = abx * abx + aby * aby;
+    let t = if len2 > 0.0 {
+        ((apx * abx + apy * aby) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let (dx, dy) = (apx - t * abx, apy - t * aby);
+    (dx * dx + dy * dy).sqrt()
+}
+
+impl GlyphId {
+    /// Draws the image. Coordinates: the image spans [-1, 1]² with y pointing down.
+    pub fn render(&self) -> RgbImage {
+        let strokes = class_strokes(self.seed, self.class);
+        let mut rng = stream(
+            self.seed,
+            &[
+                tag::GLYPH_INSTANCE,
+                u64::from(self.class),
+                u64::from(self.instance),
+            ],
+        );
+        let mut segments = instance_segments(&strokes, &mut rng);
+
+        // Affine jitter: rotation ±~20°, scale, anisotropy, shear, translation.
+        let angle = rng.random_range(-0.35f32..0.35);
+        let scale = rng.random_range(0.8f32..1.1);
+        let stretch = rng.random_range(0.9f32..1.1);
+        let shear = rng.random_range(-0.15f32..0.15);
+        let shift = [rng.random_range(-0.12f32..0.12), rng.random_range(-0.12f32..0.12)];
+        let (s, c) = angle.sin_cos();
+        let (sx, sy) = (scale * stretch, scale / stretch);
+        let map = |p: P| {
+            let (x, y) = (p[0] * sx + shear * p[1] * sy, p[1] * sy);
+            [c * x - s * y + shift[0], s * x + c * y + shift[1]]
+        };
+        for seg in &mut segments {
+            *seg = [map(seg[0]), map(seg[1])];
+        }
+        let half_width = rng.random_range(0.05f32..0.1);
+        let (bg, fg, delta) = colours(&mut rng);
+        let grad = rng.random_range(0.0..2.0 * PI);
+        let (gs, gc) = grad.sin_cos();
+        let noise = rng.random_range(0.02f32..0.08);
+
+        let size = self.size;
+        let pixel = 2.0 / size as f32;
+        let mut img = RgbImage::new(size, size);
+        for (x, y, px) in img.enumerate_pixels_mut() {
+            let p = [
+                (x as f32 + 0.5) * pixel - 1.0,
+                (y as f32 + 0.5) * pixel - 1.0,
+            ];
+            let d = segments
+                .iter()
+                .map(|&seg| dist_to_segment(p, seg))
+                .fold(f32::INFINITY, f32::min);
+            let cover = ((half_width - d) / pixel + 0.5).clamp(0.0, 1.0);
+            let g = 0.5 * (p[0] * gc + p[1] * gs);
+            let mut out = [0u8; 3];
+            for ch in 0..3 {
+                let back = bg[ch] + g * delta[ch];
+                let v = back + cover * (fg[ch] - back)
+                    + noise * 3.464 * (rng.random::<f32>() - 0.5);
+                out[ch] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+            }
+            *px = Rgb(out);
+        }
+        img
+    }
+}
