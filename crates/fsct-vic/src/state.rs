@@ -96,3 +96,94 @@ impl VicState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(v: f64, i: f64, c: f64, w: VicWeights) -> VicValues {
+        VicValues { variance: v, invariance: i, covariance: c, total: w.variance * v + w.invariance * i + w.covariance * c, weights: w }
+    }
+
+    fn balanced() -> VicConfig {
+        VicConfig { weighting: Weighting::Balanced, ..VicConfig::default() }
+    }
+
+    #[test]
+    fn ema_starts_at_the_first_value_then_uses_the_momentum() {
+        let config = VicConfig::default();
+        let mut state = VicState::new(&config);
+        let w = state.weights;
+        state.update(&values(0.5, 2.0, 4.0, w), &config).unwrap();
+        assert_eq!(state.ema, values(0.5, 2.0, 4.0, w));
+        state.update(&values(1.5, 0.0, 2.0, w), &config).unwrap();
+        let expected = [0.9 * 0.5 + 0.1 * 1.5, 0.9 * 2.0, 0.9 * 4.0 + 0.1 * 2.0, 0.9 * 6.5 + 0.1 * 3.5];
+        let got = [state.ema.variance, state.ema.invariance, state.ema.covariance, state.ema.total];
+        for (g, e) in got.iter().zip(expected) {
+            assert!((g - e).abs() < 1e-12, "{got:?} vs {expected:?}");
+        }
+        assert_eq!(state.steps, 2);
+        assert_eq!(state.weights, VicWeights::from_config(&config), "fixed weighting leaves the λs alone");
+    }
+
+    #[test]
+    fn balanced_weighting_moves_each_lambda_towards_an_equal_share() {
+        let config = VicConfig { alpha: 0.1, ..balanced() };
+        let mut state = VicState::new(&config);
+        let w = state.weights;
+        // Shares 0.1 / 0.3 / 0.6: λv rises, λi rises a little, λc falls.
+        state.update(&values(0.1, 0.3, 0.6, w), &config).unwrap();
+        let tot = 1.0 + 1e-8;
+        let expect = |share: f64| 1.0 + 0.1 * (1.0 / 3.0 - share / tot);
+        assert!((state.weights.variance - expect(0.1)).abs() < 1e-12);
+        assert!((state.weights.invariance - expect(0.3)).abs() < 1e-12);
+        assert!((state.weights.covariance - expect(0.6)).abs() < 1e-12);
+        assert!(state.weights.variance > state.weights.invariance && state.weights.invariance > 1.0 && state.weights.covariance < 1.0);
+        assert_eq!(state.ema.weights, w, "the EMA records the weights used in the step");
+    }
+
+    #[test]
+    fn balanced_weighting_respects_the_clamps() {
+        let config = VicConfig { alpha: 0.5, min_weight: 0.5, max_weight: 2.0, ..balanced() };
+        let mut state = VicState::new(&config);
+        for _ in 0..50 {
+            let w = state.weights;
+            state.update(&values(0.0, 0.0, 1.0, w), &config).unwrap();
+            for (_, lambda) in state.weights.named() {
+                assert!((0.5..=2.0).contains(&lambda), "{:?}", state.weights);
+            }
+        }
+        assert_eq!(state.weights, VicWeights { variance: 2.0, invariance: 2.0, covariance: 0.5 });
+        // All-zero terms: no share is defined, every λ moves up by α/3 (then clamps).
+        let mut zero = VicState::new(&config);
+        zero.update(&values(0.0, 0.0, 0.0, zero.weights), &config).unwrap();
+        assert!((zero.weights.variance - (1.0 + 0.5 / 3.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn non_finite_values_are_rejected_and_change_nothing() {
+        let config = balanced();
+        let mut state = VicState::new(&config);
+        state.update(&values(0.2, 0.3, 0.4, state.weights), &config).unwrap();
+        let before = state.clone();
+        let err = state.update(&values(0.2, f64::NAN, 0.4, state.weights), &config).unwrap_err();
+        assert!(matches!(err, VicError::NonFinite { term: "invariance", .. }), "{err}");
+        assert!(err.to_string().contains("invariance"));
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn state_round_trips_through_json_and_validates_against_the_config() {
+        let config = balanced();
+        let mut state = VicState::new(&config);
+        state.update(&values(0.2, 0.3, 0.4, state.weights), &config).unwrap();
+        let json = serde_json::to_string(&state).unwrap();
+        let back: VicState = serde_json::from_str(&json).unwrap();
+        assert_eq!((back.weights, back.steps), (state.weights, state.steps));
+        assert!((back.ema.covariance - state.ema.covariance).abs() <= 1e-12 * state.ema.covariance);
+        back.validate(&config).unwrap();
+        let outside = VicState { weights: VicWeights { covariance: 50.0, ..state.weights }, ..state };
+        let err = outside.validate(&config).unwrap_err().to_string();
+        assert!(err.contains("lambda_c") && err.contains("[0.01, 10]"), "{err}");
+    }
+}

@@ -161,3 +161,181 @@ pub fn vic_terms<B: Backend>(
         + covariance.clone().mul_scalar(weights.covariance);
     Ok(VicTerms { variance, invariance, covariance, total, weights })
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::{Linear, LinearConfig};
+    use burn::tensor::{DType, FloatDType};
+
+    use super::*;
+    use crate::reference::{self, assert_close, tensor, to_vec, Rng, AD, B};
+
+    const DIM: usize = 40;
+
+    fn weights(v: f64, i: f64, c: f64) -> VicWeights {
+        VicWeights { variance: v, invariance: i, covariance: c }
+    }
+
+    #[test]
+    fn variance_matches_the_f64_reference_in_value_and_gradient() {
+        let mut rng = Rng(10);
+        for rows in [10, 60] {
+            let x = rng.matrix(rows, DIM);
+            let (expected, expected_grad) = reference::variance(&x, rows, DIM, 1.0, 1e-4);
+            assert!(expected > 0.05 && expected_grad.iter().filter(|g| **g == 0.0).count() > 0, "the hinge is active for some columns only");
+            let input = tensor::<AD, 2>(&x, [rows, DIM]).require_grad();
+            let term = variance_term(input.clone(), 1.0, 1e-4);
+            assert_close(&to_vec(term.clone()), &[expected], 1e-5, &format!("variance n={rows}"));
+            let grad = to_vec(input.grad(&term.backward()).unwrap());
+            assert_close(&grad, &expected_grad, 1e-4, &format!("variance grad n={rows}"));
+        }
+        // γ and ε are honoured.
+        let x = rng.matrix(10, DIM);
+        let got = to_vec(variance_term(tensor::<B, 2>(&x, [10, DIM]), 2.5, 0.3))[0];
+        assert_close(&[got], &[reference::variance(&x, 10, DIM, 2.5, 0.3).0], 1e-5, "variance γ=2.5 ε=0.3");
+    }
+
+    #[test]
+    fn variance_of_a_single_row_is_the_constant_hinge() {
+        let x = Rng(11).matrix(1, DIM);
+        let input = tensor::<AD, 2>(&x, [1, DIM]).require_grad();
+        let term = variance_term(input.clone(), 1.0, 1e-4);
+        assert_close(&to_vec(term.clone()), &[1.0 - 1e-4f64.sqrt()], 1e-6, "one row");
+        assert!(to_vec(input.grad(&term.backward()).unwrap()).iter().all(|&g| g == 0.0));
+    }
+
+    #[test]
+    fn invariance_matches_the_f64_reference_and_is_zero_for_one_shot() {
+        let mut rng = Rng(12);
+        for (ways, shots) in [(5, 2), (4, 15)] {
+            let s = rng.matrix(ways * shots, DIM);
+            let (expected, expected_grad) = reference::invariance(&s, ways, shots, DIM);
+            let input = tensor::<AD, 3>(&s, [ways, shots, DIM]).require_grad();
+            let term = invariance_term(input.clone());
+            assert_close(&to_vec(term.clone()), &[expected], 1e-5, "invariance");
+            assert_close(&to_vec(input.grad(&term.backward()).unwrap()), &expected_grad, 1e-4, "invariance grad");
+        }
+        let s = rng.matrix(5, DIM);
+        assert_eq!(to_vec(invariance_term(tensor::<B, 3>(&s, [5, 1, DIM]))), vec![0.0], "1-shot");
+    }
+
+    /// Full episode against the reference, with n < d in one set and n > d in the other.
+    #[test]
+    fn weighted_total_and_its_gradients_match_the_reference() {
+        let mut rng = Rng(13);
+        let w = weights(0.7, 1.3, 2.0);
+        for (ways, shots, queries) in [(5, 2, 60), (4, 15, 10)] {
+            let rows = ways * shots;
+            let s = rng.matrix(rows, DIM);
+            let q = rng.matrix(queries, DIM);
+            let (vs, gvs) = reference::variance(&s, rows, DIM, 1.0, 1e-4);
+            let (vq, gvq) = reference::variance(&q, queries, DIM, 1.0, 1e-4);
+            let (is, gis) = reference::invariance(&s, ways, shots, DIM);
+            let (cs, gcs) = reference::covariance(&s, rows, DIM);
+            let (cq, gcq) = reference::covariance(&q, queries, DIM);
+            let (v, c) = ((vs + vq) / 2.0, (cs + cq) / 2.0);
+            let total = w.variance * v + w.invariance * is + w.covariance * c;
+            let grad_s: Vec<f64> =
+                (0..s.len()).map(|k| w.variance * gvs[k] / 2.0 + w.invariance * gis[k] + w.covariance * gcs[k] / 2.0).collect();
+            let grad_q: Vec<f64> = (0..q.len()).map(|k| w.variance * gvq[k] / 2.0 + w.covariance * gcq[k] / 2.0).collect();
+
+            let support = tensor::<AD, 3>(&s, [ways, shots, DIM]).require_grad();
+            let query = tensor::<AD, 2>(&q, [queries, DIM]).require_grad();
+            let terms = vic_terms(support.clone(), query.clone(), w, &VicConfig::default()).unwrap();
+            let got = terms.values();
+            assert_close(&[got.variance, got.invariance, got.covariance, got.total], &[v, is, c, total], 1e-5, "terms");
+            assert_eq!(got.weights, w);
+            let grads = terms.total.backward();
+            assert_close(&to_vec(support.grad(&grads).unwrap()), &grad_s, 1e-4, "support grad");
+            assert_close(&to_vec(query.grad(&grads).unwrap()), &grad_q, 1e-4, "query grad");
+        }
+    }
+
+    #[test]
+    fn covariance_modes_give_the_same_terms() {
+        let mut rng = Rng(14);
+        let (s, q) = (rng.matrix(10, DIM), rng.matrix(60, DIM));
+        let run = |covariance| {
+            let config = VicConfig { covariance, ..VicConfig::default() };
+            let t = vic_terms(tensor::<B, 3>(&s, [5, 2, DIM]), tensor::<B, 2>(&q, [60, DIM]), weights(1.0, 1.0, 1.0), &config);
+            t.unwrap().values().covariance
+        };
+        let auto = run(crate::CovarianceMode::Auto);
+        assert_close(&[run(crate::CovarianceMode::Gram), run(crate::CovarianceMode::Naive)], &[auto, auto], 1e-5, "modes");
+    }
+
+    #[test]
+    fn bad_shapes_and_weights_are_typed_errors() {
+        let config = VicConfig::default();
+        let w = weights(1.0, 1.0, 1.0);
+        let zeros3 = |shape: [usize; 3]| Tensor::<B, 3>::zeros(shape, &Default::default());
+        let zeros2 = |shape: [usize; 2]| Tensor::<B, 2>::zeros(shape, &Default::default());
+        let message = |r: Result<VicTerms<B>, VicError>| r.unwrap_err().to_string();
+        let m = message(vic_terms(zeros3([5, 2, 40]), zeros2([10, 41]), w, &config));
+        assert!(m.contains("[5, 2, 40]") && m.contains("[10, 41]") && m.contains("differ in d"), "{m}");
+        let m = message(vic_terms(zeros3([5, 0, 40]), zeros2([10, 40]), w, &config));
+        assert!(m.contains("[N, K, d] = [5, 0, 40]"), "{m}");
+        let m = message(vic_terms(zeros3([5, 1, 40]), zeros2([0, 40]), w, &config));
+        assert!(m.contains("at least one query"), "{m}");
+        let m = message(vic_terms(zeros3([5, 1, 40]), zeros2([3, 40]), weights(1.0, f64::NAN, 1.0), &config));
+        assert!(m.contains("lambda_i"), "{m}");
+        let bad = VicConfig { epsilon: -1.0, ..config };
+        assert!(message(vic_terms(zeros3([5, 1, 40]), zeros2([3, 40]), w, &bad)).contains("epsilon"));
+    }
+
+    /// VIC is computed on live embeddings: adding it changes the backbone's gradients, by exactly
+    /// the gradient of VIC alone.
+    #[test]
+    fn vic_changes_the_backbone_gradients() {
+        let device = Default::default();
+        let backbone: Linear<AD> = LinearConfig::new(8, DIM).init(&device);
+        let images = tensor::<AD, 2>(&Rng(15).matrix(25, 8), [25, 8]);
+        let grads_of = |with_task: bool, with_vic: bool| {
+            let embeddings = backbone.forward(images.clone());
+            let task = embeddings.clone().tanh().mean();
+            let support = embeddings.clone().slice(0..10).reshape([5, 2, DIM]);
+            let query = embeddings.slice(10..25);
+            let vic = vic_terms(support, query, weights(1.0, 1.0, 1.0), &VicConfig::default()).unwrap().total;
+            let loss = match (with_task, with_vic) {
+                (true, true) => task + vic,
+                (true, false) => task,
+                _ => vic,
+            };
+            let grads = loss.backward();
+            to_vec(backbone.weight.val().grad(&grads).expect("the backbone gets a gradient"))
+        };
+        let (plain, with_vic, vic_only) = (grads_of(true, false), grads_of(true, true), grads_of(false, true));
+        let change: Vec<f64> = with_vic.iter().zip(&plain).map(|(a, b)| a - b).collect();
+        let norm = change.iter().map(|c| c * c).sum::<f64>().sqrt();
+        assert!(norm > 1e-3, "VIC must change the backbone's gradient (change norm {norm})");
+        assert_close(&change, &vic_only, 1e-4, "grad(task + VIC) − grad(task) = grad(VIC)");
+    }
+
+    /// f16 embeddings are widened before any reduction: the terms equal the f32 computation on the
+    /// same (f16-rounded) values to f32 precision, stay close to the unrounded f32 ones, come back
+    /// as f32, and the gradient flows back to the f16 input.
+    #[test]
+    fn f16_input_is_computed_in_f32() {
+        let mut rng = Rng(16);
+        let (s, q) = (rng.matrix(10, DIM), rng.matrix(60, DIM));
+        let w = weights(1.0, 1.0, 1.0);
+        let config = VicConfig::default();
+        let support16 = tensor::<AD, 3>(&s, [5, 2, DIM]).cast(FloatDType::F16).require_grad();
+        let query16 = tensor::<AD, 2>(&q, [60, DIM]).cast(FloatDType::F16).require_grad();
+        let terms16 = vic_terms(support16.clone(), query16.clone(), w, &config).unwrap();
+        assert_eq!(terms16.total.dtype(), DType::F32);
+        let rounded_s = to_vec(support16.clone().cast(FloatDType::F32));
+        let rounded_q = to_vec(query16.clone().cast(FloatDType::F32));
+        let on_rounded = vic_terms(tensor::<B, 3>(&rounded_s, [5, 2, DIM]), tensor::<B, 2>(&rounded_q, [60, DIM]), w, &config).unwrap();
+        let exact = vic_terms(tensor::<B, 3>(&s, [5, 2, DIM]), tensor::<B, 2>(&q, [60, DIM]), w, &config).unwrap();
+        let as_vec = |v: VicValues| vec![v.variance, v.invariance, v.covariance, v.total];
+        let got = as_vec(terms16.values());
+        assert_close(&got, &as_vec(on_rounded.values()), 1e-6, "f16 input vs f32 on the same values");
+        assert_close(&got, &as_vec(exact.values()), 2e-3, "f16 input vs f32 input");
+        let grads = terms16.total.backward();
+        let grad = support16.grad(&grads).expect("gradient reaches the f16 support");
+        assert_eq!(grad.dtype(), DType::F16);
+        assert!(to_vec(grad).iter().any(|g| *g != 0.0));
+        assert!(query16.grad(&grads).is_some());
+    }
+}
