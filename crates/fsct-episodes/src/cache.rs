@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use image::RgbImage;
 
 use crate::error::EpisodeError;
-use crate::split::Split;
+use crate::split::Dataset;
 
 pub(crate) struct ImageCache {
     /// First slot of each class.
@@ -18,7 +18,7 @@ pub(crate) struct ImageCache {
 }
 
 impl ImageCache {
-    pub(crate) fn new(split: &Split, budget: usize) -> Self {
+    pub(crate) fn new(split: &Dataset, budget: usize) -> Self {
         let mut offsets = Vec::with_capacity(split.classes.len());
         let mut total = 0;
         for class in &split.classes {

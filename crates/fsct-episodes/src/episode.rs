@@ -3,7 +3,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::sampler::EpisodeShape;
+use crate::sampler::EpisodeSpec;
 
 /// The images of one episode, `[N, K + M, C, H, W]` row-major (spec §2.1): position `n` along the
 /// first axis is target class `n`; within a class the first K images are the support set and the
@@ -17,15 +17,16 @@ pub struct Episode {
     pub k_shot: usize,
     /// Normalised pixels, `shape.iter().product()` values.
     pub images: Vec<f32>,
-    /// The split's class index of each of the N positions.
+    /// The dataset's class index of each of the N positions.
     pub classes: Vec<usize>,
-    /// The split's item index of each image, `[N][K + M]`.
+    /// The dataset's item index (within its class) of each image, `[N][K + M]`.
     pub items: Vec<Vec<usize>>,
 }
 
 impl Episode {
-    pub fn episode_shape(&self) -> EpisodeShape {
-        EpisodeShape {
+    /// The N-way K-shot M-query shape of this episode.
+    pub fn spec(&self) -> EpisodeSpec {
+        EpisodeSpec {
             n_way: self.shape[0],
             k_shot: self.k_shot,
             n_query: self.shape[1] - self.k_shot,

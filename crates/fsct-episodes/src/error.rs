@@ -57,13 +57,25 @@ pub enum EpisodeError {
     )]
     MissingClassFolder { path: PathBuf, class: String },
 
-    #[error("{path}: class `{class}` is listed in more than one split ({first} and {second}); fix: each class must belong to one split")]
+
+    #[error(
+        "{path}: class `{class}` is listed in more than one split ({first} and {second}); fix: \
+         each class must belong to one split"
+    )]
     ClassInTwoSplits {
         path: PathBuf,
         class: String,
         first: String,
         second: String,
     },
+
+    #[error(
+        "{path}: class `{class}` is listed twice; fix: list each class folder once"
+    )]
+    DuplicateClass { path: PathBuf, class: String },
+
+    #[error("{path}: no class folders found; fix: put images in `{path}/<class>/<image>`")]
+    NoClasses { path: PathBuf },
 
     #[error(
         "{path}: cannot decode image: {reason}; fix: re-encode the file (JPEG or PNG) or remove \
@@ -76,22 +88,24 @@ pub enum EpisodeError {
     },
 
     #[error(
-        "class `{class}` of split `{split}` has {have} images but an episode needs \
+        "class `{class}` of `{split}` ({source_path}) has {have} images but an episode needs \
          k_shot + n_query = {need}; fix: lower k_shot or n_query, or remove the class from `{split}`"
     )]
     TooFewImages {
         split: String,
+        source_path: PathBuf,
         class: String,
         have: usize,
         need: usize,
     },
 
     #[error(
-        "split `{split}` has {have} classes but n_way = {n_way}; fix: lower n_way to at most \
-         {have} or add classes to `{split}`"
+        "`{split}` ({source_path}) has {have} classes but n_way = {n_way}; fix: lower n_way to at \
+         most {have} or add classes to `{split}`"
     )]
     TooFewClasses {
         split: String,
+        source_path: PathBuf,
         have: usize,
         n_way: usize,
     },

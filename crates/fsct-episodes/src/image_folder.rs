@@ -1,11 +1,14 @@
 //! Image folders: `root/<class>/<image>`, with the split given either as three roots or as
 //! three lists of class names under one root.
+//!
+//! Images are the files with an extension in [`IMAGE_EXTENSIONS`] (sorted by name); hidden
+//! files and folders (starting with `.`) are skipped.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::EpisodeError;
-use crate::split::{Class, Dataset, Item, OpenOptions, Split};
+use crate::split::{Class, Dataset, Item, OpenOptions, Splits};
 
 /// File extensions (case-insensitive) taken as images; other files are ignored.
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -24,7 +27,7 @@ pub fn open_image_folder_split(
     root: impl AsRef<Path>,
     name: &str,
     options: &OpenOptions,
-) -> Result<Split, EpisodeError> {
+) -> Result<Dataset, EpisodeError> {
     let root = root.as_ref();
     let _span = tracing::info_span!("open_image_folder", root = %root.display()).entered();
     let mut class_dirs: Vec<PathBuf> = read_dir(root)?
@@ -36,7 +39,12 @@ pub fn open_image_folder_split(
         .iter()
         .map(|dir| class_from_dir(dir))
         .collect::<Result<Vec<_>, _>>()?;
-    let split = Split {
+    if classes.is_empty() {
+        return Err(EpisodeError::NoClasses {
+            path: root.to_path_buf(),
+        });
+    }
+    let split = Dataset {
         name: name.to_string(),
         source: root.to_path_buf(),
         classes,
@@ -51,8 +59,8 @@ pub fn open_image_folders(
     val: impl AsRef<Path>,
     novel: impl AsRef<Path>,
     options: &OpenOptions,
-) -> Result<Dataset, EpisodeError> {
-    Ok(Dataset {
+) -> Result<Splits, EpisodeError> {
+    Ok(Splits {
         base: open_image_folder_split(base, "base", options)?,
         val: open_image_folder_split(val, "val", options)?,
         novel: open_image_folder_split(novel, "novel", options)?,
@@ -60,12 +68,12 @@ pub fn open_image_folders(
 }
 
 /// Opens a dataset whose classes all live under `root`, split by the given class lists. Each split
-/// keeps the order of its list.
+/// keeps the order of its list; a class may belong to one split only.
 pub fn open_image_folder_lists(
     root: impl AsRef<Path>,
     lists: &ClassLists,
     options: &OpenOptions,
-) -> Result<Dataset, EpisodeError> {
+) -> Result<Splits, EpisodeError> {
     let root = root.as_ref();
     let mut seen: HashMap<&str, &str> = HashMap::new();
     for (split, names) in [("base", &lists.base), ("val", &lists.val), ("novel", &lists.novel)] {
@@ -80,33 +88,65 @@ pub fn open_image_folder_lists(
             }
         }
     }
-    let split = |name: &str, classes: &[String]| -> Result<Split, EpisodeError> {
-        let classes = classes
-            .iter()
-            .map(|class| {
-                let dir = root.join(class);
-                if !dir.is_dir() {
-                    return Err(EpisodeError::MissingClassFolder {
-                        path: dir,
-                        class: class.clone(),
-                    });
-                }
-                class_from_dir(&dir)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let split = Split {
-            name: name.to_string(),
-            source: root.to_path_buf(),
-            classes,
-        };
-        split.verify_files(options)?;
-        Ok(split)
-    };
-    Ok(Dataset {
-        base: split("base", &lists.base)?,
-        val: split("val", &lists.val)?,
-        novel: split("novel", &lists.novel)?,
+    Ok(Splits {
+        base: open_image_folder_classes(root, "base", &lists.base, options)?,
+        val: open_image_folder_classes(root, "val", &lists.val, options)?,
+        novel: open_image_folder_classes(root, "novel", &lists.novel, options)?,
     })
+}
+
+/// One split made of the class folders `root/<class>` for each listed class, in list order.
+pub fn open_image_folder_classes(
+    root: impl AsRef<Path>,
+    name: &str,
+    classes: &[String],
+    options: &OpenOptions,
+) -> Result<Dataset, EpisodeError> {
+    let root = root.as_ref();
+    let _span = tracing::info_span!("open_image_folder", root = %root.display()).entered();
+    let mut seen = std::collections::HashSet::new();
+    let classes = classes
+        .iter()
+        .map(|class| {
+            if !seen.insert(class.as_str()) {
+                return Err(EpisodeError::DuplicateClass {
+                    path: root.to_path_buf(),
+                    class: class.clone(),
+                });
+            }
+            let dir = root.join(class);
+            if !dir.is_dir() {
+                return Err(EpisodeError::MissingClassFolder {
+                    path: dir,
+                    class: class.clone(),
+                });
+            }
+            class_from_dir(&dir)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let split = Dataset {
+        name: name.to_string(),
+        source: root.to_path_buf(),
+        classes,
+    };
+    split.verify_files(options)?;
+    Ok(split)
+}
+
+impl Dataset {
+    /// Reads `root/<class>/<image>`: with `classes = None` every sub-folder of `root` is a class
+    /// (sorted by name); otherwise the listed class folders, in list order. Every image must
+    /// exist and have a readable header. The dataset is named after `root`'s last component.
+    pub fn open_folder(root: &Path, classes: Option<&[String]>) -> Result<Dataset, EpisodeError> {
+        let name = root
+            .file_name()
+            .map_or_else(|| "images".to_string(), |n| n.to_string_lossy().into_owned());
+        let options = OpenOptions::default();
+        match classes {
+            None => open_image_folder_split(root, &name, &options),
+            Some(list) => open_image_folder_classes(root, &name, list, &options),
+        }
+    }
 }
 
 fn class_from_dir(dir: &Path) -> Result<Class, EpisodeError> {

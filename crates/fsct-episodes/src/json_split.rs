@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::EpisodeError;
-use crate::split::{Class, Dataset, Item, OpenOptions, Split};
+use crate::split::{Class, Dataset, Item, OpenOptions, Splits};
 
 #[derive(Deserialize)]
 struct SplitFile {
@@ -17,13 +17,24 @@ struct SplitFile {
     image_labels: Vec<i64>,
 }
 
+impl Dataset {
+    /// Reads one reference split file (`base.json`, …), checking that every listed image exists
+    /// and has a readable image header. See [`open_json_split`] for the format.
+    pub fn open_json(path: &Path) -> Result<Dataset, EpisodeError> {
+        open_json_split(path, &OpenOptions::default())
+    }
+}
+
 /// Reads one split file.
 ///
 /// Classes are the sorted unique labels, as the reference does; a class is named
 /// `label_names[label]` when that entry exists (the reference numbers labels across all splits and
 /// lists every name in each file), else after the label number. Image paths are absolute or
 /// relative to the JSON file's folder. The files are checked as `options.verify` asks.
-pub fn open_json_split(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Split, EpisodeError> {
+pub fn open_json_split(
+    path: impl AsRef<Path>,
+    options: &OpenOptions,
+) -> Result<Dataset, EpisodeError> {
     let path = path.as_ref();
     let _span = tracing::info_span!("open_json_split", path = %path.display()).entered();
     let text = std::fs::read_to_string(path).map_err(|source| EpisodeError::SplitRead {
@@ -61,7 +72,7 @@ pub fn open_json_split(path: impl AsRef<Path>, options: &OpenOptions) -> Result<
         })
         .collect();
 
-    let split = Split {
+    let split = Dataset {
         name: path
             .file_stem()
             .map_or_else(|| "split".to_string(), |s| s.to_string_lossy().into_owned()),
@@ -74,10 +85,10 @@ pub fn open_json_split(path: impl AsRef<Path>, options: &OpenOptions) -> Result<
 }
 
 /// Opens `dir/base.json`, `dir/val.json` and `dir/novel.json`.
-pub fn open_json_dataset(dir: impl AsRef<Path>, options: &OpenOptions) -> Result<Dataset, EpisodeError> {
+pub fn open_json_splits(dir: impl AsRef<Path>, options: &OpenOptions) -> Result<Splits, EpisodeError> {
     let dir = dir.as_ref();
     let file = |name: &str| -> PathBuf { dir.join(name) };
-    Ok(Dataset {
+    Ok(Splits {
         base: open_json_split(file("base.json"), options)?,
         val: open_json_split(file("val.json"), options)?,
         novel: open_json_split(file("novel.json"), options)?,

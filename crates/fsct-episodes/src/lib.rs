@@ -1,11 +1,13 @@
 //! Everything between images and an episode tensor `[N, K + M, C, H, W]` for few-shot training.
 //!
-//! - Datasets, all read into one representation ([`Dataset`] of three [`Split`]s, each a list of
-//!   [`Class`]es of [`Item`]s) and validated when opened:
-//!   - the reference JSON split files ([`open_json_split`], [`open_json_dataset`]);
-//!   - image folders `root/<class>/<image>` ([`open_image_folders`], [`open_image_folder_lists`]);
+//! - Datasets: a [`Dataset`] is one split (base, val or novel), a list of classes of images,
+//!   validated when opened and against an [`EpisodeSpec`] ([`Dataset::validate`]) before
+//!   training starts:
+//!   - the reference JSON split files ([`Dataset::open_json`], [`open_json_splits`]);
+//!   - image folders `root/<class>/<image>` ([`Dataset::open_folder`], [`open_image_folders`],
+//!     [`open_image_folder_lists`]);
 //!   - a synthetic glyph dataset drawn in code from a seed, no files needed
-//!     ([`SyntheticConfig`]); the quickstart's default data and the end-to-end tests' data.
+//!     ([`synthetic_splits`]): the quickstart's default data and the end-to-end tests' data.
 //! - Transforms of the reference (spec §3.4): eval resize + centre crop (optionally the
 //!   published 2022 variant) and train augmentation (random resized crop, colour jitter, flip),
 //!   then ImageNet normalisation ([`TransformConfig`], [`default_image_size`]).
@@ -17,19 +19,20 @@
 //! any backend ([`Episode::to_tensor`]).
 //!
 //! ```no_run
+//! use std::sync::Arc;
 //! use fsct_episodes::*;
 //! # fn main() -> Result<(), EpisodeError> {
-//! let data = SyntheticConfig::new().with_image_size(32).build()?;
-//! let loader = EpisodeLoader::new(
-//!     data.base,
-//!     EpisodeShape::new(),                          // 5-way 5-shot 16-query
-//!     TransformConfig::new(32).with_augment(true),
-//!     &LoaderConfig::new().with_threads(2),
-//!     42,                                           // seed
-//! )?;
-//! for episode in loader.iter(0..200) {
+//! let splits = synthetic_splits(&SyntheticConfig::default()); // 64 / 16 / 20 classes
+//! let spec = EpisodeSpec { n_way: 5, k_shot: 5, n_query: 10 };
+//! splits.base.validate(&spec)?;
+//! let transform = TransformConfig::new(32, TransformMode::Train);
+//! let config = LoaderConfig { seed: 42, ..LoaderConfig::default() };
+//! let epoch = 0;
+//! let loader = EpisodeLoader::new(Arc::new(splits.base), spec, transform, config, epoch * 100..(epoch + 1) * 100)?;
+//! for episode in loader {
 //!     let episode = episode?;
-//!     // let x = episode.to_tensor::<B>(&device); // [5, 21, 3, 32, 32]
+//!     assert_eq!(episode.shape, [5, 15, 3, 32, 32]);
+//!     // let x = episode.to_tensor::<B>(&device);
 //! }
 //! # Ok(()) }
 //! ```
@@ -49,16 +52,16 @@ mod transform;
 pub use episode::Episode;
 pub use error::EpisodeError;
 pub use image_folder::{
-    open_image_folder_lists, open_image_folder_split, open_image_folders, ClassLists,
-    IMAGE_EXTENSIONS,
+    open_image_folder_classes, open_image_folder_lists, open_image_folder_split,
+    open_image_folders, ClassLists, IMAGE_EXTENSIONS,
 };
-pub use json_split::{open_json_dataset, open_json_split};
-pub use loader::{EpisodeIter, EpisodeLoader, LoaderConfig};
-pub use sampler::{EpisodePlan, EpisodeSampler, EpisodeShape};
+pub use json_split::{open_json_split, open_json_splits};
+pub use loader::{EpisodeLoader, LoaderConfig};
+pub use sampler::{EpisodePlan, EpisodeSampler, EpisodeSpec};
 pub use seed::{stream, StreamRng};
-pub use split::{Class, Dataset, Item, OpenOptions, Split, SplitKind, Verify};
-pub use synthetic::{GlyphId, SyntheticConfig};
+pub use split::{Class, Dataset, Item, OpenOptions, Splits, Verify};
+pub use synthetic::{synthetic_splits, GlyphId, SyntheticConfig};
 pub use transform::{
-    default_image_size, random_resized_crop_params, ColorJitterConfig, EvalResize,
-    TransformConfig,
+    default_image_size, random_resized_crop_params, ColorJitterConfig, EvalResize, Transform,
+    TransformConfig, TransformMode,
 };

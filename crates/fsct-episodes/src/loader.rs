@@ -13,64 +13,70 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use burn::config::Config;
-
 use crate::cache::ImageCache;
 use crate::episode::Episode;
 use crate::error::EpisodeError;
-use crate::sampler::{EpisodePlan, EpisodeSampler, EpisodeShape};
+use crate::sampler::{EpisodePlan, EpisodeSampler, EpisodeSpec};
 use crate::seed::{stream, tag};
-use crate::split::{load_item, Split};
-use crate::transform::TransformConfig;
+use crate::split::{load_item, Dataset};
+use crate::transform::{Transform, TransformConfig};
 
-/// Threads, prefetch depth and cache of an [`EpisodeLoader`].
-#[derive(Config, Debug)]
+/// Threads, prefetch depth, seed and cache of an [`EpisodeLoader`] (defaults in brackets).
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoaderConfig {
-    /// Worker threads; 0 = one per available core.
-    #[config(default = 0)]
+    /// Worker threads decoding and transforming episodes; 0 = one per available core. \[2\]
     pub threads: usize,
-    /// How many episodes the workers may prepare ahead of the consumer (at least 1).
-    #[config(default = 4)]
+    /// How many episodes the workers may prepare ahead of the consumer (at least 1). \[4\]
     pub prefetch: usize,
-    /// Byte budget of the cache of decoded, resized images (before augmentation); 0 disables it.
-    /// An 84-px miniImageNet image takes about 25 KB, so 60 000 images need about 1.6 GB.
-    #[config(default = 0)]
-    pub cache_bytes: usize,
+    /// Seed of the episode stream: episode `i` depends only on (seed, i). \[0\]
+    pub seed: u64,
+    /// Keep every decoded, resized image (`Resize(S)`, before augmentation) in memory after
+    /// its first use. An 84-px image takes about 25 KB (miniImageNet's 38 400 base images
+    /// about 1 GB), a 32-px synthetic one 3 KB. \[false\]
+    pub cache: bool,
 }
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        Self::new()
+        Self {
+            threads: 2,
+            prefetch: 4,
+            seed: 0,
+            cache: false,
+        }
     }
 }
 
 struct Inner {
-    split: Arc<Split>,
+    dataset: Arc<Dataset>,
     sampler: EpisodeSampler,
-    transform: TransformConfig,
+    transform: Transform,
     cache: Option<ImageCache>,
-    threads: usize,
     prefetch: usize,
 }
 
-/// Turns a split into a stream of [`Episode`]s. Cheap to clone (shared state).
-#[derive(Clone)]
+/// Episodes of a range of indices, built on worker threads ahead of the consumer and delivered
+/// in index order: an `Iterator<Item = Result<Episode, EpisodeError>>`.
+///
+/// Episode `i` depends only on (seed, i) (see the module docs), so a range such as
+/// `epoch * n..(epoch + 1) * n` gives every epoch fresh episodes, and a resumed run the same ones.
+/// Dropping the loader stops and joins its workers.
 pub struct EpisodeLoader {
     inner: Arc<Inner>,
+    iter: EpisodeIter,
 }
 
 impl EpisodeLoader {
-    /// Validates everything up front: the episode shape against the split (classes, images per
-    /// class), the transform and the loader settings.
+    /// Checks everything up front (the spec against the dataset, the transform, the settings),
+    /// then starts the workers on `episodes`.
     pub fn new(
-        split: impl Into<Arc<Split>>,
-        shape: EpisodeShape,
+        dataset: Arc<Dataset>,
+        spec: EpisodeSpec,
         transform: TransformConfig,
-        config: &LoaderConfig,
-        seed: u64,
-    ) -> Result<Self, EpisodeError> {
-        let split = split.into();
-        transform.validate()?;
+        config: LoaderConfig,
+        episodes: Range<u64>,
+    ) -> Result<EpisodeLoader, EpisodeError> {
+        let transform = transform.pipeline()?;
         if config.prefetch == 0 {
             return Err(EpisodeError::Config {
                 field: "prefetch",
@@ -78,33 +84,33 @@ impl EpisodeLoader {
                 fix: "use at least 1 (a few episodes, e.g. 4)",
             });
         }
-        let sampler = EpisodeSampler::new(&split, shape, seed)?;
+        let sampler = EpisodeSampler::new(&dataset, spec, config.seed)?;
         let threads = match config.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let cache = (config.cache_bytes > 0).then(|| ImageCache::new(&split, config.cache_bytes));
-        Ok(Self {
-            inner: Arc::new(Inner {
-                split,
-                sampler,
-                transform,
-                cache,
-                threads,
-                prefetch: config.prefetch,
-            }),
-        })
+        let cache = config.cache.then(|| ImageCache::new(&dataset, usize::MAX));
+        let inner = Arc::new(Inner {
+            dataset,
+            sampler,
+            transform,
+            cache,
+            prefetch: config.prefetch,
+        });
+        let iter = EpisodeIter::start(Arc::clone(&inner), episodes, threads);
+        Ok(Self { inner, iter })
     }
 
-    pub fn split(&self) -> &Split {
-        &self.inner.split
+    pub fn dataset(&self) -> &Dataset {
+        &self.inner.dataset
     }
 
-    pub fn shape(&self) -> EpisodeShape {
-        self.inner.sampler.shape()
+    pub fn spec(&self) -> EpisodeSpec {
+        self.inner.sampler.spec()
     }
 
-    pub fn transform(&self) -> &TransformConfig {
+    /// The pipeline every image goes through.
+    pub fn transform(&self) -> &Transform {
         &self.inner.transform
     }
 
@@ -118,33 +124,41 @@ impl EpisodeLoader {
         self.inner.cache.as_ref().map_or(0, ImageCache::used_bytes)
     }
 
-    /// Builds episode `index` on the calling thread.
+    /// Builds episode `index` (inside or outside the range) on the calling thread.
     pub fn episode(&self, index: u64) -> Result<Episode, EpisodeError> {
         self.inner.build(index)
     }
+}
 
-    /// Episodes `range` (e.g. `epoch * 200..(epoch + 1) * 200`), built by worker threads and
-    /// delivered in order. Dropping the iterator stops and joins the workers.
-    pub fn iter(&self, range: Range<u64>) -> EpisodeIter {
-        EpisodeIter::start(Arc::clone(&self.inner), range)
+impl Iterator for EpisodeLoader {
+    type Item = Result<Episode, EpisodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.iter.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.iter.size_hint()
     }
 }
+
+impl ExactSizeIterator for EpisodeLoader {}
 
 impl Inner {
     fn build(&self, index: u64) -> Result<Episode, EpisodeError> {
         let _span = tracing::debug_span!("episode", index).entered();
         let plan = self.sampler.plan(index);
-        let shape = self.sampler.shape();
+        let spec = self.sampler.spec();
         let s = self.transform.image_size as usize;
         let per_image = self.transform.output_len();
-        let per_class = shape.images_per_class();
-        let mut images = vec![0.0f32; shape.images() * per_image];
+        let per_class = spec.images_per_class();
+        let mut images = vec![0.0f32; spec.images() * per_image];
         let mut chunks = images.chunks_exact_mut(per_image);
         for (n, (&class, items)) in plan.classes.iter().zip(&plan.items).enumerate() {
             for (j, &item) in items.iter().enumerate() {
                 let t = (n * per_class + j) as u64;
                 let load = || {
-                    let decoded = load_item(&self.split.classes[class].items[item], &self.split.source)?;
+                    let decoded = load_item(&self.dataset.classes[class].items[item], &self.dataset.source)?;
                     Ok(self.transform.prepare(&decoded))
                 };
                 let prepared = match &self.cache {
@@ -158,8 +172,8 @@ impl Inner {
         }
         Ok(Episode {
             index,
-            shape: [shape.n_way, per_class, 3, s, s],
-            k_shot: shape.k_shot,
+            shape: [spec.n_way, per_class, self.transform.channels(), s, s],
+            k_shot: spec.k_shot,
             images,
             classes: plan.classes,
             items: plan.items,
@@ -176,8 +190,8 @@ struct Progress {
     stop: AtomicBool,
 }
 
-/// Iterator over a range of episodes; see [`EpisodeLoader::iter`].
-pub struct EpisodeIter {
+/// The worker pool and reorder buffer behind [`EpisodeLoader`].
+struct EpisodeIter {
     start: u64,
     len: u64,
     position: u64,
@@ -188,7 +202,7 @@ pub struct EpisodeIter {
 }
 
 impl EpisodeIter {
-    fn start(inner: Arc<Inner>, range: Range<u64>) -> Self {
+    fn start(inner: Arc<Inner>, range: Range<u64>, threads: usize) -> Self {
         let len = range.end.saturating_sub(range.start);
         let progress = Arc::new(Progress {
             next: AtomicU64::new(0),
@@ -197,7 +211,7 @@ impl EpisodeIter {
             stop: AtomicBool::new(false),
         });
         let (sender, receiver) = channel();
-        let threads = (inner.threads as u64).min(len).max(1) as usize;
+        let threads = (threads as u64).min(len).max(1) as usize;
         let workers = (0..threads)
             .map(|_| {
                 let (inner, progress, sender) =
@@ -291,7 +305,6 @@ impl Iterator for EpisodeIter {
     }
 }
 
-impl ExactSizeIterator for EpisodeIter {}
 
 impl Drop for EpisodeIter {
     fn drop(&mut self) {

@@ -1,25 +1,35 @@
 //! The episodic sampler (spec §3.3): N distinct classes, K + M images of each, drawn without
 //! replacement, from an RNG derived from (seed, episode index) alone.
 
-use burn::config::Config;
 use rand::seq::index;
 
 use crate::error::EpisodeError;
 use crate::seed::{stream, tag};
-use crate::split::Split;
+use crate::split::Dataset;
 
-/// N-way, K-shot, M-query.
-#[derive(Config, Debug, Copy, PartialEq, Eq)]
-pub struct EpisodeShape {
-    #[config(default = 5)]
+/// N-way, K-shot, M-query: the shape of one episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpisodeSpec {
+    /// N, the number of classes per episode.
     pub n_way: usize,
-    #[config(default = 5)]
+    /// K, support images per class.
     pub k_shot: usize,
-    #[config(default = 16)]
+    /// M, query images per class.
     pub n_query: usize,
 }
 
-impl EpisodeShape {
+impl Default for EpisodeSpec {
+    /// 5-way 5-shot 16-query, the reference's default.
+    fn default() -> Self {
+        Self {
+            n_way: 5,
+            k_shot: 5,
+            n_query: 16,
+        }
+    }
+}
+
+impl EpisodeSpec {
     /// K + M.
     pub fn images_per_class(&self) -> usize {
         self.k_shot + self.n_query
@@ -30,7 +40,8 @@ impl EpisodeShape {
         self.n_way * self.images_per_class()
     }
 
-    pub fn validate(&self) -> Result<(), EpisodeError> {
+    /// Rejects shapes no dataset can serve (N = 0 or K = 0).
+    pub fn check(&self) -> Result<(), EpisodeError> {
         let zero = |field| EpisodeError::Config {
             field,
             problem: "is 0".into(),
@@ -49,51 +60,124 @@ impl EpisodeShape {
 /// Which images make up one episode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EpisodePlan {
-    /// Indices into the split's classes, in episode order (position n is target n).
+    /// Indices into the dataset's classes, in episode order (position n is target n).
     pub classes: Vec<usize>,
     /// For each chosen class, K + M distinct item indices; the first K are the support set.
     pub items: Vec<Vec<usize>>,
 }
 
-/// Draws [`EpisodePlan`]s for a split; episode `i` depends only on (seed, i).
+/// Draws [`EpisodePlan`]s for a dataset; episode `i` depends only on (seed, i).
 #[derive(Clone, Debug)]
 pub struct EpisodeSampler {
     class_sizes: Vec<usize>,
-    shape: EpisodeShape,
+    spec: EpisodeSpec,
     seed: u64,
 }
 
 impl EpisodeSampler {
-    /// Checks the split against the shape (enough classes, enough images per class).
-    pub fn new(split: &Split, shape: EpisodeShape, seed: u64) -> Result<Self, EpisodeError> {
-        split.check_episode_shape(&shape)?;
+    /// Checks the dataset against the spec (enough classes, enough images per class).
+    pub fn new(dataset: &Dataset, spec: EpisodeSpec, seed: u64) -> Result<Self, EpisodeError> {
+        dataset.check_spec(&spec)?;
         Ok(Self {
-            class_sizes: split.classes.iter().map(|c| c.items.len()).collect(),
-            shape,
+            class_sizes: dataset.classes.iter().map(|c| c.items.len()).collect(),
+            spec,
             seed,
         })
     }
 
-    pub fn shape(&self) -> EpisodeShape {
-        self.shape
+    pub fn spec(&self) -> EpisodeSpec {
+        self.spec
     }
 
     pub fn seed(&self) -> u64 {
         self.seed
     }
 
-    /// The classes are the first N of a uniform random permutation; within each class, K + M
-    /// images without replacement in random order.
+    /// The classes are the first N of a uniform random permutation of the class indices; within
+    /// each class, K + M images without replacement in random order.
     pub fn plan(&self, episode: u64) -> EpisodePlan {
         let mut rng = stream(self.seed, &[tag::EPISODE, episode]);
-        let classes = index::sample(&mut rng, self.class_sizes.len(), self.shape.n_way).into_vec();
+        let classes = index::sample(&mut rng, self.class_sizes.len(), self.spec.n_way).into_vec();
         let items = classes
             .iter()
             .map(|&c| {
-                index::sample(&mut rng, self.class_sizes[c], self.shape.images_per_class())
+                index::sample(&mut rng, self.class_sizes[c], self.spec.images_per_class())
                     .into_vec()
             })
             .collect();
         EpisodePlan { classes, items }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::split::{Class, Item};
+    use std::collections::HashSet;
+
+    fn dataset(sizes: &[usize]) -> Dataset {
+        Dataset {
+            name: "toy".into(),
+            source: "toy".into(),
+            classes: sizes
+                .iter()
+                .enumerate()
+                .map(|(c, &n)| Class {
+                    name: format!("c{c}"),
+                    items: (0..n).map(|i| Item::File(format!("{c}/{i}").into())).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn plans_have_distinct_classes_and_images_without_replacement() {
+        let data = dataset(&[7, 8, 9, 7, 10, 7, 12]);
+        let spec = EpisodeSpec { n_way: 5, k_shot: 2, n_query: 5 };
+        let sampler = EpisodeSampler::new(&data, spec, 3).unwrap();
+        let mut class_counts = vec![0usize; 7];
+        for i in 0..400 {
+            let plan = sampler.plan(i);
+            assert_eq!(plan.classes.len(), 5);
+            assert_eq!(plan.classes.iter().collect::<HashSet<_>>().len(), 5);
+            for (&c, items) in plan.classes.iter().zip(&plan.items) {
+                class_counts[c] += 1;
+                assert_eq!(items.len(), 7);
+                assert_eq!(items.iter().collect::<HashSet<_>>().len(), 7);
+                assert!(items.iter().all(|&i| i < data.classes[c].items.len()));
+            }
+        }
+        // Uniform class choice: each class is picked 400 · 5/7 ≈ 286 times.
+        for (c, &n) in class_counts.iter().enumerate() {
+            assert!((230..340).contains(&n), "class {c} drawn {n} times");
+        }
+    }
+
+    #[test]
+    fn plans_depend_only_on_seed_and_index() {
+        let data = dataset(&[30; 20]);
+        let spec = EpisodeSpec::default();
+        let a = EpisodeSampler::new(&data, spec, 11).unwrap();
+        let b = EpisodeSampler::new(&data, spec, 11).unwrap();
+        let c = EpisodeSampler::new(&data, spec, 12).unwrap();
+        assert_eq!(a.plan(5), b.plan(5));
+        assert_ne!(a.plan(5), a.plan(6));
+        assert_ne!(a.plan(5), c.plan(5));
+        // Order of requests does not matter.
+        let later = a.plan(1000);
+        assert_eq!(b.plan(1000), later);
+    }
+
+    #[test]
+    fn zero_way_or_shot_is_rejected() {
+        let data = dataset(&[30; 20]);
+        let err = EpisodeSampler::new(&data, EpisodeSpec { n_way: 0, k_shot: 1, n_query: 1 }, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("n_way") && err.contains("fix"), "{err}");
+        let err = EpisodeSampler::new(&data, EpisodeSpec { n_way: 2, k_shot: 0, n_query: 1 }, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("k_shot"), "{err}");
     }
 }

@@ -1,12 +1,12 @@
-//! The common representation of every dataset format: a split is a list of classes, each a list
-//! of items (an image file or a synthetic glyph).
+//! The common representation of every dataset format: a dataset (one split) is a list of
+//! classes, each a list of items (an image file or a synthetic glyph).
 
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
 use crate::error::EpisodeError;
-use crate::sampler::EpisodeShape;
+use crate::sampler::EpisodeSpec;
 use crate::synthetic::GlyphId;
 
 /// Where one image comes from.
@@ -18,7 +18,7 @@ pub enum Item {
     Synthetic(GlyphId),
 }
 
-/// One class of a split.
+/// One class of a dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Class {
     /// The label as found in the source (a folder name, or the JSON label / `label_names` entry).
@@ -26,40 +26,29 @@ pub struct Class {
     pub items: Vec<Item>,
 }
 
-/// A set of classes episodes are drawn from (base, val or novel).
+/// One split of a few-shot dataset (base, val or novel): the classes episodes are drawn from.
+///
+/// Open one with [`Dataset::open_json`], [`Dataset::open_folder`] or [`crate::synthetic_splits`].
+/// Files are checked when the dataset is opened; [`Dataset::validate`] checks it against an
+/// episode shape before training starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Split {
-    /// `base`, `val`, `novel`, or the file stem of a JSON split.
+pub struct Dataset {
+    /// `base`, `val`, `novel`, the file stem of a JSON split or the folder name.
     pub name: String,
-    /// The file or folder the split was read from; named in error messages.
+    /// The file or folder the dataset was read from; named in error messages.
     pub source: PathBuf,
     pub classes: Vec<Class>,
 }
 
 /// The three splits of a few-shot dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Dataset {
-    pub base: Split,
-    pub val: Split,
-    pub novel: Split,
-}
-
-/// Which split of a [`Dataset`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SplitKind {
-    Base,
-    Val,
-    Novel,
-}
-
-impl Dataset {
-    pub fn split(&self, kind: SplitKind) -> &Split {
-        match kind {
-            SplitKind::Base => &self.base,
-            SplitKind::Val => &self.val,
-            SplitKind::Novel => &self.novel,
-        }
-    }
+pub struct Splits {
+    /// Training classes.
+    pub base: Dataset,
+    /// Validation classes.
+    pub val: Dataset,
+    /// Test classes.
+    pub novel: Dataset,
 }
 
 /// How thoroughly image files are checked when a dataset is opened.
@@ -67,8 +56,8 @@ impl Dataset {
 /// Missing files are always an error at open time. Beyond that, checking headers catches files
 /// that are not images at all for the price of reading a few bytes each; a full decode also
 /// catches truncated or corrupt pixel data but reads every byte of the dataset, so it is opt-in.
-/// A file that fails to decode later still gives [`EpisodeError::Decode`] from the loader,
-/// never a panic.
+/// A file that fails to decode later still gives [`EpisodeError::Decode`] (naming the file) from
+/// the loader, never a panic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Verify {
     /// Only check that each listed file exists.
@@ -88,7 +77,11 @@ pub struct OpenOptions {
     pub threads: usize,
 }
 
-impl Split {
+impl Dataset {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn num_classes(&self) -> usize {
         self.classes.len()
     }
@@ -97,21 +90,32 @@ impl Split {
         self.classes.iter().map(|c| c.items.len()).sum()
     }
 
-    /// Checks that episodes of `shape` can be drawn from this split: enough classes for `n_way`,
-    /// and `k_shot + n_query` images in every class.
-    pub fn check_episode_shape(&self, shape: &EpisodeShape) -> Result<(), EpisodeError> {
-        shape.validate()?;
-        if shape.n_way > self.classes.len() {
+    /// Checks that episodes of `spec` can be drawn: `n_way` at most the number of classes, at
+    /// least `k_shot + n_query` images in every class, and every listed file still exists.
+    pub fn validate(&self, spec: &EpisodeSpec) -> Result<(), EpisodeError> {
+        self.check_spec(spec)?;
+        self.verify_files(&OpenOptions {
+            verify: Verify::Exists,
+            threads: 1,
+        })
+    }
+
+    /// [`validate`](Self::validate) without touching the file system.
+    pub(crate) fn check_spec(&self, spec: &EpisodeSpec) -> Result<(), EpisodeError> {
+        spec.check()?;
+        if spec.n_way > self.classes.len() {
             return Err(EpisodeError::TooFewClasses {
                 split: self.name.clone(),
+                source_path: self.source.clone(),
                 have: self.classes.len(),
-                n_way: shape.n_way,
+                n_way: spec.n_way,
             });
         }
-        let need = shape.images_per_class();
+        let need = spec.images_per_class();
         if let Some(class) = self.classes.iter().find(|c| c.items.len() < need) {
             return Err(EpisodeError::TooFewImages {
                 split: self.name.clone(),
+                source_path: self.source.clone(),
                 class: class.name.clone(),
                 have: class.items.len(),
                 need,

@@ -8,90 +8,70 @@
 
 use std::f32::consts::PI;
 
-use burn::config::Config;
 use image::{Rgb, RgbImage};
 use rand::Rng;
 
-use crate::error::EpisodeError;
 use crate::seed::{stream, tag, StreamRng};
-use crate::split::{Class, Dataset, Item, Split};
+use crate::split::{Class, Dataset, Item, Splits};
 
-/// Shape of the synthetic dataset. The default mirrors miniImageNet: 64 / 16 / 20 classes of 600
-/// images, 84 px.
-#[derive(Config, Debug)]
+/// Shape of the synthetic dataset (defaults in brackets).
+#[derive(Debug, Clone, PartialEq)]
 pub struct SyntheticConfig {
-    /// Seed of everything: the same seed gives the same classes and images.
-    #[config(default = 0)]
+    /// Seed of everything: the same seed gives the same classes and images. \[0\]
     pub seed: u64,
-    #[config(default = 64)]
-    pub base_classes: usize,
-    #[config(default = 16)]
-    pub val_classes: usize,
-    #[config(default = 20)]
-    pub novel_classes: usize,
-    #[config(default = 600)]
+    /// Classes over all three splits, shared 64 / 16 / 20 % by [`synthetic_splits`]. \[100\]
+    pub classes: usize,
+    /// Images per class. \[60\]
     pub images_per_class: usize,
-    /// Side of the rendered (square) images in pixels. Render at the training size (or a little
-    /// above) to keep loading cheap; the transforms resize as usual.
-    #[config(default = 84)]
-    pub image_size: u32,
-}
-
-impl SyntheticConfig {
-    /// Builds the dataset (a list of glyph ids; nothing is rendered yet).
-    ///
-    /// Classes are numbered across the splits (base first, then val, then novel), so class `c`
-    /// is the same glyph whatever split sizes are chosen around it.
-    pub fn build(&self) -> Result<Dataset, EpisodeError> {
-        if self.image_size < 8 {
-            return Err(EpisodeError::Config {
-                field: "image_size",
-                problem: format!("is {} px", self.image_size),
-                fix: "use at least 8 px (28 or more keeps glyphs legible)",
-            });
-        }
-        let total = self.base_classes + self.val_classes + self.novel_classes;
-        if u32::try_from(total).is_err() || u32::try_from(self.images_per_class).is_err() {
-            return Err(EpisodeError::Config {
-                field: "base_classes + val_classes + novel_classes",
-                problem: "exceeds u32".to_string(),
-                fix: "use fewer classes or images per class",
-            });
-        }
-        let split = |name: &str, first: usize, count: usize| Split {
-            name: name.to_string(),
-            source: format!("synthetic(seed = {})", self.seed).into(),
-            classes: (first..first + count)
-                .map(|c| Class {
-                    name: format!("glyph_{c:03}"),
-                    items: (0..self.images_per_class)
-                        .map(|i| {
-                            Item::Synthetic(GlyphId {
-                                seed: self.seed,
-                                class: c as u32,
-                                instance: i as u32,
-                                size: self.image_size,
-                            })
-                        })
-                        .collect(),
-                })
-                .collect(),
-        };
-        Ok(Dataset {
-            base: split("base", 0, self.base_classes),
-            val: split("val", self.base_classes, self.val_classes),
-            novel: split(
-                "novel",
-                self.base_classes + self.val_classes,
-                self.novel_classes,
-            ),
-        })
-    }
+    /// Side in pixels of the rendered (square) images, before the transforms resize them as
+    /// any image. Render near the training size to keep loading cheap. \[32\]
+    pub native_size: usize,
 }
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        Self::new()
+        Self {
+            seed: 0,
+            classes: 100,
+            images_per_class: 60,
+            native_size: 32,
+        }
+    }
+}
+
+/// The synthetic dataset's base / val / novel splits: 64 / 16 / 20 % of `config.classes`
+/// (rounded; novel takes the rest), disjoint. Nothing is rendered until an image is loaded.
+///
+/// Classes are numbered across the splits (base first, then val, then novel), so class `c` is
+/// the same glyph whatever the split sizes. A `native_size` below 8 px is raised to 8.
+pub fn synthetic_splits(config: &SyntheticConfig) -> Splits {
+    let total = config.classes;
+    let base = (total as f64 * 0.64).round() as usize;
+    let val = ((total as f64 * 0.16).round() as usize).min(total - base);
+    let size = config.native_size.clamp(8, 4096) as u32;
+    let split = |name: &str, first: usize, count: usize| Dataset {
+        name: name.to_string(),
+        source: format!("synthetic(seed = {})", config.seed).into(),
+        classes: (first..first + count)
+            .map(|c| Class {
+                name: format!("glyph_{c:03}"),
+                items: (0..config.images_per_class)
+                    .map(|i| {
+                        Item::Synthetic(GlyphId {
+                            seed: config.seed,
+                            class: c as u32,
+                            instance: i as u32,
+                            size,
+                        })
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    Splits {
+        base: split("base", 0, base),
+        val: split("val", base, val),
+        novel: split("novel", base + val, total - base - val),
     }
 }
 

@@ -2,14 +2,15 @@
 //! `[3, S, S]` f32 array.
 //!
 //! Every pipeline starts with `Resize(S)` (shorter side to S, bilinear), which is deterministic
-//! and therefore what the loader's cache keeps ([`TransformConfig::prepare`]). The rest
-//! ([`TransformConfig::finish`]) is:
-//! - eval: `CenterCrop(S)`, or with [`EvalResize::Reference2022`] first a squash to a
+//! and therefore what the loader's cache keeps ([`Transform::prepare`]). The rest
+//! ([`Transform::finish`]) is:
+//! - eval: `CenterCrop(S)`, or with [`TransformMode::EvalReference2022`] first a squash to a
 //!   ⌊1.15·S⌋ square as the published results had;
-//! - train (`augment`): `RandomResizedCrop(S)` (torchvision's algorithm) → colour jitter
+//! - train ([`TransformMode::Train`]): `RandomResizedCrop(S)` (torchvision's algorithm) → colour jitter
 //!   (torchvision's `ColorJitter(brightness, contrast, saturation)`, in random order) →
 //!   horizontal flip. Unlike the reference, whose `ColorJitter()` has no arguments and does
-//!   nothing (spec §7.6), the jitter really applies; set its strengths to 0 to reproduce it.
+//!   nothing (spec §3.4), the jitter really applies; set its strengths to 0 in a [`Transform`]
+//!   to reproduce that.
 //!
 //! and then `ToTensor` + `Normalize` (ImageNet mean and std by default).
 
@@ -42,9 +43,70 @@ pub struct ColorJitterConfig {
     pub saturation: f32,
 }
 
-/// The full transform of one image.
-#[derive(Config, Debug)]
+/// Which pipeline of spec §3.4 a [`TransformConfig`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransformMode {
+    /// `Resize(S)` → `CenterCrop(S)` → normalise (the reference's HEAD).
+    Eval,
+    /// `Resize(S)` → squash to ⌊1.15·S⌋² → `CenterCrop(S)` → normalise (July 2022: the
+    /// pipeline of the published results).
+    EvalReference2022,
+    /// `Resize(S)` → `RandomResizedCrop(S)` (scale 0.08–1, ratio 3/4–4/3) → colour jitter
+    /// (brightness, contrast, saturation 0.4) → horizontal flip (p = 0.5) → normalise.
+    Train,
+}
+
+/// The transform of every image of an episode: output side, pipeline and channel count.
+///
+/// The output is `[C, S, S]` f32, normalised with the ImageNet mean and std; C = 3 (grayscale
+/// images are replicated), or C = 1 with `single_channel`, which keeps channel 0 of the
+/// normalised RGB output, exactly what the reference's 1-channel backbones (Conv*S*, spec §1)
+/// see. For other strengths or constants build a [`Transform`] directly.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TransformConfig {
+    /// Output side S in pixels; see [`default_image_size`].
+    pub image_size: usize,
+    pub mode: TransformMode,
+    /// One output channel instead of three (default `false`).
+    pub single_channel: bool,
+}
+
+impl TransformConfig {
+    /// A 3-channel transform of side `image_size` in `mode`.
+    pub fn new(image_size: usize, mode: TransformMode) -> Self {
+        Self {
+            image_size,
+            mode,
+            single_channel: false,
+        }
+    }
+
+    /// The pipeline with the reference's constants, after checking the size.
+    pub fn pipeline(&self) -> Result<Transform, EpisodeError> {
+        let image_size = u32::try_from(self.image_size)
+            .ok()
+            .filter(|&s| s > 0 && s <= 16_384)
+            .ok_or_else(|| EpisodeError::Config {
+                field: "image_size",
+                problem: format!("is {}", self.image_size),
+                fix: "use a size between 1 and 16384, such as 84 (see default_image_size)",
+            })?;
+        let t = Transform::new(image_size)
+            .with_augment(self.mode == TransformMode::Train)
+            .with_eval_resize(match self.mode {
+                TransformMode::EvalReference2022 => EvalResize::Reference2022,
+                _ => EvalResize::Standard,
+            })
+            .with_single_channel(self.single_channel);
+        t.validate()?;
+        Ok(t)
+    }
+}
+
+/// The full transform of one image, every constant exposed. Most users want
+/// [`TransformConfig`], which fills these in from the reference.
+#[derive(Config, Debug)]
+pub struct Transform {
     /// Output side S in pixels; see [`default_image_size`].
     pub image_size: u32,
     /// Train augmentation (random resized crop, colour jitter, flip) instead of the eval pipeline.
@@ -66,13 +128,15 @@ pub struct TransformConfig {
     pub mean: [f32; 3],
     #[config(default = "[0.229, 0.224, 0.225]")]
     pub std: [f32; 3],
+    /// Keep only channel 0 of the normalised output.
+    #[config(default = false)]
+    pub single_channel: bool,
 }
 
-/// The reference's image size for a dataset and backbone (spec §3.2): CIFAR 112 for ResNets and
-/// 64 otherwise; every other dataset 224 for ResNets and 84 otherwise. Names are matched
-/// case-insensitively (`"CIFAR"`, `"CIFAR_FS"`, `"ResNet18"`, …).
-pub fn default_image_size(dataset: &str, backbone: &str) -> u32 {
-    let resnet = backbone.to_ascii_lowercase().starts_with("resnet");
+/// The reference's image size for a dataset (spec §3.2): CIFAR 112 for ResNet backbones and 64
+/// otherwise; every other dataset (Omniglot included) 224 for ResNets and 84 otherwise. The
+/// dataset name is matched case-insensitively by prefix (`"CIFAR"`, `"cifar_fs"`, …).
+pub fn default_image_size(dataset: &str, resnet: bool) -> usize {
     let cifar = dataset.to_ascii_lowercase().starts_with("cifar");
     match (cifar, resnet) {
         (true, true) => 112,
@@ -165,7 +229,7 @@ pub(crate) fn adjust_saturation(hwc: &mut [f32], factor: f32) {
     }
 }
 
-impl TransformConfig {
+impl Transform {
     /// Rejects settings that cannot work (an image size of 0, a non-positive std, …).
     pub fn validate(&self) -> Result<(), EpisodeError> {
         let bad = |field, problem: String, fix| {
@@ -214,9 +278,18 @@ impl TransformConfig {
         Ok(())
     }
 
-    /// Number of f32 values one transformed image takes: `3 · S · S`.
+    /// Output channels: 3, or 1 with `single_channel`.
+    pub fn channels(&self) -> usize {
+        if self.single_channel {
+            1
+        } else {
+            3
+        }
+    }
+
+    /// Number of f32 values one transformed image takes: `C · S · S`.
     pub fn output_len(&self) -> usize {
-        3 * self.image_size as usize * self.image_size as usize
+        self.channels() * self.image_size as usize * self.image_size as usize
     }
 
     /// `Resize(S)`: the shorter side becomes S (bilinear, antialiased when shrinking), the longer
@@ -292,7 +365,7 @@ impl TransformConfig {
         let (w, h) = image.dimensions();
         let (left, top) = (center_offset(w, s), center_offset(h, s));
         let plane = (s * s) as usize;
-        for c in 0..3 {
+        for c in 0..self.channels() {
             let (mean, inv_std) = (self.mean[c], 1.0 / self.std[c]);
             let dst = &mut out[c * plane..(c + 1) * plane];
             for y in 0..s {
@@ -311,7 +384,7 @@ impl TransformConfig {
     fn normalize_hwc(&self, hwc: &[f32], s: u32, flip: bool, out: &mut [f32]) {
         let s = s as usize;
         let plane = s * s;
-        for c in 0..3 {
+        for c in 0..self.channels() {
             let (mean, inv_std) = (self.mean[c], 1.0 / self.std[c]);
             for y in 0..s {
                 for x in 0..s {
