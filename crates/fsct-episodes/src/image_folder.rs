@@ -185,3 +185,76 @@ fn has_image_extension(path: &Path) -> bool {
         IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{save, solid};
+
+    fn folder() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, n) in [("dog", 3), ("cat", 2), ("emu", 4)] {
+            for i in 0..n {
+                let ext = if i % 2 == 0 { "png" } else { "JPG" };
+                save(dir.path(), &format!("{class}/{i}.{ext}"), &solid(5, 7, [i as u8 * 9; 3]));
+            }
+        }
+        std::fs::write(dir.path().join("cat/notes.txt"), "not an image").unwrap();
+        std::fs::create_dir_all(dir.path().join(".hidden")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn all_subfolders_sorted_and_only_images() {
+        let dir = folder();
+        let data = Dataset::open_folder(dir.path(), None).unwrap();
+        let names: Vec<&str> = data.classes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["cat", "dog", "emu"]);
+        assert_eq!(data.num_images(), 9);
+        assert_eq!(data.classes[1].items[1], Item::File(dir.path().join("dog/1.JPG")));
+        assert_eq!(data.load(2, 2).unwrap().get_pixel(0, 0).0, [18; 3]);
+    }
+
+    #[test]
+    fn class_list_keeps_its_order() {
+        let dir = folder();
+        let list = ["emu".to_string(), "cat".to_string()];
+        let data = Dataset::open_folder(dir.path(), Some(&list)).unwrap();
+        assert_eq!(data.classes.len(), 2);
+        assert_eq!(data.classes[0].name, "emu");
+        assert_eq!(data.classes[1].items.len(), 2);
+    }
+
+    #[test]
+    fn missing_or_repeated_class_folder_is_an_error() {
+        let dir = folder();
+        let list = ["cat".to_string(), "yak".to_string()];
+        let err = Dataset::open_folder(dir.path(), Some(&list)).unwrap_err().to_string();
+        assert!(err.contains("class folder `yak` does not exist"), "{err}");
+        let list = ["cat".to_string(), "cat".to_string()];
+        let err = Dataset::open_folder(dir.path(), Some(&list)).unwrap_err().to_string();
+        assert!(err.contains("`cat` is listed twice"), "{err}");
+        let err = Dataset::open_folder(&dir.path().join("cat"), None).unwrap_err().to_string();
+        assert!(err.contains("no class folders found"), "{err}");
+        let err = Dataset::open_folder(&dir.path().join("nowhere"), None).unwrap_err().to_string();
+        assert!(err.contains("nowhere: cannot read the image directory"), "{err}");
+    }
+
+    #[test]
+    fn split_by_class_lists_rejects_a_class_in_two_splits() {
+        let dir = folder();
+        let lists = ClassLists {
+            base: vec!["cat".into(), "dog".into()],
+            val: vec!["emu".into()],
+            novel: vec!["dog".into()],
+        };
+        let err = open_image_folder_lists(dir.path(), &lists, &OpenOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`dog` is listed in more than one split (base and novel)"), "{err}");
+        let lists = ClassLists { novel: vec![], ..lists };
+        let splits = open_image_folder_lists(dir.path(), &lists, &OpenOptions::default()).unwrap();
+        assert_eq!(splits.base.num_classes(), 2);
+        assert_eq!(splits.val.classes[0].name, "emu");
+    }
+}

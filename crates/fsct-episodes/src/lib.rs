@@ -47,6 +47,8 @@ mod sampler;
 mod seed;
 mod split;
 mod synthetic;
+#[cfg(test)]
+mod test_util;
 mod transform;
 
 pub use episode::Episode;

@@ -221,3 +221,66 @@ pub(crate) fn load_item(item: &Item, listed_in: &Path) -> Result<RgbImage, Episo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{save, solid};
+
+    fn two_class_folder() -> (tempfile::TempDir, Dataset) {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..6 {
+            save(dir.path(), &format!("a/{i}.png"), &solid(4, 4, [0; 3]));
+        }
+        for i in 0..3 {
+            save(dir.path(), &format!("b/{i}.png"), &solid(4, 4, [0; 3]));
+        }
+        let data = Dataset::open_folder(dir.path(), None).unwrap();
+        (dir, data)
+    }
+
+    #[test]
+    fn validate_checks_way_and_images_per_class() {
+        let (_dir, data) = two_class_folder();
+        data.validate(&EpisodeSpec { n_way: 2, k_shot: 1, n_query: 2 }).unwrap();
+        let err = data
+            .validate(&EpisodeSpec { n_way: 3, k_shot: 1, n_query: 1 })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has 2 classes but n_way = 3"), "{err}");
+        assert!(err.contains("lower n_way to at most 2"), "{err}");
+        let err = data
+            .validate(&EpisodeSpec { n_way: 2, k_shot: 1, n_query: 3 })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("class `b`"), "{err}");
+        assert!(err.contains("has 3 images but an episode needs k_shot + n_query = 4"), "{err}");
+        assert!(err.contains("lower k_shot or n_query"), "{err}");
+    }
+
+    #[test]
+    fn validate_notices_files_deleted_after_opening() {
+        let (dir, data) = two_class_folder();
+        std::fs::remove_file(dir.path().join("a/3.png")).unwrap();
+        let err = data
+            .validate(&EpisodeSpec { n_way: 2, k_shot: 1, n_query: 1 })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("3.png: image does not exist"), "{err}");
+    }
+
+    #[test]
+    fn full_decode_catches_truncated_images_that_headers_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = save(dir.path(), "a/0.png", &solid(64, 64, [9; 3]));
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let data = Dataset::open_folder(dir.path(), None).unwrap();
+        let decode = OpenOptions { verify: Verify::Decode, threads: 2 };
+        let err = data.verify_files(&decode).unwrap_err().to_string();
+        assert!(err.contains("0.png: cannot decode image"), "{err}");
+        // Loading it later is the same typed error, not a panic.
+        let err = data.load(0, 0).unwrap_err().to_string();
+        assert!(err.contains("0.png: cannot decode image"), "{err}");
+    }
+}
