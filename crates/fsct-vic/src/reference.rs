@@ -168,3 +168,16 @@ fn analytic_reference_gradients_match_finite_differences() {
         }
     }
 }
+
+/// Compares two states field by field. serde_json's default float parser can be one ulp off (its
+/// `float_roundtrip` feature makes it exact), so a JSON round trip is checked to 1e-14 relative.
+pub fn assert_state_close(a: &crate::VicState, b: &crate::VicState) {
+    let flat = |s: &crate::VicState| {
+        let (w, e) = (s.weights, s.ema);
+        [w.variance, w.invariance, w.covariance, e.variance, e.invariance, e.covariance, e.total, e.weights.variance, e.weights.invariance, e.weights.covariance]
+    };
+    assert_eq!(a.steps, b.steps);
+    for (x, y) in flat(a).iter().zip(flat(b)) {
+        assert!((x - y).abs() <= 1e-14 * y.abs().max(1e-300), "{a:?}\nvs\n{b:?}");
+    }
+}

@@ -179,8 +179,7 @@ mod tests {
         state.update(&values(0.2, 0.3, 0.4, state.weights), &config).unwrap();
         let json = serde_json::to_string(&state).unwrap();
         let back: VicState = serde_json::from_str(&json).unwrap();
-        assert_eq!((back.weights, back.steps), (state.weights, state.steps));
-        assert!((back.ema.covariance - state.ema.covariance).abs() <= 1e-12 * state.ema.covariance);
+        crate::reference::assert_state_close(&back, &state);
         back.validate(&config).unwrap();
         let outside = VicState { weights: VicWeights { covariance: 50.0, ..state.weights }, ..state };
         let err = outside.validate(&config).unwrap_err().to_string();
