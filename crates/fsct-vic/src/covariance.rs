@@ -3,7 +3,7 @@
 //! With Xc the column-centred rows and Cov = XcᵀXc / (n − 1):
 //! ‖XcᵀXc‖_F² = ‖XcXcᵀ‖_F² (both are Σ over eigenvalues² of the same PSD spectrum), and the
 //! diagonal of XcᵀXc is the column sums of squares. So
-//! Σ_{i≠j} Cov_ij² = (‖XcXcᵀ‖_F² − Σ_j (Σ_r Xc[r,j]²)²) / (n − 1)²,
+//! `Σ_{i≠j} Cov_ij² = (‖XcXcᵀ‖_F² − Σ_j (Σ_r Xc[r,j]²)²) / (n − 1)²`,
 //! which needs only an n×n matrix. For ResNet features (d = 25088) and an episode's 25–105 rows,
 //! that is the difference between kilobytes and a 2.5 GB d×d matrix.
 

@@ -68,7 +68,7 @@ pub fn variance_term<B: Backend>(x: Tensor<B, 2>, gamma: f64, epsilon: f64) -> T
 
 /// Invariance term of the support set: the mean squared distance of each support embedding to
 /// its class mean,
-/// I = 1/(N·K·d) · Σ_{n,k,j} (S[n,k,j] − mean_k' S[n,k',j])².
+/// `I = 1/(N·K·d) · Σ_{n,k,j} (S[n,k,j] − mean_k' S[n,k',j])²`.
 ///
 /// The class mean is the plain (unweighted) mean of the K shots, not FS-CT's learned prototype.
 /// For 1-shot episodes (K = 1) every embedding is its own class mean, so the term is exactly 0
