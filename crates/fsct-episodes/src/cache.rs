@@ -1,8 +1,13 @@
 //! An in-memory cache of decoded, resized (`Resize(S)`, before augmentation) images, filled on
 //! first use and bounded by a byte budget.
+//!
+//! A loader covers one range of episodes (typically one epoch), but the cache must outlive it to
+//! be of any use, so caches live in a registry keyed by the dataset's `Arc` and the resize size:
+//! every loader over the same `Arc<Dataset>` and image size shares one cache, which is freed once
+//! the dataset itself is dropped.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use image::RgbImage;
 
@@ -57,4 +62,35 @@ impl ImageCache {
     pub(crate) fn used_bytes(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
+}
+
+struct Entry {
+    dataset: Weak<Dataset>,
+    image_size: u32,
+    cache: Arc<ImageCache>,
+}
+
+static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+/// The cache shared by all loaders of `dataset` at `image_size` (created on first request).
+pub(crate) fn shared_cache(dataset: &Arc<Dataset>, image_size: u32) -> Arc<ImageCache> {
+    // A poisoned lock only means another thread panicked mid-update of this plain Vec; its
+    // entries are still valid.
+    let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    // Drop the caches of datasets that no longer exist (their memory is otherwise held forever).
+    registry.retain(|e| e.dataset.strong_count() > 0);
+    let weak = Arc::downgrade(dataset);
+    if let Some(entry) = registry
+        .iter()
+        .find(|e| e.image_size == image_size && Weak::ptr_eq(&e.dataset, &weak))
+    {
+        return Arc::clone(&entry.cache);
+    }
+    let cache = Arc::new(ImageCache::new(dataset, usize::MAX));
+    registry.push(Entry {
+        dataset: weak,
+        image_size,
+        cache: Arc::clone(&cache),
+    });
+    cache
 }

@@ -58,3 +58,29 @@ impl Episode {
         Tensor::from_data(TensorData::new(targets, [len]), device)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn tensor_keeps_shape_and_values_and_targets_follow_positions() {
+        let shape = [2, 3, 1, 2, 2];
+        let images: Vec<f32> = (0..24).map(|i| i as f32 * 0.5).collect();
+        let episode = Episode {
+            index: 7,
+            shape,
+            k_shot: 1,
+            images: images.clone(),
+            classes: vec![4, 1],
+            items: vec![vec![0, 1, 2], vec![3, 4, 5]],
+        };
+        let device = Default::default();
+        let x = episode.to_tensor::<Flex>(&device);
+        assert_eq!(x.dims(), shape);
+        assert_eq!(x.into_data().to_vec::<f32>().unwrap(), images);
+        assert_eq!(episode.query_targets(), vec![0, 0, 1, 1]);
+        assert_eq!(episode.spec(), EpisodeSpec { n_way: 2, k_shot: 1, n_query: 2 });
+    }
+}

@@ -143,7 +143,7 @@ fn class_strokes(seed: u64, class: u32) -> Vec<Stroke> {
 
 /// Per-instance geometric noise on the class strokes, then flattening into segments.
 fn instance_segments(strokes: &[Stroke], rng: &mut StreamRng) -> Vec<[P; 2]> {
-    const JITTER: f32 = 0.045;
+    const JITTER: f32 = 0.06;
     let jit = |p: P, rng: &mut StreamRng| [p[0] + JITTER * gauss(rng), p[1] + JITTER * gauss(rng)];
     let mut segments = Vec::new();
     let polyline = |pts: &[P], closed: bool, out: &mut Vec<[P; 2]>| {
@@ -214,6 +214,24 @@ fn colours(rng: &mut StreamRng) -> ([f32; 3], [f32; 3], [f32; 3]) {
     (bg, fg, delta)
 }
 
+/// Short random strokes that belong to no class (clutter): 0, 1 or 2 per image, drawn like the
+/// glyph, so a model must learn which strokes matter.
+fn add_distractors(segments: &mut Vec<[P; 2]>, rng: &mut StreamRng) {
+    let count = usize::from(rng.random::<f32>() < 0.5) + usize::from(rng.random::<f32>() < 0.2);
+    for _ in 0..count {
+        let mut prev = [rng.random_range(-0.8f32..0.8), rng.random_range(-0.8f32..0.8)];
+        let length = rng.random_range(0.15f32..0.35);
+        let direction = rng.random_range(0.0..2.0 * PI);
+        let bend = rng.random_range(-0.8f32..0.8);
+        for k in 1..=4 {
+            let a = direction + bend * k as f32 / 4.0;
+            let next = [prev[0] + length / 4.0 * a.cos(), prev[1] + length / 4.0 * a.sin()];
+            segments.push([prev, next]);
+            prev = next;
+        }
+    }
+}
+
 fn dist_to_segment(p: P, [a, b]: [P; 2]) -> f32 {
     let (abx, aby) = (b[0] - a[0], b[1] - a[1]);
     let (apx, apy) = (p[0] - a[0], p[1] - a[1]);
@@ -241,12 +259,15 @@ impl GlyphId {
         );
         let mut segments = instance_segments(&strokes, &mut rng);
 
-        // Affine jitter: rotation ±~20°, scale, anisotropy, shear, translation.
-        let angle = rng.random_range(-0.35f32..0.35);
-        let scale = rng.random_range(0.8f32..1.1);
+        // Affine jitter: rotation ±~29°, scale, anisotropy, shear, translation. The ranges were
+        // tuned so that a nearest-prototype classifier on raw grey pixels gets about 63 % of
+        // 5-way 5-shot queries right: learnable, yet far from solved without learning
+        // invariances (see the `raw_pixel_prototypes_are_informative_but_not_perfect` test).
+        let angle = rng.random_range(-0.5f32..0.5);
+        let scale = rng.random_range(0.75f32..1.1);
         let stretch = rng.random_range(0.9f32..1.1);
         let shear = rng.random_range(-0.15f32..0.15);
-        let shift = [rng.random_range(-0.12f32..0.12), rng.random_range(-0.12f32..0.12)];
+        let shift = [rng.random_range(-0.18f32..0.18), rng.random_range(-0.18f32..0.18)];
         let (s, c) = angle.sin_cos();
         let (sx, sy) = (scale * stretch, scale / stretch);
         let map = |p: P| {
@@ -256,6 +277,7 @@ impl GlyphId {
         for seg in &mut segments {
             *seg = [map(seg[0]), map(seg[1])];
         }
+        add_distractors(&mut segments, &mut rng);
         let half_width = rng.random_range(0.05f32..0.1);
         let (bg, fg, delta) = colours(&mut rng);
         let grad = rng.random_range(0.0..2.0 * PI);
