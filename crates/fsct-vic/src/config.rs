@@ -7,7 +7,7 @@ use crate::error::VicError;
 /// How the weights λv, λi, λc evolve during training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Weighting {
+pub enum VicWeighting {
     /// The λs stay at their configured values (default).
     #[default]
     Fixed,
@@ -48,7 +48,7 @@ pub struct VicConfig {
     /// ε added to the variance before the square root (keeps its gradient finite). Default 1e-4.
     pub epsilon: f64,
     /// Weighting scheme, `"fixed"` or `"balanced"`. Default `"fixed"`.
-    pub weighting: Weighting,
+    pub weighting: VicWeighting,
     /// Rate α of the balanced weighting update. Default 0.001.
     pub alpha: f64,
     /// Lower clamp of the λs under balanced weighting. Default 0.01.
@@ -69,7 +69,7 @@ impl Default for VicConfig {
             lambda_c: 1.0,
             gamma: 1.0,
             epsilon: 1e-4,
-            weighting: Weighting::Fixed,
+            weighting: VicWeighting::Fixed,
             alpha: 0.001,
             min_weight: 0.01,
             max_weight: 10.0,
@@ -115,7 +115,7 @@ impl VicConfig {
         if !self.momentum.is_finite() || !(0.0..1.0).contains(&self.momentum) {
             return Err(invalid("momentum", self.momentum, "use a momentum in [0, 1), e.g. 0.9"));
         }
-        if self.weighting == Weighting::Balanced {
+        if self.weighting == VicWeighting::Balanced {
             for (field, value) in lambdas {
                 if value < self.min_weight || value > self.max_weight {
                     return Err(invalid(
@@ -149,14 +149,14 @@ mod tests {
         let c = VicConfig::default();
         assert_eq!((c.lambda_v, c.lambda_i, c.lambda_c, c.gamma, c.epsilon), (1.0, 1.0, 1.0, 1.0, 1e-4));
         assert_eq!((c.alpha, c.min_weight, c.max_weight, c.momentum), (0.001, 0.01, 10.0, 0.9));
-        assert_eq!((c.weighting, c.covariance), (Weighting::Fixed, CovarianceMode::Auto));
+        assert_eq!((c.weighting, c.covariance), (VicWeighting::Fixed, CovarianceMode::Auto));
         c.validate().unwrap();
     }
 
     #[test]
     fn parses_partial_lowercase_json_and_rejects_unknown_fields() {
         let c: VicConfig = serde_json::from_str(r#"{"weighting": "balanced", "covariance": "gram", "lambda_c": 0.5}"#).unwrap();
-        assert_eq!(c.weighting, Weighting::Balanced);
+        assert_eq!(c.weighting, VicWeighting::Balanced);
         assert_eq!(c.covariance, CovarianceMode::Gram);
         assert_eq!(c.lambda_c, 0.5);
         assert_eq!(c.lambda_v, 1.0, "unlisted fields keep their defaults");
@@ -181,8 +181,8 @@ mod tests {
             (VicConfig { min_weight: 5.0, max_weight: 1.0, ..base.clone() }, "max_weight"),
             (VicConfig { momentum: 1.0, ..base.clone() }, "momentum"),
             (VicConfig { momentum: -0.1, ..base.clone() }, "momentum"),
-            (VicConfig { weighting: Weighting::Balanced, lambda_c: 20.0, ..base.clone() }, "lambda_c"),
-            (VicConfig { weighting: Weighting::Balanced, lambda_v: 0.0, ..base.clone() }, "lambda_v"),
+            (VicConfig { weighting: VicWeighting::Balanced, lambda_c: 20.0, ..base.clone() }, "lambda_c"),
+            (VicConfig { weighting: VicWeighting::Balanced, lambda_v: 0.0, ..base.clone() }, "lambda_v"),
         ];
         for (config, field) in cases {
             let err = config.validate().unwrap_err();

@@ -173,8 +173,7 @@ fn analytic_reference_gradients_match_finite_differences() {
 /// `float_roundtrip` feature makes it exact), so a JSON round trip is checked to 1e-14 relative.
 pub fn assert_state_close(a: &crate::VicState, b: &crate::VicState) {
     let flat = |s: &crate::VicState| {
-        let (w, e) = (s.weights, s.ema);
-        [w.variance, w.invariance, w.covariance, e.variance, e.invariance, e.covariance, e.total, e.weights.variance, e.weights.invariance, e.weights.covariance]
+        [s.lambda_v, s.lambda_i, s.lambda_c, s.ema_variance, s.ema_invariance, s.ema_covariance, s.ema_lambda_v, s.ema_lambda_i, s.ema_lambda_c]
     };
     assert_eq!(a.steps, b.steps);
     for (x, y) in flat(a).iter().zip(flat(b)) {

@@ -8,7 +8,7 @@ use crate::config::VicConfig;
 use crate::covariance::{bessel, covariance_term};
 use crate::error::VicError;
 use crate::precision::to_f32;
-use crate::values::{VicValues, VicWeights};
+use crate::values::VicValues;
 
 /// One episode's VIC terms as live scalar tensors (shape `[1]`, f32): they stay attached to the
 /// graph that produced the embeddings, so `total` sends gradients into the backbone.
@@ -22,8 +22,6 @@ pub struct VicTerms<B: Backend> {
     pub covariance: Tensor<B, 1>,
     /// λv·variance + λi·invariance + λc·covariance, to add to the classification loss.
     pub total: Tensor<B, 1>,
-    /// The weights used for `total`.
-    pub weights: VicWeights,
 }
 
 impl<B: Backend> VicTerms<B> {
@@ -35,7 +33,6 @@ impl<B: Backend> VicTerms<B> {
             invariance: scalar(&self.invariance),
             covariance: scalar(&self.covariance),
             total: scalar(&self.total),
-            weights: self.weights,
         }
     }
 }
@@ -92,35 +89,55 @@ fn bad_input(what: String, fix: &str) -> VicError {
 /// Computes the VIC terms of one episode from live backbone embeddings.
 ///
 /// - variance = (V(support rows) + V(query)) / 2, see [`variance_term`];
-/// - invariance = I(support), see [`invariance_term`];
+/// - invariance = I(support), see [`invariance_term`] (0 for 1-shot);
 /// - covariance = (C(support rows) + C(query)) / 2, see
 ///   [`covariance_term`](crate::covariance_term); the form for each set comes from
 ///   `config.covariance` (Gram when rows < d under `auto`);
-/// - total = λv·variance + λi·invariance + λc·covariance with `weights` as plain scalars.
+/// - total = λv·variance + λi·invariance + λc·covariance, with `lambdas = [λv, λi, λc]` as plain
+///   scalars (usually [`VicState::lambdas`](crate::VicState::lambdas)).
 ///
-/// Any float dtype is accepted; everything is computed and returned in f32.
+/// Any float dtype is accepted; everything is computed and returned in f32, so f16 embeddings
+/// still reduce in f32. Nothing is detached: `total` sends gradients into whatever produced
+/// `support` and `query`.
 ///
 /// # Shapes
 /// - `support`: `[N, K, d]` (N ways, K shots), flattened to `[N·K, d]` for variance and covariance.
 /// - `query`: `[Q, d]`.
 /// - each output tensor: `[1]`.
 ///
+/// # Panics
+/// With the message of [`try_vic_terms`]'s error when a dimension is 0, the two `d`s differ, or
+/// `config` or `lambdas` is invalid. Shapes come from the model and the config is validated when
+/// it is loaded, so this is a programming error; call [`try_vic_terms`] to get it as a `Result`.
+pub fn vic_terms<B: Backend>(support: Tensor<B, 3>, query: Tensor<B, 2>, lambdas: [f64; 3], config: &VicConfig) -> VicTerms<B> {
+    match try_vic_terms(support, query, lambdas, config) {
+        Ok(terms) => terms,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+/// [`vic_terms`], returning bad input as an error instead of panicking.
+///
+/// # Shapes
+/// As [`vic_terms`].
+///
 /// # Errors
 /// [`VicError::BadInput`] when a dimension is 0 or the two `d`s differ;
-/// [`VicError::InvalidConfig`] when `config` or `weights` is invalid.
-pub fn vic_terms<B: Backend>(
+/// [`VicError::InvalidConfig`] when `config` or `lambdas` is invalid.
+pub fn try_vic_terms<B: Backend>(
     support: Tensor<B, 3>,
     query: Tensor<B, 2>,
-    weights: VicWeights,
+    lambdas: [f64; 3],
     config: &VicConfig,
 ) -> Result<VicTerms<B>, VicError> {
     config.validate()?;
-    for (field, value) in weights.named() {
+    let [lambda_v, lambda_i, lambda_c] = lambdas;
+    for (field, value) in [("lambda_v", lambda_v), ("lambda_i", lambda_i), ("lambda_c", lambda_c)] {
         if !value.is_finite() || value < 0.0 {
             return Err(VicError::InvalidConfig {
                 field,
                 value: format!("{value}"),
-                fix: "the running weights must be finite and >= 0; reset them from the config".into(),
+                fix: "the weights passed to vic_terms must be finite and >= 0; reset them from the config".into(),
             });
         }
     }
@@ -156,10 +173,10 @@ pub fn vic_terms<B: Backend>(
     .div_scalar(2.0);
     let invariance = invariance_term(support);
     let covariance = (covariance_term(flat, support_form) + covariance_term(query, query_form)).div_scalar(2.0);
-    let total = variance.clone().mul_scalar(weights.variance)
-        + invariance.clone().mul_scalar(weights.invariance)
-        + covariance.clone().mul_scalar(weights.covariance);
-    Ok(VicTerms { variance, invariance, covariance, total, weights })
+    let total = variance.clone().mul_scalar(lambda_v)
+        + invariance.clone().mul_scalar(lambda_i)
+        + covariance.clone().mul_scalar(lambda_c);
+    Ok(VicTerms { variance, invariance, covariance, total })
 }
 
 #[cfg(test)]
@@ -172,8 +189,8 @@ mod tests {
 
     const DIM: usize = 40;
 
-    fn weights(v: f64, i: f64, c: f64) -> VicWeights {
-        VicWeights { variance: v, invariance: i, covariance: c }
+    fn weights(v: f64, i: f64, c: f64) -> [f64; 3] {
+        [v, i, c]
     }
 
     #[test]
@@ -234,17 +251,16 @@ mod tests {
             let (cs, gcs) = reference::covariance(&s, rows, DIM);
             let (cq, gcq) = reference::covariance(&q, queries, DIM);
             let (v, c) = ((vs + vq) / 2.0, (cs + cq) / 2.0);
-            let total = w.variance * v + w.invariance * is + w.covariance * c;
+            let total = w[0] * v + w[1] * is + w[2] * c;
             let grad_s: Vec<f64> =
-                (0..s.len()).map(|k| w.variance * gvs[k] / 2.0 + w.invariance * gis[k] + w.covariance * gcs[k] / 2.0).collect();
-            let grad_q: Vec<f64> = (0..q.len()).map(|k| w.variance * gvq[k] / 2.0 + w.covariance * gcq[k] / 2.0).collect();
+                (0..s.len()).map(|k| w[0] * gvs[k] / 2.0 + w[1] * gis[k] + w[2] * gcs[k] / 2.0).collect();
+            let grad_q: Vec<f64> = (0..q.len()).map(|k| w[0] * gvq[k] / 2.0 + w[2] * gcq[k] / 2.0).collect();
 
             let support = tensor::<AD, 3>(&s, [ways, shots, DIM]).require_grad();
             let query = tensor::<AD, 2>(&q, [queries, DIM]).require_grad();
-            let terms = vic_terms(support.clone(), query.clone(), w, &VicConfig::default()).unwrap();
+            let terms = vic_terms(support.clone(), query.clone(), w, &VicConfig::default());
             let got = terms.values();
             assert_close(&[got.variance, got.invariance, got.covariance, got.total], &[v, is, c, total], 1e-5, "terms");
-            assert_eq!(got.weights, w);
             let grads = terms.total.backward();
             assert_close(&to_vec(support.grad(&grads).unwrap()), &grad_s, 1e-4, "support grad");
             assert_close(&to_vec(query.grad(&grads).unwrap()), &grad_q, 1e-4, "query grad");
@@ -258,7 +274,7 @@ mod tests {
         let run = |covariance| {
             let config = VicConfig { covariance, ..VicConfig::default() };
             let t = vic_terms(tensor::<B, 3>(&s, [5, 2, DIM]), tensor::<B, 2>(&q, [60, DIM]), weights(1.0, 1.0, 1.0), &config);
-            t.unwrap().values().covariance
+            t.values().covariance
         };
         let auto = run(crate::CovarianceMode::Auto);
         assert_close(&[run(crate::CovarianceMode::Gram), run(crate::CovarianceMode::Naive)], &[auto, auto], 1e-5, "modes");
@@ -270,17 +286,41 @@ mod tests {
         let w = weights(1.0, 1.0, 1.0);
         let zeros3 = |shape: [usize; 3]| Tensor::<B, 3>::zeros(shape, &Default::default());
         let zeros2 = |shape: [usize; 2]| Tensor::<B, 2>::zeros(shape, &Default::default());
-        let message = |r: Result<VicTerms<B>, VicError>| r.unwrap_err().to_string();
-        let m = message(vic_terms(zeros3([5, 2, 40]), zeros2([10, 41]), w, &config));
+        let message = |r: Result<VicTerms<B>, VicError>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        let m = message(try_vic_terms(zeros3([5, 2, 40]), zeros2([10, 41]), w, &config));
         assert!(m.contains("[5, 2, 40]") && m.contains("[10, 41]") && m.contains("differ in d"), "{m}");
-        let m = message(vic_terms(zeros3([5, 0, 40]), zeros2([10, 40]), w, &config));
+        let m = message(try_vic_terms(zeros3([5, 0, 40]), zeros2([10, 40]), w, &config));
         assert!(m.contains("[N, K, d] = [5, 0, 40]"), "{m}");
-        let m = message(vic_terms(zeros3([5, 1, 40]), zeros2([0, 40]), w, &config));
+        let m = message(try_vic_terms(zeros3([5, 1, 40]), zeros2([0, 40]), w, &config));
         assert!(m.contains("at least one query"), "{m}");
-        let m = message(vic_terms(zeros3([5, 1, 40]), zeros2([3, 40]), weights(1.0, f64::NAN, 1.0), &config));
+        let m = message(try_vic_terms(zeros3([5, 1, 40]), zeros2([3, 40]), weights(1.0, f64::NAN, 1.0), &config));
         assert!(m.contains("lambda_i"), "{m}");
         let bad = VicConfig { epsilon: -1.0, ..config };
-        assert!(message(vic_terms(zeros3([5, 1, 40]), zeros2([3, 40]), w, &bad)).contains("epsilon"));
+        assert!(message(try_vic_terms(zeros3([5, 1, 40]), zeros2([3, 40]), w, &bad)).contains("epsilon"));
+    }
+
+    #[test]
+    #[should_panic(expected = "differ in d")]
+    fn vic_terms_panics_with_the_error_message_on_mismatched_shapes() {
+        let device = Default::default();
+        vic_terms(Tensor::<B, 3>::zeros([5, 2, 40], &device), Tensor::<B, 2>::zeros([10, 41], &device), [1.0; 3], &VicConfig::default());
+    }
+
+    /// One row per set (a 1-way 1-shot support set, a single query): every term is finite, the
+    /// invariance and covariance are 0 and the variance is the constant hinge, with zero gradient.
+    #[test]
+    fn single_row_sets_give_finite_terms_and_zero_gradients() {
+        let mut rng = Rng(17);
+        let support = tensor::<AD, 3>(&rng.matrix(1, DIM), [1, 1, DIM]).require_grad();
+        let query = tensor::<AD, 2>(&rng.matrix(1, DIM), [1, DIM]).require_grad();
+        let terms = vic_terms(support.clone(), query.clone(), [1.0; 3], &VicConfig::default());
+        let v = terms.values();
+        let hinge = 1.0 - 1e-4f64.sqrt();
+        assert_close(&[v.variance, v.invariance, v.covariance, v.total], &[hinge, 0.0, 0.0, hinge], 1e-6, "one row");
+        let grads = terms.total.backward();
+        for grad in [to_vec(support.grad(&grads).unwrap()), to_vec(query.grad(&grads).unwrap())] {
+            assert!(grad.iter().all(|g| *g == 0.0), "{grad:?}");
+        }
     }
 
     /// VIC is computed on live embeddings: adding it changes the backbone's gradients, by exactly
@@ -295,7 +335,7 @@ mod tests {
             let task = embeddings.clone().tanh().mean();
             let support = embeddings.clone().slice(0..10).reshape([5, 2, DIM]);
             let query = embeddings.slice(10..25);
-            let vic = vic_terms(support, query, weights(1.0, 1.0, 1.0), &VicConfig::default()).unwrap().total;
+            let vic = vic_terms(support, query, weights(1.0, 1.0, 1.0), &VicConfig::default()).total;
             let loss = match (with_task, with_vic) {
                 (true, true) => task + vic,
                 (true, false) => task,
@@ -322,12 +362,12 @@ mod tests {
         let config = VicConfig::default();
         let support16 = tensor::<AD, 3>(&s, [5, 2, DIM]).cast(FloatDType::F16).require_grad();
         let query16 = tensor::<AD, 2>(&q, [60, DIM]).cast(FloatDType::F16).require_grad();
-        let terms16 = vic_terms(support16.clone(), query16.clone(), w, &config).unwrap();
+        let terms16 = vic_terms(support16.clone(), query16.clone(), w, &config);
         assert_eq!(terms16.total.dtype(), DType::F32);
         let rounded_s = to_vec(support16.clone().cast(FloatDType::F32));
         let rounded_q = to_vec(query16.clone().cast(FloatDType::F32));
-        let on_rounded = vic_terms(tensor::<B, 3>(&rounded_s, [5, 2, DIM]), tensor::<B, 2>(&rounded_q, [60, DIM]), w, &config).unwrap();
-        let exact = vic_terms(tensor::<B, 3>(&s, [5, 2, DIM]), tensor::<B, 2>(&q, [60, DIM]), w, &config).unwrap();
+        let on_rounded = vic_terms(tensor::<B, 3>(&rounded_s, [5, 2, DIM]), tensor::<B, 2>(&rounded_q, [60, DIM]), w, &config);
+        let exact = vic_terms(tensor::<B, 3>(&s, [5, 2, DIM]), tensor::<B, 2>(&q, [60, DIM]), w, &config);
         let as_vec = |v: VicValues| vec![v.variance, v.invariance, v.covariance, v.total];
         let got = as_vec(terms16.values());
         assert_close(&got, &as_vec(on_rounded.values()), 1e-6, "f16 input vs f32 on the same values");
