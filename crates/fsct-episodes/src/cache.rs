@@ -94,3 +94,62 @@ pub(crate) fn shared_cache(dataset: &Arc<Dataset>, image_size: u32) -> Arc<Image
     });
     cache
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{synthetic_splits, SyntheticConfig};
+
+    #[test]
+    fn registry_shares_per_dataset_and_size_and_forgets_dropped_datasets() {
+        let config = SyntheticConfig {
+            classes: 5,
+            images_per_class: 4,
+            ..SyntheticConfig::default()
+        };
+        let a = Arc::new(synthetic_splits(&config).base);
+        let b = Arc::new(synthetic_splits(&config).base);
+        let cache = shared_cache(&a, 16);
+        assert!(Arc::ptr_eq(&cache, &shared_cache(&a, 16)));
+        assert!(!Arc::ptr_eq(&cache, &shared_cache(&a, 32)));
+        assert!(!Arc::ptr_eq(&cache, &shared_cache(&b, 16)));
+
+        let image = cache
+            .get_or_load(1, 2, || a.load(1, 2))
+            .expect("synthetic images load");
+        assert_eq!(cache.used_bytes(), image.as_raw().len());
+        // Served from the cache: the loader is not called again.
+        let again = shared_cache(&a, 16)
+            .get_or_load(1, 2, || panic!("should be cached"))
+            .expect("cached");
+        assert!(Arc::ptr_eq(&image, &again));
+
+        let weak = Arc::downgrade(&cache);
+        drop((cache, again, image, a));
+        let _ = shared_cache(&b, 16); // any access prunes dead datasets
+        assert!(weak.upgrade().is_none(), "cache of a dropped dataset is freed");
+    }
+
+    #[test]
+    fn budget_limits_what_is_kept() {
+        let config = SyntheticConfig {
+            classes: 5,
+            images_per_class: 4,
+            native_size: 8,
+            ..SyntheticConfig::default()
+        };
+        let data = synthetic_splits(&config).base;
+        let cache = ImageCache::new(&data, 8 * 8 * 3); // room for one 8×8 image
+        cache.get_or_load(0, 0, || data.load(0, 0)).expect("loads");
+        cache.get_or_load(0, 1, || data.load(0, 1)).expect("loads");
+        assert_eq!(cache.used_bytes(), 8 * 8 * 3);
+        let mut calls = 0;
+        cache
+            .get_or_load(0, 1, || {
+                calls += 1;
+                data.load(0, 1)
+            })
+            .expect("loads");
+        assert_eq!(calls, 1, "over-budget image was not kept");
+    }
+}

@@ -312,6 +312,70 @@ impl GlyphId {
 }
 
 #[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn glyph(class: u32, instance: u32) -> GlyphId {
+        GlyphId {
+            seed: 0,
+            class,
+            instance,
+            size: 32,
+        }
+    }
+
+    fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f32 {
+        let sum: u64 = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(&x, &y)| u64::from(x.abs_diff(y)))
+            .sum();
+        sum as f32 / a.as_raw().len() as f32
+    }
+
+    #[test]
+    fn splits_follow_the_config_and_are_disjoint() {
+        let splits = synthetic_splits(&SyntheticConfig::default());
+        let counts = [&splits.base, &splits.val, &splits.novel].map(|d| d.num_classes());
+        assert_eq!(counts, [64, 16, 20]);
+        let mut names: Vec<&str> = [&splits.base, &splits.val, &splits.novel]
+            .iter()
+            .flat_map(|d| d.classes.iter().map(|c| c.name.as_str()))
+            .collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 100);
+        assert!(splits.novel.classes.iter().all(|c| c.items.len() == 60));
+        assert_eq!(splits.val.load(3, 5).unwrap().dimensions(), (32, 32));
+    }
+
+    #[test]
+    fn rendering_is_deterministic_and_seeded() {
+        let a = glyph(7, 3).render();
+        assert_eq!(a, glyph(7, 3).render());
+        let other_seed = GlyphId { seed: 1, ..glyph(7, 3) }.render();
+        assert!(mean_abs_diff(&a, &other_seed) > 5.0);
+    }
+
+    #[test]
+    fn instances_vary_and_classes_differ_in_shape() {
+        // Instances of one class: different pixels (pose, colours, noise) …
+        for class in 0..10 {
+            let (a, b) = (glyph(class, 0).render(), glyph(class, 1).render());
+            assert!(mean_abs_diff(&a, &b) > 10.0, "class {class}: {}", mean_abs_diff(&a, &b));
+        }
+        // … and classes: different stroke sets.
+        let shapes: Vec<String> = (0..50).map(|c| format!("{:?}", class_strokes(0, c))).collect();
+        for i in 0..shapes.len() {
+            for j in i + 1..shapes.len() {
+                assert_ne!(shapes[i], shapes[j], "classes {i} and {j}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 /// How hard the glyphs are: learnable, not trivial, legible at the quickstart's 28 px.
 mod difficulty_tests {
     use super::*;
