@@ -135,7 +135,7 @@ mod tests {
         let data = dataset(&[7, 8, 9, 7, 10, 7, 12]);
         let spec = EpisodeSpec { n_way: 5, k_shot: 2, n_query: 5 };
         let sampler = EpisodeSampler::new(&data, spec, 3).unwrap();
-        let mut class_counts = vec![0usize; 7];
+        let mut class_counts = [0usize; 7];
         for i in 0..400 {
             let plan = sampler.plan(i);
             assert_eq!(plan.classes.len(), 5);

@@ -240,6 +240,16 @@ mod tests {
     }
 
     #[test]
+    fn datasets_and_loaders_can_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<Dataset>();
+        send_sync::<crate::Splits>();
+        send::<crate::EpisodeLoader>();
+        send::<crate::Episode>();
+    }
+
+    #[test]
     fn validate_checks_way_and_images_per_class() {
         let (_dir, data) = two_class_folder();
         data.validate(&EpisodeSpec { n_way: 2, k_shot: 1, n_query: 2 }).unwrap();
