@@ -117,6 +117,9 @@ fn mib(bytes: usize) -> String {
 }
 
 fn report_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("fsct-vic-covariance.md");
+    }
     // The bench binary lives in <target>/<profile>/deps/.
     let from_exe = std::env::current_exe().ok().and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from));
     from_exe

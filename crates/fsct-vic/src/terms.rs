@@ -2,7 +2,7 @@
 
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{ElementConversion, Tensor};
 
 use crate::config::VicConfig;
 use crate::covariance::{bessel, covariance_term};
@@ -38,7 +38,7 @@ impl<B: Backend> VicTerms<B> {
 }
 
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
-    t.clone().into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+    t.clone().into_scalar().elem()
 }
 
 /// Variance term of one set: mean over dimensions j of relu(γ − sqrt(Var_j + ε)).
