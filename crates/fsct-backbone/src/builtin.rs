@@ -47,6 +47,13 @@ impl BackboneName {
 
     /// Builds the backbone with the reference initialisation.
     pub fn init<B: Backend>(&self, device: &B::Device) -> BuiltinBackbone<B> {
+        self.init_with(false, device)
+    }
+
+    /// As [`Self::init`]; with `train_torchvision`, a torchvision ResNet is trained like any other
+    /// layer (BatchNorm in the usual train/eval modes) instead of frozen on batch statistics —
+    /// what the fork's memory guide does (spec §1.7). No effect on other backbones.
+    pub fn init_with<B: Backend>(&self, train_torchvision: bool, device: &B::Device) -> BuiltinBackbone<B> {
         match *self {
             Self::Conv { depth, no_pool, single_channel } => BuiltinBackbone::Conv(
                 ConvNetConfig::conv(depth)
@@ -62,8 +69,12 @@ impl BackboneName {
                     (18, false) => ResNetConfig::resnet18_torchvision(),
                     _ => ResNetConfig::resnet34_torchvision(),
                 };
-                let net = config.init(device);
-                BuiltinBackbone::ResNet(if feti { net } else { net.freeze() })
+                if feti || train_torchvision {
+                    let config = config.with_batch_norm(crate::BatchNormMode::Standard);
+                    BuiltinBackbone::ResNet(config.init(device))
+                } else {
+                    BuiltinBackbone::ResNet(config.init(device).freeze())
+                }
             }
         }
     }

@@ -1,0 +1,165 @@
+//! Command-line interface: subcommands and flags that override config fields.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, DeviceKind, Method};
+
+/// Train and evaluate the Few-Shot Cosine Transformer (FS-CT) and CTX on the CPU or CUDA.
+///
+/// Without a subcommand, `train` runs: episodic training with validation each epoch, the best
+/// and last checkpoints in the output folder, then a test of the best model reported as
+/// mean ± 95% CI. Flags override the config file's fields.
+#[derive(Debug, Parser)]
+#[command(name = "fsct-train", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do (default: train).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the default `train` command.
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train, validate and test (the default).
+    Train(TrainArgs),
+    /// Test a checkpoint on the test split.
+    Test(TestArgs),
+    /// Convert a reference PyTorch checkpoint (`.tar` or state dict) into an fsct checkpoint.
+    ImportPytorch(ImportArgs),
+}
+
+/// Options of `train`.
+#[derive(Debug, Clone, Args, Default)]
+pub struct TrainArgs {
+    /// The experiment's TOML config (see configs/).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Output folder for checkpoints, metrics and results (`run.output`).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Epochs (`optim.epochs`).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Training episodes per epoch (`episodes.train_episodes`).
+    #[arg(long)]
+    pub train_episodes: Option<usize>,
+    /// Validation episodes per epoch (`episodes.val_episodes`).
+    #[arg(long)]
+    pub val_episodes: Option<usize>,
+    /// Test episodes (`episodes.test_episodes`).
+    #[arg(long)]
+    pub test_episodes: Option<usize>,
+    /// Seed of initialisation and episodes (`run.seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// `cpu` or `cuda` (`run.device`).
+    #[arg(long, value_parser = parse_device)]
+    pub device: Option<DeviceKind>,
+    /// Continue from the output folder's last checkpoint (`run.resume`).
+    #[arg(long)]
+    pub resume: bool,
+    /// Backbone, e.g. Conv4 or ResNet18 (`model.backbone`).
+    #[arg(long)]
+    pub backbone: Option<String>,
+    /// FSCT_cosine, FSCT_softmax, CTX_cosine or CTX_softmax (`model.method`).
+    #[arg(long, value_parser = parse_method)]
+    pub method: Option<Method>,
+    /// Image side in pixels (`data.image_size`).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Loader threads (`data.threads`).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Options of `test`.
+#[derive(Debug, Clone, Args)]
+pub struct TestArgs {
+    /// An fsct checkpoint (`best.ckpt`, `last.ckpt` or an imported one).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Test episodes (default: the checkpoint config's).
+    #[arg(long)]
+    pub test_episodes: Option<usize>,
+    /// A config whose `[data]` section replaces the checkpoint's (e.g. another dataset path).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// `cpu` or `cuda`.
+    #[arg(long, value_parser = parse_device)]
+    pub device: Option<DeviceKind>,
+}
+
+/// Options of `import-pytorch`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The reference checkpoint (`best_model.tar`, `{epoch}.tar` or a state-dict `.pt`).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The config describing the model it holds (method, backbone, n_way, k_shot, image size).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Where to write the fsct checkpoint.
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+fn parse_device(s: &str) -> Result<DeviceKind, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "cpu" => Ok(DeviceKind::Cpu),
+        "cuda" | "gpu" => Ok(DeviceKind::Cuda),
+        _ => Err(format!("unknown device `{s}`: use cpu or cuda")),
+    }
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    toml::Value::String(s.into())
+        .try_into::<Method>()
+        .map_err(|_| format!("unknown method `{s}`: use FSCT_cosine, FSCT_softmax, CTX_cosine or CTX_softmax"))
+}
+
+impl TrainArgs {
+    /// Applies the flags to a config.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(v) = &self.output {
+            config.run.output = v.clone();
+        }
+        if let Some(v) = self.epochs {
+            config.optim.epochs = v;
+        }
+        if let Some(v) = self.train_episodes {
+            config.episodes.train_episodes = v;
+        }
+        if let Some(v) = self.val_episodes {
+            config.episodes.val_episodes = Some(v);
+        }
+        if let Some(v) = self.test_episodes {
+            config.episodes.test_episodes = v;
+        }
+        if let Some(v) = self.seed {
+            config.run.seed = v;
+        }
+        if let Some(v) = self.device {
+            config.run.device = v;
+        }
+        if self.resume {
+            config.run.resume = true;
+        }
+        if let Some(v) = &self.backbone {
+            config.model.backbone = v.clone();
+        }
+        if let Some(v) = self.method {
+            config.model.method = v;
+        }
+        if let Some(v) = self.image_size {
+            config.data.image_size = Some(v);
+        }
+        if let Some(v) = self.threads {
+            config.data.threads = v;
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Opens the configured dataset's three splits and validates them before training starts.
+
+use std::sync::Arc;
+
+use fsct_episodes::{
+    Dataset, EpisodeError, EpisodeLoader, EpisodeSpec, LoaderConfig, SyntheticConfig, TransformConfig, TransformMode,
+    synthetic_splits,
+};
+
+use crate::config::{Config, DatasetKind};
+
+/// The three splits of an experiment.
+pub struct Splits {
+    /// Training classes.
+    pub base: Arc<Dataset>,
+    /// Validation classes.
+    pub val: Arc<Dataset>,
+    /// Test classes.
+    pub novel: Arc<Dataset>,
+}
+
+/// Which split and purpose an episode stream serves; each gets its own seed stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Training episodes (augmented if configured).
+    Train,
+    /// Validation episodes.
+    Val,
+    /// Test episodes.
+    Test,
+}
+
+impl Stream {
+    fn salt(self) -> u64 {
+        match self {
+            Self::Train => 0,
+            Self::Val => 0x5eed_0000_0000_0001,
+            Self::Test => 0x5eed_0000_0000_0002,
+        }
+    }
+}
+
+/// The episode shape of the config.
+pub fn episode_spec(config: &Config) -> EpisodeSpec {
+    let e = &config.episodes;
+    EpisodeSpec { n_way: e.n_way, k_shot: e.k_shot, n_query: e.n_query }
+}
+
+/// Opens and validates the splits (missing files, too-small classes, … are reported here).
+pub fn open_splits(config: &Config) -> Result<Splits, EpisodeError> {
+    let d = &config.data;
+    let (base, val, novel) = match d.kind {
+        DatasetKind::Synthetic => {
+            let s = synthetic_splits(&SyntheticConfig {
+                seed: config.run.seed,
+                classes: d.synthetic_classes,
+                images_per_class: d.synthetic_images_per_class,
+                native_size: d.synthetic_native_size,
+            });
+            (s.base, s.val, s.novel)
+        }
+        DatasetKind::Json => {
+            let root = d.root.clone().unwrap_or_default();
+            (
+                Dataset::open_json(&root.join(&d.base_split))?,
+                Dataset::open_json(&root.join(&d.val_split))?,
+                Dataset::open_json(&root.join(&d.test_split))?,
+            )
+        }
+        DatasetKind::Folder => {
+            let root = d.root.clone().unwrap_or_default();
+            (
+                Dataset::open_folder(&root.join("train"), None)?,
+                Dataset::open_folder(&root.join("val"), None)?,
+                Dataset::open_folder(&root.join("test"), None)?,
+            )
+        }
+    };
+    let spec = episode_spec(config);
+    for split in [&base, &val, &novel] {
+        split.validate(&spec)?;
+    }
+    Ok(Splits { base: Arc::new(base), val: Arc::new(val), novel: Arc::new(novel) })
+}
+
+/// Episodes `range` of one stream, decoded on worker threads.
+pub fn loader(
+    config: &Config,
+    dataset: &Arc<Dataset>,
+    stream: Stream,
+    range: std::ops::Range<u64>,
+) -> Result<EpisodeLoader, EpisodeError> {
+    let mode = match stream {
+        Stream::Train if config.data.train_aug => TransformMode::Train,
+        _ if config.data.eval_reference_2022 => TransformMode::EvalReference2022,
+        _ => TransformMode::Eval,
+    };
+    let transform = TransformConfig { image_size: config.image_size(), mode, single_channel: false };
+    let loader_config = LoaderConfig {
+        threads: config.data.threads,
+        prefetch: config.data.prefetch,
+        seed: config.run.seed ^ stream.salt(),
+        cache: config.data.cache,
+    };
+    EpisodeLoader::new(dataset.clone(), episode_spec(config), transform, loader_config, range)
+}

@@ -1,0 +1,20 @@
+//! The training side of fsct: everything behind the `fsct-train` binary, as a library so that
+//! tests (and researchers) can drive it.
+//!
+//! - [`config`]: the TOML experiment file (serde, unknown keys rejected, reference defaults).
+//! - [`train`]: episodic training, validation each epoch, best/last checkpoints, resume, test.
+//! - [`precision`]: mixed precision (f32 master weights, half compute, dynamic loss scaling).
+//! - [`checkpoint`]: atomic, self-describing checkpoint files.
+//! - [`model`], [`data`], [`stats`]: the model choice, the dataset splits, the CI formula.
+//!
+//! Memory features are config switches: `memory.gradient_checkpoint` (the binary then trains on
+//! `Autodiff<B, BalancedCheckpointing>`), `memory.precision`, `memory.cleanup_every`.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod model;
+pub mod precision;
+pub mod stats;
+pub mod train;

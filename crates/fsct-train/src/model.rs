@@ -1,0 +1,82 @@
+//! The model the binary trains: FS-CT or CTX around a built-in backbone, chosen by the config.
+
+use burn::prelude::*;
+use fsct_backbone::{Backbone, BuiltinBackbone};
+use fsct_transformer::{
+    AttentionVariant, Ctx, CtxConfig, EpisodeForward, FewShotModel, FewShotTransformer, FsctConfig, ModelError,
+};
+
+use crate::config::{Config, Method};
+
+/// FS-CT or CTX around a [`BuiltinBackbone`].
+#[derive(Module, Debug)]
+pub enum AnyModel<B: Backend> {
+    /// Few-Shot Cosine Transformer.
+    Fsct(FewShotTransformer<B, BuiltinBackbone<B>>),
+    /// The CTX baseline.
+    Ctx(Ctx<B, BuiltinBackbone<B>>),
+}
+
+/// Builds the configured model, sized from the backbone's output at the configured image size.
+pub fn build_model<B: Backend>(config: &Config, device: &B::Device) -> Result<AnyModel<B>, ModelError> {
+    let name = config.backbone().map_err(|e| ModelError::Config { field: "model.backbone", why: e.to_string() })?;
+    let backbone = name.init_with::<B>(config.model.train_backbone, device);
+    let side = config.image_size();
+    let [c, h, w] = backbone.feature_shape([3, side, side]);
+    if c * h * w == 0 {
+        return Err(ModelError::Config {
+            field: "data.image_size",
+            why: format!("{side} px is too small for {name}: its feature map would be empty; use larger images"),
+        });
+    }
+    let e = &config.episodes;
+    let m = &config.model;
+    let (variant, ctx) = match m.method {
+        Method::FsctCosine => (AttentionVariant::Cosine, false),
+        Method::FsctSoftmax => (AttentionVariant::Softmax, false),
+        Method::CtxCosine => (AttentionVariant::Cosine, true),
+        Method::CtxSoftmax => (AttentionVariant::Softmax, true),
+    };
+    Ok(if ctx {
+        AnyModel::Ctx(CtxConfig::new(e.n_way, e.k_shot, c).with_variant(variant).init(backbone, device))
+    } else {
+        let fsct = FsctConfig::new(e.n_way, e.k_shot, c * h * w)
+            .with_variant(variant)
+            .with_depth(m.depth)
+            .with_heads(m.heads)
+            .with_dim_head(m.dim_head)
+            .with_mlp_dim(m.mlp_dim);
+        fsct.validate()?;
+        AnyModel::Fsct(fsct.init(backbone, device))
+    })
+}
+
+impl<B: Backend> FewShotModel<B> for AnyModel<B> {
+    fn n_way(&self) -> usize {
+        match self {
+            Self::Fsct(m) => m.n_way(),
+            Self::Ctx(m) => m.n_way(),
+        }
+    }
+
+    fn k_shot(&self) -> usize {
+        match self {
+            Self::Fsct(m) => m.k_shot(),
+            Self::Ctx(m) => m.k_shot(),
+        }
+    }
+
+    fn check_episode(&self, shape: [usize; 5]) -> Result<(), ModelError> {
+        match self {
+            Self::Fsct(m) => m.check_episode(shape),
+            Self::Ctx(m) => m.check_episode(shape),
+        }
+    }
+
+    fn forward_episode(&self, episode: Tensor<B, 5>) -> EpisodeForward<B> {
+        match self {
+            Self::Fsct(m) => m.forward_episode(episode),
+            Self::Ctx(m) => m.forward_episode(episode),
+        }
+    }
+}

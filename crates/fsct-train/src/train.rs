@@ -1,0 +1,376 @@
+//! The experiment: episodic training with validation each epoch, best/last checkpoints, resume,
+//! and the final test (spec §3.5–3.6), generic over the autodiff backend.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::FloatDType;
+use burn::tensor::backend::AutodiffBackend;
+use fsct_transformer::{FewShotModel, episode_accuracy, episode_loss};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::checkpoint::{Checkpoint, Header, TrainerState};
+use crate::config::{Config, Precision};
+use crate::data::{Splits, Stream, loader, open_splits};
+use crate::model::{AnyModel, build_model};
+use crate::precision::{LossScaler, half_copy};
+use crate::stats::mean_ci95;
+
+type ModelRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Best validation accuracy (%).
+    pub best_val_acc: f64,
+    /// Test accuracy mean (%).
+    pub test_acc: f64,
+    /// Its 95% confidence half-width (%).
+    pub test_ci95: f64,
+    /// Test episodes run.
+    pub test_episodes: usize,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+struct EpochMetrics {
+    epoch: usize,
+    train_loss: f64,
+    train_acc: f64,
+    val_acc: f64,
+    val_ci95: f64,
+    vic_variance: Option<f64>,
+    vic_invariance: Option<f64>,
+    vic_covariance: Option<f64>,
+    vic_lambdas: Option<[f64; 3]>,
+    step_seconds: f64,
+    loss_scale: Option<f64>,
+    skipped_steps: u64,
+    peak_rss_mib: Option<f64>,
+}
+
+/// Paths inside the output folder.
+pub struct Outputs {
+    /// Best model by validation accuracy.
+    pub best: PathBuf,
+    /// The last completed epoch (resume point).
+    pub last: PathBuf,
+    /// Per-epoch metrics, JSON lines.
+    pub metrics: PathBuf,
+    /// One line per finished run.
+    pub results: PathBuf,
+}
+
+impl Outputs {
+    /// The files of `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            best: dir.join("best.ckpt"),
+            last: dir.join("last.ckpt"),
+            metrics: dir.join("metrics.jsonl"),
+            results: dir.join("results.txt"),
+        }
+    }
+}
+
+/// The f16/bf16 compute dtype of a precision, if it is a mixed one.
+fn half_dtype(precision: Precision) -> Option<FloatDType> {
+    match precision {
+        Precision::F32 => None,
+        Precision::MixedF16 => Some(FloatDType::F16),
+        Precision::MixedBf16 => Some(FloatDType::BF16),
+    }
+}
+
+/// Serialises a model into checkpoint bytes.
+pub fn model_bytes<B: Backend, M: Module<B>>(model: &M) -> Result<Vec<u8>> {
+    ModelRecorder::default().record(model.clone().into_record(), ()).context("serialising the model")
+}
+
+/// Loads checkpoint bytes into a model built from the same config.
+pub fn load_model_bytes<B: Backend, M: Module<B>>(model: M, bytes: &[u8], device: &B::Device) -> Result<M> {
+    let record = ModelRecorder::default()
+        .load(bytes.to_vec(), device)
+        .context("the checkpoint's model does not fit the model its config describes")?;
+    Ok(model.load_record(record))
+}
+
+/// Trains, validates and tests as configured. `B` is `Autodiff<…>` with or without checkpointing.
+pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -> Result<RunSummary> {
+    let out_dir = &config.run.output;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating the output folder `{}`", out_dir.display()))?;
+    let outputs = Outputs::new(out_dir);
+    let splits = open_splits(config).context("opening the dataset")?;
+    tracing::info!(
+        base = splits.base.num_classes(),
+        val = splits.val.num_classes(),
+        novel = splits.novel.num_classes(),
+        image_size = config.image_size(),
+        "dataset ready"
+    );
+
+    B::seed(device, config.run.seed);
+    let mut model = build_model::<B>(config, device)?;
+    let side = config.image_size();
+    let e = &config.episodes;
+    model.check_episode([e.n_way, e.k_shot + e.n_query, 3, side, side])?;
+    tracing::info!(params = model.num_params(), method = config.model.method.name(), backbone = %config.model.backbone, "model built");
+
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(config.optim.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init::<B, AnyModel<B>>();
+    let mut state = TrainerState {
+        epochs_done: 0,
+        best_val_acc: 0.0,
+        best_epoch: None,
+        steps: 0,
+        vic: config.model.use_vic.then(|| fsct_vic::VicState::new(&config.vic)),
+        scaler: half_dtype(config.memory.precision)
+            .map(|_| LossScaler::new(config.memory.loss_scale, config.memory.loss_scale_growth_interval)),
+    };
+
+    if config.run.resume && outputs.last.exists() {
+        let ckpt = Checkpoint::load(&outputs.last)?;
+        ensure_same_model(config, &ckpt.header.config, &outputs.last)?;
+        model = load_model_bytes(model, &ckpt.model, device)?;
+        let record = ModelRecorder::default()
+            .load(ckpt.optimizer, device)
+            .with_context(|| format!("reading the optimizer state of `{}`", outputs.last.display()))?;
+        optim = optim.load_record(record);
+        state = ckpt.header.state;
+        tracing::info!(epochs_done = state.epochs_done, best = state.best_val_acc, "resumed from {}", outputs.last.display());
+    } else if config.run.resume {
+        tracing::warn!("resume requested but {} does not exist: starting from scratch", outputs.last.display());
+    }
+
+    for epoch in state.epochs_done..config.optim.epochs {
+        let (metrics, next_model, next_optim) = train_epoch(config, &splits, model, optim, &mut state, epoch, device)?;
+        model = next_model;
+        optim = next_optim;
+        B::memory_cleanup(device);
+
+        let (val_acc, val_ci) = evaluate(config, &model.valid(), &splits, Stream::Val, epoch, device)?;
+        B::memory_cleanup(device);
+        let improved = val_acc > state.best_val_acc;
+        tracing::info!(epoch, train_loss = metrics.0, train_acc = metrics.1, val_acc, val_ci, improved, "epoch done");
+        state.epochs_done = epoch + 1;
+        let model_data = model_bytes(&model)?;
+        if improved {
+            state.best_val_acc = val_acc;
+            state.best_epoch = Some(epoch);
+            let best = Checkpoint {
+                header: Header { config: config.clone(), state: state.clone() },
+                model: model_data.clone(),
+                optimizer: Vec::new(),
+            };
+            best.save(&outputs.best)?;
+        }
+        let optimizer = ModelRecorder::default().record(optim.to_record(), ()).context("serialising the optimizer")?;
+        Checkpoint { header: Header { config: config.clone(), state: state.clone() }, model: model_data, optimizer }
+            .save(&outputs.last)?;
+        let vic = state.vic.as_ref();
+        let line = EpochMetrics {
+            epoch,
+            train_loss: metrics.0,
+            train_acc: metrics.1,
+            val_acc,
+            val_ci95: val_ci,
+            vic_variance: vic.map(|v| v.ema_variance),
+            vic_invariance: vic.map(|v| v.ema_invariance),
+            vic_covariance: vic.map(|v| v.ema_covariance),
+            vic_lambdas: vic.map(|v| v.lambdas()),
+            step_seconds: metrics.2,
+            loss_scale: state.scaler.as_ref().map(|s| s.scale),
+            skipped_steps: state.scaler.as_ref().map_or(0, |s| s.skipped),
+            peak_rss_mib: peak_rss_mib(),
+        };
+        append_line(&outputs.metrics, &serde_json::to_string(&line)?)?;
+        println!(
+            "epoch {:>3}/{}: train loss {:.4} acc {:.2}% | val acc {:.2}% ± {:.2}%{}",
+            epoch + 1,
+            config.optim.epochs,
+            metrics.0,
+            metrics.1 * 100.0,
+            val_acc,
+            val_ci,
+            if improved { "  (best)" } else { "" }
+        );
+    }
+
+    // Test the best model (the reference's default, `--save_iter -1`).
+    let test_model = if outputs.best.exists() {
+        let ckpt = Checkpoint::load(&outputs.best)?;
+        load_model_bytes(build_model::<B::InnerBackend>(config, device)?, &ckpt.model, device)?
+    } else {
+        model.valid()
+    };
+    let (test_acc, test_ci) = evaluate(config, &test_model, &splits, Stream::Test, 0, device)?;
+    B::memory_cleanup(device);
+    report_test(config, &outputs, test_acc, test_ci)?;
+    Ok(RunSummary { best_val_acc: state.best_val_acc, test_acc, test_ci95: test_ci, test_episodes: config.episodes.test_episodes })
+}
+
+/// A resumed run must build the same model and see the same episodes.
+fn ensure_same_model(config: &Config, saved: &Config, path: &Path) -> Result<()> {
+    if config.model != saved.model || config.episodes != saved.episodes || config.data.image_size != saved.data.image_size {
+        bail!(
+            "cannot resume from `{}`: it was trained with a different model or episode setting; \
+             use the config it was written with, or another output folder",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, AnyModel<B>, B>;
+
+/// One epoch of training. Returns (mean loss, mean accuracy, mean step seconds), the model and
+/// the optimizer.
+fn train_epoch<B: AutodiffBackend>(
+    config: &Config,
+    splits: &Splits,
+    mut model: AnyModel<B>,
+    mut optim: Optim<B>,
+    state: &mut TrainerState,
+    epoch: usize,
+    device: &B::Device,
+) -> Result<((f64, f64, f64), AnyModel<B>, Optim<B>)> {
+    let n = config.episodes.train_episodes as u64;
+    let episodes = loader(config, &splits.base, Stream::Train, epoch as u64 * n..(epoch as u64 + 1) * n)?;
+    let bar = progress_bar(n, &format!("epoch {}/{}", epoch + 1, config.optim.epochs));
+    let half = half_dtype(config.memory.precision);
+    let n_query = config.episodes.n_query;
+    let (mut loss_sum, mut acc_sum, mut time_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
+    for episode in episodes {
+        let episode = episode.context("loading a training episode")?;
+        let started = Instant::now();
+        let x = episode.to_tensor::<B>(device);
+        // Mixed precision: a fresh half copy each step; gradients flow back to the f32 master.
+        let (scores, support, query) = match half {
+            Some(dtype) => {
+                let out = half_copy(&model, dtype).forward_episode(x.cast(dtype));
+                (out.scores, out.support, out.query)
+            }
+            None => {
+                let out = model.forward_episode(x);
+                (out.scores, out.support, out.query)
+            }
+        };
+        let ce = episode_loss(scores.clone(), n_query);
+        let (loss, vic_terms) = match state.vic.as_ref() {
+            Some(vic) => {
+                let terms = fsct_vic::vic_terms(support, query, vic.lambdas(), &config.vic);
+                (ce.add(terms.total.clone()), Some(terms))
+            }
+            None => (ce, None),
+        };
+        let accuracy = episode_accuracy(scores, n_query);
+        let loss_value: f64 = loss.clone().into_scalar().elem();
+        let scaled = match &state.scaler {
+            Some(scaler) => loss.mul_scalar(scaler.scale),
+            None => loss,
+        };
+        let mut grads = GradientsParams::from_grads(scaled.backward(), &model);
+        let apply = match state.scaler.as_mut() {
+            Some(scaler) => scaler.unscale(&model, &mut grads),
+            None => true,
+        };
+        if apply {
+            model = optim.step(config.optim.learning_rate, model, grads);
+        }
+        if let (Some(vic), Some(terms)) = (state.vic.as_mut(), vic_terms) {
+            vic.update(&terms, &config.vic);
+        }
+        state.steps += 1;
+        let every = config.memory.cleanup_every;
+        if every > 0 && state.steps % every as u64 == 0 {
+            B::memory_cleanup(device);
+        }
+        if !loss_value.is_finite() && state.scaler.is_none() {
+            bail!(
+                "the loss became {loss_value} at epoch {epoch}, step {count}: lower optim.learning_rate \
+                 (or use memory.precision = \"f32\")"
+            );
+        }
+        time_sum += started.elapsed().as_secs_f64();
+        loss_sum += loss_value;
+        acc_sum += accuracy;
+        count += 1;
+        bar.set_message(format!("loss {:.4} acc {:.1}%", loss_sum / count as f64, 100.0 * acc_sum / count as f64));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let c = count.max(1) as f64;
+    Ok(((loss_sum / c, acc_sum / c, time_sum / c), model, optim))
+}
+
+/// Mean accuracy (%) and 95% CI over the configured number of episodes of a stream.
+pub fn evaluate<B: Backend>(
+    config: &Config,
+    model: &AnyModel<B>,
+    splits: &Splits,
+    stream: Stream,
+    epoch: usize,
+    device: &B::Device,
+) -> Result<(f64, f64)> {
+    let (dataset, n, label) = match stream {
+        Stream::Val => (&splits.val, config.episodes.val_episodes() as u64, "validation"),
+        _ => (&splits.novel, config.episodes.test_episodes as u64, "test"),
+    };
+    let start = if stream == Stream::Val { epoch as u64 * n } else { 0 };
+    let bar = progress_bar(n, label);
+    let mut accuracies = Vec::with_capacity(n as usize);
+    for episode in loader(config, dataset, stream, start..start + n)? {
+        let episode = episode.with_context(|| format!("loading a {label} episode"))?;
+        let scores = model.forward_episode(episode.to_tensor::<B>(device)).scores;
+        accuracies.push(100.0 * episode_accuracy(scores, config.episodes.n_query));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(mean_ci95(&accuracies))
+}
+
+/// Prints the test result and appends it to the results file, as the reference does.
+fn report_test(config: &Config, outputs: &Outputs, acc: f64, ci: f64) -> Result<()> {
+    let n = config.episodes.test_episodes;
+    println!("test: {n} episodes, accuracy {acc:.2}% ± {ci:.2}% (95% CI)");
+    let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let line = format!("Time: {time}   Setting: {:<50} Test Acc = {acc:.2}% +- {ci:.2}%", config.setting_name());
+    append_line(&outputs.results, &line)
+}
+
+/// Appends one line (a whole line per write, so readers never see half of one).
+pub fn append_line(path: &Path, line: &str) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening `{}`", path.display()))?;
+    file.write_all(format!("{line}\n").as_bytes()).with_context(|| format!("writing `{}`", path.display()))
+}
+
+fn progress_bar(len: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// The process's peak resident memory (Linux), in MiB.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
