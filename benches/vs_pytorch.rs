@@ -1,0 +1,133 @@
+//! The fsct side of the side-by-side comparison with the PyTorch reference
+//! (`../shared/reference/fsct_torch.py bench`): the same model, the same episode shape, the same
+//! step (forward, cross-entropy, backward, AdamW) and the same evaluation step (forward and argmax
+//! with batch norm on running statistics), timed the same way, printed as one JSON line with the
+//! same fields.
+//!
+//! ```text
+//! RAYON_NUM_THREADS=2 cargo bench --bench vs_pytorch -- --backbone Conv4 --variant cosine \
+//!     --way 5 --shot 5 --query 16 --image 84 --episodes 15 --warmup 3
+//! ```
+//! `tools/compare_pytorch.py` alternates this and the PyTorch script and writes the table.
+
+use std::time::Instant;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use fsct::backbone::{Backbone, BackboneName};
+use fsct::transformer::{AttentionVariant, FewShotModel, FsctConfig, episode_loss};
+
+type B = Autodiff<Flex>;
+
+struct Args {
+    backbone: String,
+    variant: String,
+    way: usize,
+    shot: usize,
+    query: usize,
+    image: usize,
+    episodes: usize,
+    warmup: usize,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        backbone: "Conv4".into(),
+        variant: "cosine".into(),
+        way: 5,
+        shot: 5,
+        query: 16,
+        image: 84,
+        episodes: 15,
+        warmup: 3,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let value = argv.get(i + 1).cloned().unwrap_or_default();
+        let number = || value.parse::<usize>().unwrap_or_else(|_| panic!("{} needs a number, got `{value}`", argv[i]));
+        match argv[i].as_str() {
+            "--backbone" => a.backbone = value.clone(),
+            "--variant" => a.variant = value.clone(),
+            "--way" => a.way = number(),
+            "--shot" => a.shot = number(),
+            "--query" => a.query = number(),
+            "--image" => a.image = number(),
+            "--episodes" => a.episodes = number(),
+            "--warmup" => a.warmup = number(),
+            // `cargo bench` passes `--bench`; ignore it and anything unknown without a value.
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+fn median(mut v: Vec<f64>) -> serde_json::Value {
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 0 { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] };
+    serde_json::json!({ "median": median, "min": v[0], "max": v[v.len() - 1] })
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let a = parse_args();
+    let device = Default::default();
+    B::seed(&device, 0);
+    let name: BackboneName = a.backbone.parse().expect("backbone name");
+    let backbone = name.init::<B>(&device);
+    let dim = backbone.feature_dim([3, a.image, a.image]);
+    let variant = match a.variant.as_str() {
+        "softmax" => AttentionVariant::Softmax,
+        _ => AttentionVariant::Cosine,
+    };
+    let mut model = FsctConfig::new(a.way, a.shot, dim).with_variant(variant).init(backbone, &device);
+    let mut optim = AdamWConfig::new().with_weight_decay(1e-5).with_epsilon(1e-8).init();
+    let episodes: Vec<Tensor<B, 5>> = (0..4)
+        .map(|_| Tensor::random([a.way, a.shot + a.query, 3, a.image, a.image], Distribution::Normal(0.0, 1.0), &device))
+        .collect();
+    let (mut train, mut evals) = (Vec::new(), Vec::new());
+    for i in 0..a.warmup + a.episodes {
+        let x = episodes[i % episodes.len()].clone();
+        let t0 = Instant::now();
+        let out = model.forward_episode(x.clone());
+        let loss = episode_loss(out.scores, a.query);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-3, model, grads);
+        // Flex is synchronous, but make the timing honest on any backend.
+        B::sync(&device).ok();
+        let t1 = Instant::now();
+        let eval_model = model.valid();
+        let scores = eval_model.forward_episode(x.inner()).scores;
+        let _pred = scores.argmax(1).into_data();
+        let t2 = Instant::now();
+        if i >= a.warmup {
+            train.push((t1 - t0).as_secs_f64());
+            evals.push((t2 - t1).as_secs_f64());
+        }
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse::<usize>().ok());
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "fsct", "burn": "0.21.0", "threads": threads, "backbone": a.backbone, "variant": a.variant,
+            "way": a.way, "shot": a.shot, "query": a.query, "image": a.image,
+            "train_step_s": median(train), "eval_step_s": median(evals), "peak_rss_mib": (peak_rss_mib() * 10.0).round() / 10.0,
+        })
+    );
+}
