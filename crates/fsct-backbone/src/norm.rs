@@ -20,40 +20,141 @@ pub enum BatchNormMode {
 /// BatchNorm always computes in f32: under mixed precision the activations arrive in f16 while
 /// the BN parameters and running statistics stay f32 (they are shared with the f32 master model),
 /// and batch statistics over many pixels need f32 accumulation anyway.
+///
+/// The maps are viewed as `[n, c, h·w]` and every statistic is reduced over the contiguous last
+/// axis first, then over the batch: no transposed copies of the activations (Burn's own
+/// `BatchNorm::forward` swaps the batch and channel axes twice, which on the CPU cost more than
+/// the convolution it follows). Training-mode running statistics follow PyTorch: momentum 0.1 and
+/// the unbiased batch variance (Burn's module stores the biased one).
 pub(crate) fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, mode: BatchNormMode) -> Tensor<B, 4> {
     let dtype = x.dtype();
     if dtype != DType::F32 {
         let y = batch_norm(bn, x.cast(FloatDType::F32), mode);
         return y.cast(float_dtype(dtype));
     }
-    let ad = B::ad_enabled(&x.device());
+    let training = B::ad_enabled(&x.device());
     match mode {
-        BatchNormMode::Standard => bn.forward(x),
-        // On an autodiff backend Burn already uses (and updates) batch statistics.
-        BatchNormMode::BatchStatistics if ad => bn.forward(x),
-        BatchNormMode::BatchStatistics => batch_statistics_norm(bn, x),
+        // Burn's convention (like PyTorch's train()/eval()): batch statistics on an autodiff
+        // backend, running statistics on the inner backend.
+        BatchNormMode::Standard if !training => running_statistics_norm(bn, x),
+        _ => batch_statistics_norm(bn, x, training),
     }
 }
 
-/// BatchNorm with the batch's own mean and biased variance, without touching running statistics.
-fn batch_statistics_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+/// Normalises with the batch's own mean and biased variance; updates the running statistics
+/// when `update_running` is set.
+fn batch_statistics_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, update_running: bool) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
-    let flat = x.clone().swap_dims(0, 1).reshape([c, n * h * w]);
-    let mean = flat.clone().mean_dim(1);
-    let var = flat.sub(mean.clone()).square().mean_dim(1);
-    let mean = mean.reshape([1, c, 1, 1]);
-    let std = var.add_scalar(bn.epsilon).sqrt().reshape([1, c, 1, 1]);
-    let gamma = bn.gamma.val().reshape([1, c, 1, 1]);
-    let beta = bn.beta.val().reshape([1, c, 1, 1]);
-    x.sub(mean).div(std).mul(gamma).add(beta)
+    let count = (n * h * w) as f64;
+    let x = x.reshape([n, c, h * w]);
+    let mean = x.clone().sum_dim(2).sum_dim(0).div_scalar(count); // [1, c, 1]
+    let centered = x.sub(mean.clone());
+    let var = centered.clone().square().sum_dim(2).sum_dim(0).div_scalar(count); // [1, c, 1]
+    if update_running {
+        let m = bn.momentum;
+        let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+        let mean = mean.detach().reshape([c]);
+        let var = var.clone().detach().reshape([c]).mul_scalar(unbiased);
+        let running_mean = bn.running_mean.value_sync().mul_scalar(1.0 - m).add(mean.mul_scalar(m));
+        let running_var = bn.running_var.value_sync().mul_scalar(1.0 - m).add(var.mul_scalar(m));
+        bn.running_mean.update(running_mean);
+        bn.running_var.update(running_var);
+    }
+    let scale = var.add_scalar(bn.epsilon).sqrt().recip().mul(bn.gamma.val().reshape([1, c, 1]));
+    centered.mul(scale).add(bn.beta.val().reshape([1, c, 1])).reshape([n, c, h, w])
 }
 
-/// The float dtype of a tensor dtype (f32 for anything unexpected).
+/// Normalises with the running statistics (evaluation): one scale and one shift per channel.
+fn running_statistics_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    let scale = bn.running_var.value().add_scalar(bn.epsilon).sqrt().recip().mul(bn.gamma.val());
+    let shift = bn.beta.val().sub(bn.running_mean.value().mul(scale.clone()));
+    x.reshape([n, c, h * w])
+        .mul(scale.reshape([1, c, 1]))
+        .add(shift.reshape([1, c, 1]))
+        .reshape([n, c, h, w])
+}
+
 pub(crate) fn float_dtype(dtype: DType) -> FloatDType {
     match dtype {
         DType::F16 => FloatDType::F16,
         DType::BF16 => FloatDType::BF16,
         DType::F64 => FloatDType::F64,
         _ => FloatDType::F32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type AD = Autodiff<Flex>;
+
+    /// An f64 reference computed element by element.
+    fn reference(x: &[f32], [n, c, hw]: [usize; 3], gamma: &[f32], beta: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let count = (n * hw) as f64;
+        let at = |i: usize, ch: usize, p: usize| x[(i * c + ch) * hw + p] as f64;
+        let mean: Vec<f64> = (0..c).map(|ch| (0..n).flat_map(|i| (0..hw).map(move |p| (i, p))).map(|(i, p)| at(i, ch, p)).sum::<f64>() / count).collect();
+        let var: Vec<f64> = (0..c)
+            .map(|ch| (0..n).flat_map(|i| (0..hw).map(move |p| (i, p))).map(|(i, p)| (at(i, ch, p) - mean[ch]).powi(2)).sum::<f64>() / count)
+            .collect();
+        let mut y = vec![0.0; x.len()];
+        for i in 0..n {
+            for ch in 0..c {
+                for p in 0..hw {
+                    y[(i * c + ch) * hw + p] = (at(i, ch, p) - mean[ch]) / (var[ch] + 1e-5).sqrt() * gamma[ch] as f64 + beta[ch] as f64;
+                }
+            }
+        }
+        (y, mean, var)
+    }
+
+    #[test]
+    fn training_mode_normalises_with_batch_statistics_and_updates_running_ones_like_pytorch() {
+        let device = Default::default();
+        let (n, c, h, w) = (3, 4, 5, 6);
+        let mut bn = BatchNormConfig::new(c).init::<AD>(&device);
+        bn.gamma = bn.gamma.map(|g| g.add_scalar(0.5));
+        bn.beta = bn.beta.map(|b| b.add_scalar(-0.25));
+        let x = Tensor::<AD, 4>::random([n, c, h, w], Distribution::Normal(1.0, 2.0), &device);
+        let xs = x.to_data().to_vec::<f32>().unwrap();
+        let gamma = bn.gamma.val().to_data().to_vec::<f32>().unwrap();
+        let beta = bn.beta.val().to_data().to_vec::<f32>().unwrap();
+        let (y_ref, mean, var) = reference(&xs, [n, c, h * w], &gamma, &beta);
+
+        let y = batch_norm(&bn, x, BatchNormMode::Standard);
+        y.into_data().assert_approx_eq::<f32>(&TensorData::new(y_ref, [n, c, h, w]), Tolerance::absolute(1e-4));
+        let count = (n * h * w) as f64;
+        let running_mean: Vec<f64> = mean.iter().map(|m| 0.1 * m).collect();
+        let running_var: Vec<f64> = var.iter().map(|v| 0.9 + 0.1 * v * count / (count - 1.0)).collect();
+        bn.running_mean.value_sync().into_data().assert_approx_eq::<f32>(&TensorData::new(running_mean, [c]), Tolerance::absolute(1e-5));
+        bn.running_var.value_sync().into_data().assert_approx_eq::<f32>(&TensorData::new(running_var, [c]), Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    fn evaluation_mode_uses_running_statistics_and_gradients_match_burns_batch_norm() {
+        let device = Default::default();
+        let (n, c, h, w) = (2, 3, 4, 4);
+        let bn = BatchNormConfig::new(c).init::<AD>(&device);
+        let x = Tensor::<AD, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device).require_grad();
+
+        // Gradients through this implementation equal those through Burn's module.
+        let weights = Tensor::<AD, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let ours = batch_norm(&bn, x.clone(), BatchNormMode::Standard).mul(weights.clone()).sum();
+        let theirs = bn.forward(x.clone()).mul(weights).sum();
+        let g_ours = x.grad(&ours.backward()).unwrap();
+        let g_theirs = x.grad(&theirs.backward()).unwrap();
+        g_ours.into_data().assert_approx_eq::<f32>(&g_theirs.into_data(), Tolerance::absolute(1e-5));
+
+        // The inner backend normalises with the running statistics: (x - rm) / sqrt(rv + eps).
+        let valid = burn::module::AutodiffModule::valid(&bn);
+        let xi = x.inner();
+        let rm = valid.running_mean.value().reshape([1, c, 1, 1]);
+        let rv = valid.running_var.value().reshape([1, c, 1, 1]);
+        let expected = xi.clone().sub(rm).div(rv.add_scalar(1e-5).sqrt());
+        batch_norm(&valid, xi, BatchNormMode::Standard).into_data().assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
     }
 }

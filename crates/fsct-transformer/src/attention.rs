@@ -4,6 +4,7 @@ use burn::tensor::activation::softmax;
 
 use crate::config::AttentionVariant;
 use crate::precision::{f32, layer_norm, to_dtype};
+use crate::rows::linear_rows;
 
 /// LayerNorm followed by a bias-free projection: the reference's `input_linear` Sequential
 /// (`input_linear.0` = `norm`, `input_linear.1` = `proj`).
@@ -47,7 +48,7 @@ impl<B: Backend> Attention<B> {
     /// `[a, b, d]` → `[H, a, b, Dh]` through the shared projection.
     fn project(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let [a, b, _] = x.dims();
-        let y = self.input_linear.proj.forward(layer_norm(&self.input_linear.norm, x));
+        let y = linear_rows(&self.input_linear.proj, layer_norm(&self.input_linear.norm, x));
         y.reshape([a as i32, b as i32, self.heads as i32, -1]).permute([2, 0, 1, 3])
     }
 
@@ -86,6 +87,6 @@ impl<B: Backend> Attention<B> {
         let out = to_dtype(weights, dtype).mul(v); // [H, Q, N, Dh]
         let [heads, _, _, dim_head] = out.dims();
         let out = out.permute([1, 2, 0, 3]).reshape([q_count, n_way, heads * dim_head]);
-        self.output_linear.forward(out)
+        linear_rows(&self.output_linear, out)
     }
 }

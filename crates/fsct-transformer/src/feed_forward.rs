@@ -3,6 +3,7 @@ use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
 use crate::precision::layer_norm;
+use crate::rows::linear_rows;
 
 /// The reference's `FFN` Sequential: LayerNorm → Linear(d→F) → GELU (exact, erf) → Linear(F→d).
 /// Reference keys `FFN.0`, `FFN.1`, `FFN.3` map to `norm`, `fc1`, `fc2`.
@@ -30,6 +31,6 @@ impl<B: Backend> FeedForward<B> {
     /// - output: `[..., d]` (without the residual)
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let _span = tracing::trace_span!("fsct.ffn").entered();
-        self.fc2.forward(gelu(self.fc1.forward(layer_norm(&self.norm, x))))
+        linear_rows(&self.fc2, gelu(linear_rows(&self.fc1, layer_norm(&self.norm, x))))
     }
 }

@@ -4,6 +4,7 @@ use burn::prelude::*;
 
 use crate::config::AttentionVariant;
 use crate::precision::{f32, layer_norm, to_dtype};
+use crate::rows::linear_rows;
 
 /// The reference's `CosineDistLinear(64, 1)` (spec §2.5) with its weight norm folded into one
 /// weight `w = g·v/‖v‖`.
@@ -80,12 +81,12 @@ impl<B: Backend> OutputHead<B> {
     /// - output: `[Q, N]` scores
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
         let _span = tracing::trace_span!("fsct.head").entered();
-        let y = self.fc.forward(layer_norm(&self.norm, x));
+        let y = linear_rows(&self.fc, layer_norm(&self.norm, x));
         match &self.last {
             HeadLast::Cosine(cos) => cos.forward(y),
             HeadLast::Linear(linear) => {
                 let [q, n, _] = y.dims();
-                linear.forward(y).reshape([q, n])
+                linear_rows(linear, y).reshape([q, n])
             }
         }
     }

@@ -21,6 +21,7 @@ mod fsct;
 mod head;
 pub mod import;
 mod precision;
+mod rows;
 
 pub use attention::{Attention, PreNormLinear};
 pub use config::{AttentionVariant, CtxConfig, FsctConfig};
