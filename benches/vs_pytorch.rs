@@ -22,6 +22,9 @@ use fsct::transformer::{AttentionVariant, FewShotModel, FsctConfig, episode_loss
 
 type B = Autodiff<Flex>;
 
+#[global_allocator]
+static GLOBAL: fsct_train::hugepages::HugePageAllocator = fsct_train::hugepages::HugePageAllocator;
+
 struct Args {
     backbone: String,
     variant: String,
@@ -87,6 +90,9 @@ fn peak_rss_mib() -> f64 {
 
 fn main() {
     let a = parse_args();
+    if let Some(mb) = std::env::var("FSCT_ALLOC_CACHE_MB").ok().and_then(|v| v.parse::<usize>().ok()) {
+        fsct_train::hugepages::HugePageAllocator::set_cache_limit(mb << 20);
+    }
     let device = Default::default();
     B::seed(&device, 0);
     let name: BackboneName = a.backbone.parse().expect("backbone name");

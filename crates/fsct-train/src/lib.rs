@@ -5,6 +5,7 @@
 //! - [`train`]: episodic training, validation each epoch, best/last checkpoints, resume, test.
 //! - [`precision`]: mixed precision (f32 master weights, half compute, dynamic loss scaling).
 //! - [`checkpoint`]: atomic, self-describing checkpoint files.
+//! - [`hugepages`]: the binary's global allocator (huge pages for large activation buffers).
 //! - [`model`], [`data`], [`stats`]: the model choice, the dataset splits, the CI formula.
 //!
 //! Memory features are config switches: `memory.gradient_checkpoint` (the binary then trains on
@@ -14,6 +15,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod hugepages;
 pub mod model;
 pub mod precision;
 pub mod stats;

@@ -21,6 +21,10 @@ use fsct_train::model::build_model;
 use fsct_train::train::{RunSummary, append_line, evaluate, load_model_bytes, model_bytes, run_experiment};
 use fsct_transformer::import::{ImportOptions, import_reference};
 
+/// Large activation buffers on huge pages: far fewer page faults per step (see the module).
+#[global_allocator]
+static GLOBAL: fsct_train::hugepages::HugePageAllocator = fsct_train::hugepages::HugePageAllocator;
+
 /// Bad input found before any work: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

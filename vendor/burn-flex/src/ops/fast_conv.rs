@@ -264,16 +264,28 @@ fn threads() -> usize {
     }
 }
 
-/// Runs `f(index, item)` over `items`, in parallel when rayon is on.
-fn for_each_chunk<T: Send, F: Fn(usize, T) + Sync + Send>(items: Vec<T>, f: F) {
+/// Scratch buffers of one worker, reused across the chunks it processes (fresh multi-MiB
+/// buffers per chunk cost more in page faults than the im2col itself).
+#[derive(Default)]
+struct Scratch<T> {
+    col: Vec<T>,
+    tmp: Vec<T>,
+}
+
+/// Runs `f(scratch, index, item)` over `items`, in parallel when rayon is on.
+fn for_each_chunk<T: Send, E: Elem, F: Fn(&mut Scratch<E>, usize, T) + Sync + Send>(items: Vec<T>, f: F) {
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
-        items.into_par_iter().enumerate().for_each(|(i, item)| f(i, item));
+        items
+            .into_par_iter()
+            .enumerate()
+            .for_each_init(|| Scratch { col: Vec::new(), tmp: Vec::new() }, |scratch, (i, item)| f(scratch, i, item));
     }
     #[cfg(not(feature = "rayon"))]
     {
-        items.into_iter().enumerate().for_each(|(i, item)| f(i, item));
+        let mut scratch = Scratch { col: Vec::new(), tmp: Vec::new() };
+        items.into_iter().enumerate().for_each(|(i, item)| f(&mut scratch, i, item));
     }
 }
 
@@ -284,22 +296,24 @@ fn forward<T: Elem>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T
     let n_chunks = g.batch.div_ceil(nb);
     let inner_parallel = n_chunks < 2 * threads();
     let chunks: Vec<&mut [T]> = out.chunks_mut(nb * g.image_out()).collect();
-    for_each_chunk(chunks, |ci, out_chunk| {
+    for_each_chunk(chunks, |scratch: &mut Scratch<T>, ci, out_chunk| {
         let n0 = ci * nb;
         let imgs = out_chunk.len() / g.image_out();
         let ld = imgs * p;
-        let mut col = vec![T::ZERO; k * ld];
-        let mut tmp = if imgs > 1 { vec![T::ZERO; cog * ld] } else { Vec::new() };
+        // im2col writes every element of `col` and the gemm every element of `tmp`.
+        scratch.col.resize(k * ld, T::ZERO);
+        scratch.tmp.resize(if imgs > 1 { cog * ld } else { 0 }, T::ZERO);
+        let Scratch { col, tmp } = scratch;
         for group in 0..g.groups {
             for j in 0..imgs {
-                im2col(g, &x[(n0 + j) * g.image_in()..][..g.image_in()], group, &mut col, ld, j * p);
+                im2col(g, &x[(n0 + j) * g.image_in()..][..g.image_in()], group, col, ld, j * p);
             }
             let wg = &w[group * cog * k..][..cog * k];
             if imgs == 1 {
                 let dst = &mut out_chunk[group * cog * p..][..cog * p];
-                gemm(cog, p, k, dst, p, false, wg, (k, 1), &col, (ld, 1), inner_parallel);
+                gemm(cog, p, k, dst, p, false, wg, (k, 1), col, (ld, 1), inner_parallel);
             } else {
-                gemm(cog, ld, k, &mut tmp, ld, false, wg, (k, 1), &col, (ld, 1), inner_parallel);
+                gemm(cog, ld, k, tmp, ld, false, wg, (k, 1), col, (ld, 1), inner_parallel);
                 for j in 0..imgs {
                     for o in 0..cog {
                         let dst = &mut out_chunk[j * g.image_out() + (group * cog + o) * p..][..p];
@@ -345,19 +359,20 @@ fn input_grad<T: Elem>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
     let n_chunks = g.batch.div_ceil(nb);
     let inner_parallel = n_chunks < 2 * threads();
     let chunks: Vec<&mut [T]> = dx.chunks_mut(nb * g.image_in()).collect();
-    for_each_chunk(chunks, |ci, dx_chunk| {
+    for_each_chunk(chunks, |scratch: &mut Scratch<T>, ci, dx_chunk| {
         let n0 = ci * nb;
         let imgs = dx_chunk.len() / g.image_in();
         let ld = imgs * p;
-        let mut dcol = vec![T::ZERO; k * ld];
-        let mut buf = Vec::new();
+        // The gemm overwrites all of `dcol`.
+        scratch.col.resize(k * ld, T::ZERO);
+        let Scratch { col: dcol, tmp: buf } = scratch;
         for group in 0..g.groups {
-            let (dyg, dy_ld) = gather_dy(g, dy, n0, imgs, group, &mut buf);
+            let (dyg, dy_ld) = gather_dy(g, dy, n0, imgs, group, buf);
             let wg = &w[group * cog * k..][..cog * k];
             // Wᵀ: element (r, o) of the k × cog matrix is wg[o * k + r].
-            gemm(k, ld, cog, &mut dcol, ld, false, wg, (1, k), dyg, (dy_ld, 1), inner_parallel);
+            gemm(k, ld, cog, dcol, ld, false, wg, (1, k), dyg, (dy_ld, 1), inner_parallel);
             for j in 0..imgs {
-                col2im(g, &dcol, ld, j * p, group, &mut dx_chunk[j * g.image_in()..][..g.image_in()]);
+                col2im(g, dcol, ld, j * p, group, &mut dx_chunk[j * g.image_in()..][..g.image_in()]);
             }
         }
     });

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Side-by-side timing of fsct and the PyTorch reference on the CPU.
+
+Runs `../shared/reference/fsct_torch.py bench` and fsct's `vs_pytorch` bench one after the
+other, alternating, for each configuration, and writes a markdown table of the medians and the
+fsct/PyTorch ratios to `target/fsct-vs-pytorch.md` (and stdout).
+
+    python3 tools/compare_pytorch.py --python ../torch-venv/bin/python --rounds 2 --episodes 10
+
+Both sides use the same episode (5-way 5-shot 16 queries, 84 px), the same step (forward,
+cross-entropy, backward, AdamW) and the same thread count. Each process reports its own peak RSS.
+"""
+import argparse, datetime, json, os, platform, statistics, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(cmd, env):
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+    line = [l for l in out.stdout.splitlines() if l.startswith("{")][-1]
+    return json.loads(line)
+
+
+def cpu_name():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--python", default=str(ROOT.parent / "torch-venv/bin/python"))
+    p.add_argument("--reference", default=str(ROOT.parent / "shared/reference/fsct_torch.py"))
+    p.add_argument("--configs", default="Conv4:cosine,Conv4:softmax,Conv6:cosine")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+
+    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bench", "vs_pytorch"], cwd=ROOT, check=True)
+    exe = subprocess.run(
+        ["cargo", "bench", "--locked", "--bench", "vs_pytorch", "--no-run", "--message-format=json"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    fsct_bin = [json.loads(l)["executable"] for l in exe.splitlines()
+                if '"executable":"' in l and "vs_pytorch" in l][-1]
+
+    rows = []
+    for cfg in a.configs.split(","):
+        backbone, variant = cfg.split(":")
+        common = ["--backbone", backbone, "--variant", variant, "--way", "5", "--shot", "5", "--query", "16",
+                  "--image", "84", "--episodes", str(a.episodes), "--warmup", str(a.warmup)]
+        torch_runs, fsct_runs = [], []
+        for r in range(a.rounds):
+            torch_runs.append(run([a.python, a.reference, "bench", *common, "--threads", str(a.threads)], env))
+            fsct_runs.append(run([fsct_bin, *common], env))
+            print(f"{cfg} round {r + 1}: torch {torch_runs[-1]['train_step_s']['median']:.3f} s, "
+                  f"fsct {fsct_runs[-1]['train_step_s']['median']:.3f} s", file=sys.stderr)
+        med = lambda runs, key: statistics.median(x[key]["median"] for x in runs)
+        rss = lambda runs: max(x["peak_rss_mib"] for x in runs)
+        t = (med(torch_runs, "train_step_s"), med(fsct_runs, "train_step_s"))
+        e = (med(torch_runs, "eval_step_s"), med(fsct_runs, "eval_step_s"))
+        m = (rss(torch_runs), rss(fsct_runs))
+        rows.append((f"{backbone} {variant}", t, e, m, torch_runs[0].get("torch", "?")))
+
+    head = (f"fsct vs PyTorch {rows[0][4]} on {cpu_name()}, {a.threads} threads, "
+            f"{datetime.date.today().isoformat()}; 5-way 5-shot 16 queries, 84 px; median of "
+            f"{a.rounds} alternating runs × {a.episodes} episodes (after {a.warmup} warm-up)\n\n")
+    table = ("| model | train step PyTorch (s) | train step fsct (s) | fsct/PyTorch | eval step PyTorch (s) "
+             "| eval step fsct (s) | fsct/PyTorch | peak RSS PyTorch (MiB) | peak RSS fsct (MiB) | fsct/PyTorch |\n"
+             "|---|---|---|---|---|---|---|---|---|---|\n")
+    for name, t, e, m, _ in rows:
+        table += (f"| {name} | {t[0]:.3f} | {t[1]:.3f} | {t[1] / t[0]:.2f} | {e[0]:.3f} | {e[1]:.3f} | "
+                  f"{e[1] / e[0]:.2f} | {m[0]:.0f} | {m[1]:.0f} | {m[1] / m[0]:.2f} |\n")
+    text = head + table
+    out = ROOT / "target" / "fsct-vs-pytorch.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
