@@ -102,6 +102,7 @@ pub mod cumulative;
 pub mod deform_conv;
 pub mod expand;
 mod fast_conv;
+mod fast_pool;
 pub mod fft;
 pub mod flip;
 mod float;

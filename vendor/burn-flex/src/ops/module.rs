@@ -449,6 +449,12 @@ impl ModuleOps<Flex> for Flex {
         dilation: [usize; 2],
         ceil_mode: bool,
     ) -> FloatTensor<Flex> {
+        // fsct: 2×2 stride-2 fast path, see `fast_pool` for why.
+        if let Some(out) =
+            super::fast_pool::max_pool2d(&x, kernel_size, stride, padding, dilation, ceil_mode)
+        {
+            return out;
+        }
         match x.dtype() {
             DType::F32 => {
                 pool::max_pool2d_f32(x, kernel_size, stride, padding, dilation, ceil_mode)
@@ -474,6 +480,17 @@ impl ModuleOps<Flex> for Flex {
         dilation: [usize; 2],
         ceil_mode: bool,
     ) -> MaxPool2dWithIndices<Flex> {
+        // fsct: 2×2 stride-2 fast path, see `fast_pool` for why.
+        if let Some((output, indices)) = super::fast_pool::max_pool2d_with_indices(
+            &x,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+        ) {
+            return MaxPool2dWithIndices::new(output, indices);
+        }
         let (output, indices) = match x.dtype() {
             DType::F32 => pool::max_pool2d_with_indices_f32(
                 x,
@@ -514,14 +531,27 @@ impl ModuleOps<Flex> for Flex {
 
     fn max_pool2d_with_indices_backward(
         x: FloatTensor<Flex>,
-        _kernel_size: [usize; 2],
-        _stride: [usize; 2],
-        _padding: [usize; 2],
-        _dilation: [usize; 2],
-        _ceil_mode: bool,
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        ceil_mode: bool,
         output_grad: FloatTensor<Flex>,
         indices: IntTensor<Flex>,
     ) -> MaxPool2dBackward<Flex> {
+        // fsct: 2×2 stride-2 fast path, see `fast_pool` for why.
+        if let Some(x_grad) = super::fast_pool::max_pool2d_with_indices_backward(
+            &x,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+            &output_grad,
+            &indices,
+        ) {
+            return MaxPool2dBackward::new(x_grad);
+        }
         let x_grad = match x.dtype() {
             DType::F32 => pool::max_pool2d_backward_f32(x, output_grad, indices),
             DType::F64 => pool::max_pool2d_backward_f64(x, output_grad, indices),
