@@ -233,6 +233,21 @@ pub enum Precision {
     MixedF16,
     /// As `mixed-f16` with bf16 (no loss scaling needed, but kept on).
     MixedBf16,
+    /// Pure half precision: the backend's float type is f16 (`Cuda<f16>`), so parameters,
+    /// gradients and optimizer state are f16 too; norms, softmax, cosine normalisation, VIC
+    /// and the loss still compute in f32 casts. Dynamic loss scaling is on. CUDA only (Flex's
+    /// float type is f32): on the CPU use `mixed-f16`. Halves parameter and optimizer memory,
+    /// at the cost of f16 weight updates (small updates can round away).
+    F16,
+    /// As `f16` with bf16 (`Cuda<bf16>`): f32's range, fewer mantissa bits.
+    Bf16,
+}
+
+impl Precision {
+    /// The backend's own float type is half (as opposed to an f32 backend with half copies).
+    pub fn is_pure_half(self) -> bool {
+        matches!(self, Self::F16 | Self::Bf16)
+    }
 }
 
 /// `[memory]`.
@@ -242,7 +257,8 @@ pub struct MemoryConfig {
     /// Train on `Autodiff<B, BalancedCheckpointing>`: memory-bound activations are recomputed in
     /// the backward pass instead of kept.
     pub gradient_checkpoint: bool,
-    /// `f32` (default), `mixed-f16` or `mixed-bf16`.
+    /// `f32` (default), `mixed-f16` or `mixed-bf16` (f32 master weights, half compute), or
+    /// `f16` / `bf16` (pure half on the backend type; CUDA only).
     pub precision: Precision,
     /// Release the backend's cached memory every this many steps (0 = never) and between train,
     /// validation and test.
@@ -390,6 +406,14 @@ impl Config {
         }
         if !(self.optim.weight_decay >= 0.0 && self.optim.weight_decay.is_finite()) {
             return Err(invalid("optim.weight_decay", format!("is {}; use 0 or a positive number such as 1e-5", self.optim.weight_decay)));
+        }
+        if self.memory.precision.is_pure_half() && self.run.device == DeviceKind::Cpu {
+            return Err(invalid(
+                "memory.precision",
+                "is a pure half precision, which needs run.device = \"cuda\" (the CPU backend computes in f32): \
+                 use \"mixed-f16\" on the CPU"
+                    .into(),
+            ));
         }
         if !(self.memory.loss_scale >= 1.0 && self.memory.loss_scale.is_finite()) {
             return Err(invalid("memory.loss_scale", format!("is {}; use a power of two ≥ 1 such as 65536", self.memory.loss_scale)));

@@ -15,7 +15,7 @@ use clap::Parser;
 use fsct_backbone::BackboneName;
 use fsct_train::checkpoint::{Checkpoint, CheckpointError, Header, TrainerState};
 use fsct_train::cli::{Cli, Command, ImportArgs, TestArgs, TrainArgs};
-use fsct_train::config::{Config, ConfigError, DeviceKind};
+use fsct_train::config::{Config, ConfigError, DeviceKind, Precision};
 use fsct_train::data::{Stream, open_splits};
 use fsct_train::model::build_model;
 use fsct_train::train::{RunSummary, append_line, evaluate, load_model_bytes, model_bytes, run_experiment};
@@ -88,7 +88,7 @@ fn train(args: &TrainArgs) -> Result<RunSummary> {
                 run_experiment::<Autodiff<Flex>>(&config, &device)
             }
         }
-        DeviceKind::Cuda => cuda::train(&config, checkpointing),
+        DeviceKind::Cuda => cuda::train(&config, checkpointing, config.memory.precision),
     }
 }
 
@@ -149,8 +149,8 @@ mod cuda {
 
     /// Burn 0.21 panics in a worker thread at the first CUDA op when no GPU can be used; probe
     /// once, quietly, and turn that into an error.
-    fn probe() -> Result<<Cuda as Backend>::Device> {
-        let device = <Cuda as Backend>::Device::default();
+    fn probe() -> Result<<Cuda as burn::tensor::backend::BackendTypes>::Device> {
+        let device = <Cuda as burn::tensor::backend::BackendTypes>::Device::default();
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let ok = std::panic::catch_unwind(|| Tensor::<Cuda, 1>::zeros([1], &Default::default()).into_data()).is_ok();
@@ -165,12 +165,17 @@ mod cuda {
         }
     }
 
-    pub fn train(config: &Config, checkpointing: bool) -> Result<RunSummary> {
+    /// Picks the backend type: the float type is half for the pure half precisions.
+    pub fn train(config: &Config, checkpointing: bool, precision: Precision) -> Result<RunSummary> {
+        use burn::tensor::{bf16, f16};
         let device = probe()?;
-        if checkpointing {
-            run_experiment::<Autodiff<Cuda, BalancedCheckpointing>>(config, &device)
-        } else {
-            run_experiment::<Autodiff<Cuda>>(config, &device)
+        match (precision, checkpointing) {
+            (Precision::F16, true) => run_experiment::<Autodiff<Cuda<f16>, BalancedCheckpointing>>(config, &device),
+            (Precision::F16, false) => run_experiment::<Autodiff<Cuda<f16>>>(config, &device),
+            (Precision::Bf16, true) => run_experiment::<Autodiff<Cuda<bf16>, BalancedCheckpointing>>(config, &device),
+            (Precision::Bf16, false) => run_experiment::<Autodiff<Cuda<bf16>>>(config, &device),
+            (_, true) => run_experiment::<Autodiff<Cuda, BalancedCheckpointing>>(config, &device),
+            (_, false) => run_experiment::<Autodiff<Cuda>>(config, &device),
         }
     }
 }
@@ -179,7 +184,7 @@ mod cuda {
 mod cuda {
     use super::*;
 
-    pub fn train(_config: &Config, _checkpointing: bool) -> Result<RunSummary> {
+    pub fn train(_config: &Config, _checkpointing: bool, _precision: Precision) -> Result<RunSummary> {
         Err(InputError(
             "run.device = \"cuda\" but this build has no CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu".into(),
         )

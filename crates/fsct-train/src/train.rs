@@ -83,7 +83,8 @@ impl Outputs {
 /// The f16/bf16 compute dtype of a precision, if it is a mixed one.
 fn half_dtype(precision: Precision) -> Option<FloatDType> {
     match precision {
-        Precision::F32 => None,
+        // Pure half needs no copy: the backend's own float type is half.
+        Precision::F32 | Precision::F16 | Precision::Bf16 => None,
         Precision::MixedF16 => Some(FloatDType::F16),
         Precision::MixedBf16 => Some(FloatDType::BF16),
     }
@@ -133,8 +134,8 @@ pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -
         best_epoch: None,
         steps: 0,
         vic: config.model.use_vic.then(|| fsct_vic::VicState::new(&config.vic)),
-        scaler: half_dtype(config.memory.precision)
-            .map(|_| LossScaler::new(config.memory.loss_scale, config.memory.loss_scale_growth_interval)),
+        scaler: (half_dtype(config.memory.precision).is_some() || config.memory.precision.is_pure_half())
+            .then(|| LossScaler::new(config.memory.loss_scale, config.memory.loss_scale_growth_interval)),
     };
 
     if config.run.resume && outputs.last.exists() {

@@ -70,6 +70,10 @@ fn config_errors_name_the_file_the_field_and_the_fix() {
     assert!(err.contains("k_shot + n_query = 21"), "{err}");
     let err = check("[model]\nuse_vic = true\n[vic]\nepsilon = -1.0\n");
     assert!(err.contains("vic") && err.contains("epsilon"), "{err}");
+    let err = check("[memory]\nprecision = \"f16\"\n");
+    assert!(err.contains("memory.precision") && err.contains("cuda") && err.contains("mixed-f16"), "{err}");
+    let cuda_f16 = Config::parse("[memory]\nprecision = \"bf16\"\n[run]\ndevice = \"cuda\"\n", path).unwrap();
+    assert!(cuda_f16.validate(path).is_ok());
 }
 
 #[test]
