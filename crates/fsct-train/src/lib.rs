@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: the TOML experiment file (serde, unknown keys rejected, reference defaults).
 //! - [`train`]: episodic training, validation each epoch, best/last checkpoints, resume, test.
+//! - [`step`]: one training step (what the trainer and the memory bench run), the optimizer.
 //! - [`precision`]: mixed precision (f32 master weights, half compute, dynamic loss scaling).
 //! - [`checkpoint`]: atomic, self-describing checkpoint files.
 //! - [`model`], [`data`], [`stats`]: the model choice, the dataset splits, the CI formula.
@@ -17,4 +18,5 @@ pub mod data;
 pub mod model;
 pub mod precision;
 pub mod stats;
+pub mod step;
 pub mod train;
