@@ -1,0 +1,178 @@
+//! Runs training steps of one configuration on a fresh model and measures each step.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, Tensor};
+use fsct_train::config::Config;
+use fsct_train::model::build_model;
+use fsct_train::step::{new_optimizer, new_trainer_state, train_step_observed};
+
+use crate::counting_alloc;
+
+/// Warm-up and measured step counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Steps {
+    pub warmup: usize,
+    pub measured: usize,
+}
+
+/// What a probe saw during one step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepMemory {
+    /// Peak bytes above those held when the step started (activations, gradients, temporaries).
+    pub above_start: u64,
+    /// Peak bytes held in all (model, optimizer state and the episode included).
+    pub absolute: u64,
+    /// GPU: bytes the allocator had reserved at the peak.
+    pub reserved: Option<u64>,
+    /// GPU: device memory used according to nvidia-smi (NVML), whole card.
+    pub nvml: Option<u64>,
+    /// Time the probe itself spent inside the step, taken off the step time.
+    pub overhead: Duration,
+}
+
+/// Where the memory figures come from.
+pub trait Probe {
+    fn step_start(&mut self);
+    fn after_backward(&mut self);
+    fn step_end(&mut self) -> StepMemory;
+}
+
+/// The counting global allocator: exact heap peak, no sampling needed.
+#[derive(Default)]
+pub struct CpuProbe {
+    before: usize,
+}
+
+impl Probe for CpuProbe {
+    fn step_start(&mut self) {
+        self.before = counting_alloc::reset_peak();
+    }
+
+    fn after_backward(&mut self) {}
+
+    fn step_end(&mut self) -> StepMemory {
+        let peak = counting_alloc::peak();
+        StepMemory {
+            above_start: peak.saturating_sub(self.before) as u64,
+            absolute: peak as u64,
+            ..StepMemory::default()
+        }
+    }
+}
+
+/// One configuration's figures over the measured steps.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub median_seconds: f64,
+    /// Per-step maxima of the probe's figures.
+    pub memory: StepMemory,
+    /// Measured steps whose update the loss scaler skipped (inf/NaN gradients in f16).
+    pub skipped_steps: u64,
+    pub last_loss: f64,
+}
+
+/// Measures `config` on `Inner` (with or without checkpointing, as the config says). A panic
+/// (e.g. out of GPU memory) becomes an error so the other rows still get measured.
+pub fn measure<Inner: Backend>(
+    config: &Config,
+    device: &Inner::Device,
+    steps: Steps,
+    probe: &mut dyn Probe,
+) -> Result<Measured, String> {
+    let run = AssertUnwindSafe(|| {
+        if config.memory.gradient_checkpoint {
+            run_steps::<Autodiff<Inner, BalancedCheckpointing>>(config, device, steps, probe)
+        } else {
+            run_steps::<Autodiff<Inner>>(config, device, steps, probe)
+        }
+    });
+    let result = catch_unwind(run).unwrap_or_else(|payload| {
+        let why = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into());
+        Err(format!("panicked: {why}"))
+    });
+    // Give the previous configuration's cached blocks back before the next one (CUDA).
+    Inner::memory_cleanup(device);
+    result
+}
+
+fn run_steps<B: AutodiffBackend>(
+    config: &Config,
+    device: &B::Device,
+    steps: Steps,
+    probe: &mut dyn Probe,
+) -> Result<Measured, String> {
+    B::seed(device, config.run.seed);
+    let model = build_model::<B>(config, device).map_err(|e| e.to_string())?;
+    // Parameters are initialised lazily, at first use. Materialise them now, in the same order for
+    // every configuration, so that all start from the same weights (the mixed-precision copy would
+    // otherwise draw its own on the first step).
+    model.visit(&mut Materialise);
+    let mut model = model;
+    let e = &config.episodes;
+    let side = config.image_size();
+    // Random pixels: data loading is benched on its own (fsct-episodes' loader bench).
+    let x = Tensor::<B, 5>::random([e.n_way, e.k_shot + e.n_query, 3, side, side], Distribution::Normal(0.0, 1.0), device);
+    let mut optim = new_optimizer::<B>(config);
+    let mut state = new_trainer_state(config);
+    let mut times = Vec::with_capacity(steps.measured);
+    let mut memory = StepMemory::default();
+    let mut last_loss = f64::NAN;
+    let mut skipped_steps = 0;
+    for step in 0..steps.warmup + steps.measured {
+        probe.step_start();
+        let started = Instant::now();
+        let (next, outcome) =
+            train_step_observed(config, model, &mut optim, &mut state, x.clone(), device, &mut || probe.after_backward())
+                .map_err(|e| format!("{e:#}"))?;
+        // GPU work is asynchronous: the step ends when the device is done with it.
+        B::sync(device).map_err(|e| e.to_string())?;
+        let elapsed = started.elapsed();
+        let seen = probe.step_end();
+        model = next;
+        last_loss = outcome.loss;
+        if step < steps.warmup {
+            continue;
+        }
+        skipped_steps += u64::from(!outcome.applied);
+        times.push(elapsed.saturating_sub(seen.overhead).as_secs_f64());
+        memory.above_start = memory.above_start.max(seen.above_start);
+        memory.absolute = memory.absolute.max(seen.absolute);
+        memory.reserved = max_option(memory.reserved, seen.reserved);
+        memory.nvml = max_option(memory.nvml, seen.nvml);
+    }
+    Ok(Measured { median_seconds: median(&mut times), memory, skipped_steps, last_loss })
+}
+
+struct Materialise;
+
+impl<B: Backend> ModuleVisitor<B> for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
+fn max_option(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
+}
