@@ -12,7 +12,7 @@ use burn::tensor::backend::Backend;
 use crate::measure::{Probe, StepMemory, Steps, measure};
 use crate::report::{self, RunInfo};
 
-type Device = <Cuda as Backend>::Device;
+type Device = <Cuda as burn::tensor::backend::BackendTypes>::Device;
 
 /// cubecl has no peak counter: the figures are sampled once the gradients exist, when the
 /// activations are still alive. That needs a device sync inside the step (the queued forward and

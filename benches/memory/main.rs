@@ -2,13 +2,14 @@
 //! another, timed and measured, as the memory guide's "Performance Impact" and "Memory Usage
 //! Comparison" tables (spec §4.3), with measured numbers.
 //!
-//! Configurations: baseline f32; + gradient checkpointing (`Autodiff<_, BalancedCheckpointing>`);
-//! + mixed f16; + VIC with the naive d×d covariance; + VIC with the Gram form; + cache clearing
-//! (`memory_cleanup` every step); all combined (checkpointing, mixed f16, VIC Gram, cleanup).
-//! Each runs on its own fresh model through `fsct_train::step::train_step_observed`, the code
-//! `fsct-train` runs (mixed-precision copy, VIC, loss scaling, AdamW, cleanup). Episodes are
-//! 5-way 5-shot 16-query FS-CT cosine as spec §3, with seeded random-normal pixels (the loader is
-//! benched in fsct-episodes). Warm-up steps (which also create AdamW's moments) are not measured.
+//! The configurations, in order: the f32 baseline, then gradient checkpointing
+//! (`Autodiff<_, BalancedCheckpointing>`), mixed f16, VIC with the naive d×d covariance, VIC with
+//! the Gram form, cache clearing (`memory_cleanup` every step), and all of them combined
+//! (checkpointing, mixed f16, VIC Gram, cleanup). Each runs on its own fresh model through
+//! `fsct_train::step::train_step_observed`, the code `fsct-train` runs (mixed-precision copy, VIC,
+//! loss scaling, AdamW, cleanup). Episodes are 5-way 5-shot 16-query FS-CT cosine as spec §3,
+//! with seeded random-normal pixels (the loader is benched in fsct-episodes). Warm-up steps
+//! (which also create AdamW's moments) are not measured.
 //!
 //! - CPU (Flex): Conv4 and ResNet18 at 84 px. Memory from a counting global allocator: the peak
 //!   of heap bytes during the step above those held when it started (activations, gradients,

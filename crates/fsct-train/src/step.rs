@@ -125,7 +125,7 @@ pub fn train_step_observed<B: AutodiffBackend>(
     };
     state.steps += 1;
     let every = config.memory.cleanup_every;
-    if every > 0 && state.steps % every as u64 == 0 {
+    if every > 0 && state.steps.is_multiple_of(every as u64) {
         B::memory_cleanup(device);
     }
     Ok((model, StepOutcome { loss: loss_value, accuracy, vic, applied }))
