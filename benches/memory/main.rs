@@ -149,7 +149,9 @@ fn run_cpu() {
         "## Memory optimizations on the CPU\n\n{}\
          Peak memory: the heap bytes held at the step's peak above those held when it started (activations, \
          gradients, temporaries), from a counting global allocator; \"heap peak in all\" adds the model, \
-         AdamW's state and the episode. Ratios are to the baseline of the same run.\n{tables}",
+         AdamW's state and the episode. CPU time: user + system time of all the process's threads per \
+         step (less disturbed than wall time by other work on the machine). Ratios are to the baseline \
+         of the same run.\n{tables}",
         report::header(&info)
     );
     write_report("fsct-memory-bench.md", &text);

@@ -70,6 +70,9 @@ impl Probe for CpuProbe {
 #[derive(Debug, Clone)]
 pub struct Measured {
     pub median_seconds: f64,
+    /// Median CPU time of the process (all threads) per step: unlike wall time, barely moved by
+    /// other work on a shared machine.
+    pub median_cpu_seconds: Option<f64>,
     /// Per-step maxima of the probe's figures.
     pub memory: StepMemory,
     /// Measured steps whose update the loss scaler skipped (inf/NaN gradients in f16).
@@ -125,11 +128,13 @@ fn run_steps<B: AutodiffBackend>(
     let mut optim = new_optimizer::<B>(config);
     let mut state = new_trainer_state(config);
     let mut times = Vec::with_capacity(steps.measured);
+    let mut cpu_times = Vec::with_capacity(steps.measured);
     let mut memory = StepMemory::default();
     let mut last_loss = f64::NAN;
     let mut skipped_steps = 0;
     for step in 0..steps.warmup + steps.measured {
         probe.step_start();
+        let cpu_started = process_cpu_seconds();
         let started = Instant::now();
         let (next, outcome) =
             train_step_observed(config, model, &mut optim, &mut state, x.clone(), device, &mut || probe.after_backward())
@@ -137,6 +142,7 @@ fn run_steps<B: AutodiffBackend>(
         // GPU work is asynchronous: the step ends when the device is done with it.
         B::sync(device).map_err(|e| e.to_string())?;
         let elapsed = started.elapsed();
+        let cpu = process_cpu_seconds().zip(cpu_started).map(|(end, start)| end - start);
         let seen = probe.step_end();
         model = next;
         last_loss = outcome.loss;
@@ -145,12 +151,26 @@ fn run_steps<B: AutodiffBackend>(
         }
         skipped_steps += u64::from(!outcome.applied);
         times.push(elapsed.saturating_sub(seen.overhead).as_secs_f64());
+        cpu_times.extend(cpu);
         memory.above_start = memory.above_start.max(seen.above_start);
         memory.absolute = memory.absolute.max(seen.absolute);
         memory.reserved = max_option(memory.reserved, seen.reserved);
         memory.nvml = max_option(memory.nvml, seen.nvml);
     }
-    Ok(Measured { median_seconds: median(&mut times), memory, skipped_steps, last_loss })
+    let median_cpu_seconds = (cpu_times.len() == times.len()).then(|| median(&mut cpu_times));
+    Ok(Measured { median_seconds: median(&mut times), median_cpu_seconds, memory, skipped_steps, last_loss })
+}
+
+/// User + system time of the whole process (every thread), from /proc/self/stat (Linux).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th fields.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // Clock ticks of USER_HZ, which the kernel ABI fixes at 100 per second.
+    Some((utime + stime) / 100.0)
 }
 
 struct Materialise;

@@ -49,23 +49,25 @@ pub fn cpu_table(title: &str, rows: &[Row]) -> String {
     let base = rows.first().and_then(|r| r.result.as_ref().ok());
     let mut out = format!(
         "\n### {title}\n\n\
-         | Configuration | median step (s) | time vs baseline | peak memory (MiB) | memory vs baseline | heap peak in all (MiB) | heap peak vs baseline | note |\n\
-         |---|---|---|---|---|---|---|---|\n"
+         | Configuration | median step (s) | time vs baseline | CPU time (s) | CPU time vs baseline | peak memory (MiB) | memory vs baseline | heap peak in all (MiB) | heap peak vs baseline | note |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n"
     );
     for row in rows {
         match &row.result {
             Ok(m) => out.push_str(&format!(
-                "| {} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 row.name,
                 m.median_seconds,
                 ratio(m.median_seconds, base.map(|b| b.median_seconds)),
+                m.median_cpu_seconds.map_or("n/a".into(), |s| format!("{s:.2}")),
+                ratio(m.median_cpu_seconds.unwrap_or(f64::NAN), base.and_then(|b| b.median_cpu_seconds)),
                 mib(m.memory.above_start),
                 ratio(m.memory.above_start as f64, base.map(|b| b.memory.above_start as f64)),
                 mib(m.memory.absolute),
                 ratio(m.memory.absolute as f64, base.map(|b| b.memory.absolute as f64)),
                 note(row, m),
             )),
-            Err(why) => out.push_str(&format!("| {} | failed | | | | | | {} |\n", row.name, why.replace('|', "/"))),
+            Err(why) => out.push_str(&format!("| {} | failed | | | | | | | | {} |\n", row.name, why.replace('|', "/"))),
         }
     }
     out
