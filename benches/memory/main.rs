@@ -28,6 +28,8 @@
 //!   on the CPU, 10 and 2 on CUDA).
 //! - `FSCT_BENCH_BACKBONES=Conv4,ResNet18`: the backbones; `FSCT_BENCH_SIZE=84`: the image side.
 //! - `FSCT_BENCH_DEVICES=cpu,cuda`: where to run (default: `cuda` in a CUDA build, else `cpu`).
+//! - `FSCT_BENCH_CONFIGS=checkpointing,all`: only the configurations whose name contains one of
+//!   these (the baseline always runs); `FSCT_BENCH_VERBOSE=1`: each step's time, loss and VIC terms.
 
 mod counting_alloc;
 #[cfg(feature = "cuda")]
@@ -91,7 +93,15 @@ pub fn run_backbone(
     extra_note: impl Fn(&variants::Variant) -> Option<&'static str>,
 ) -> Vec<Row> {
     let mut rows = Vec::new();
-    for variant in variants::all() {
+    let only = std::env::var("FSCT_BENCH_CONFIGS").ok();
+    for (i, variant) in variants::all().into_iter().enumerate() {
+        // The baseline always runs: every ratio needs it.
+        let chosen = only.as_ref().is_none_or(|only| {
+            only.split(',').map(str::trim).any(|name| !name.is_empty() && variant.name.contains(name))
+        });
+        if i > 0 && !chosen {
+            continue;
+        }
         let mut config = variants::baseline(backbone, plan.image_size);
         (variant.apply)(&mut config);
         eprintln!("[memory bench] {backbone} {} px: {} ...", plan.image_size, variant.name);

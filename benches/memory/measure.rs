@@ -14,6 +14,10 @@ use fsct_train::step::{new_optimizer, new_trainer_state, train_step_observed};
 
 use crate::counting_alloc;
 
+/// At most this many warm-up steps are added while the loss scaler skips updates (65536 halved
+/// 12 times is 16).
+const MAX_EXTRA_WARMUP: usize = 12;
+
 /// Warm-up and measured step counts.
 #[derive(Debug, Clone, Copy)]
 pub struct Steps {
@@ -77,6 +81,10 @@ pub struct Measured {
     pub memory: StepMemory,
     /// Measured steps whose update the loss scaler skipped (inf/NaN gradients in f16).
     pub skipped_steps: u64,
+    /// Warm-up steps added because the loss scaler skipped their update.
+    pub extra_warmup: usize,
+    /// Mixed precision's loss scale after the last step.
+    pub loss_scale: Option<f64>,
     pub last_loss: f64,
 }
 
@@ -132,7 +140,10 @@ fn run_steps<B: AutodiffBackend>(
     let mut memory = StepMemory::default();
     let mut last_loss = f64::NAN;
     let mut skipped_steps = 0;
-    for step in 0..steps.warmup + steps.measured {
+    let mut extra_warmup = 0;
+    let mut step = 0;
+    while times.len() < steps.measured {
+        step += 1;
         probe.step_start();
         let cpu_started = process_cpu_seconds();
         let started = Instant::now();
@@ -146,7 +157,23 @@ fn run_steps<B: AutodiffBackend>(
         let seen = probe.step_end();
         model = next;
         last_loss = outcome.loss;
-        if step < steps.warmup {
+        if std::env::var_os("FSCT_BENCH_VERBOSE").is_some() {
+            eprintln!(
+                "[memory bench]     step {step}: {:.3} s, loss {:.4}{}{}",
+                elapsed.as_secs_f64(),
+                outcome.loss,
+                outcome.vic.map_or(String::new(), |v| format!(", VIC v {:.4} i {:.4} c {:.4}", v.variance, v.invariance, v.covariance)),
+                if outcome.applied { "" } else { ", update skipped" }
+            );
+        }
+        if step <= steps.warmup {
+            continue;
+        }
+        // Mixed precision starts at a loss scale of 65536 and halves it after each step whose
+        // gradients overflow f16; such a step has no optimizer update. Measure the steady state,
+        // as a run reaches it after its first steps.
+        if !outcome.applied && times.is_empty() && extra_warmup < MAX_EXTRA_WARMUP {
+            extra_warmup += 1;
             continue;
         }
         skipped_steps += u64::from(!outcome.applied);
@@ -158,7 +185,15 @@ fn run_steps<B: AutodiffBackend>(
         memory.nvml = max_option(memory.nvml, seen.nvml);
     }
     let median_cpu_seconds = (cpu_times.len() == times.len()).then(|| median(&mut cpu_times));
-    Ok(Measured { median_seconds: median(&mut times), median_cpu_seconds, memory, skipped_steps, last_loss })
+    Ok(Measured {
+        median_seconds: median(&mut times),
+        median_cpu_seconds,
+        memory,
+        skipped_steps,
+        extra_warmup,
+        loss_scale: state.scaler.as_ref().map(|s| s.scale),
+        last_loss,
+    })
 }
 
 /// User + system time of the whole process (every thread), from /proc/self/stat (Linux).

@@ -108,8 +108,14 @@ fn note(row: &Row, m: &Measured) -> String {
     if !row.note.is_empty() {
         parts.push(row.note.clone());
     }
+    if m.extra_warmup > 0 {
+        parts.push(format!("{} extra warm-up step(s) until the loss scale stopped overflowing", m.extra_warmup));
+    }
+    if let Some(scale) = m.loss_scale {
+        parts.push(format!("loss scale {scale}"));
+    }
     if m.skipped_steps > 0 {
-        parts.push(format!("{} measured step(s) skipped by the loss scaler", m.skipped_steps));
+        parts.push(format!("{} measured step(s) skipped by the loss scaler (no optimizer update)", m.skipped_steps));
     }
     parts.push(format!("last loss {:.4}", m.last_loss));
     parts.join("; ")
