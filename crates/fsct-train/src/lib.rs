@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: the TOML experiment file (serde, unknown keys rejected, reference defaults).
 //! - [`train`]: episodic training, validation each epoch, best/last checkpoints, resume, test.
+//! - [`step`]: one training step (what the trainer and the memory bench run), the optimizer.
 //! - [`precision`]: mixed precision (f32 master weights, half compute, dynamic loss scaling).
 //! - [`checkpoint`]: atomic, self-describing checkpoint files.
 //! - [`hugepages`]: the binary's global allocator (huge pages for large activation buffers).
@@ -19,4 +20,5 @@ pub mod hugepages;
 pub mod model;
 pub mod precision;
 pub mod stats;
+pub mod step;
 pub mod train;

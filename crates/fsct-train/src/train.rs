@@ -7,21 +7,20 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::Optimizer;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
-use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
-use fsct_transformer::{FewShotModel, episode_accuracy, episode_loss};
+use fsct_transformer::{FewShotModel, episode_accuracy};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, Header, TrainerState};
-use crate::config::{Config, Precision};
+use crate::config::Config;
 use crate::data::{Splits, Stream, loader, open_splits};
 use crate::model::{AnyModel, build_model};
-use crate::precision::{LossScaler, half_copy};
 use crate::stats::mean_ci95;
+use crate::step::{Optim, new_optimizer, new_trainer_state, train_step};
 
 type ModelRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
@@ -80,16 +79,6 @@ impl Outputs {
     }
 }
 
-/// The f16/bf16 compute dtype of a precision, if it is a mixed one.
-fn half_dtype(precision: Precision) -> Option<FloatDType> {
-    match precision {
-        // Pure half needs no copy: the backend's own float type is half.
-        Precision::F32 | Precision::F16 | Precision::Bf16 => None,
-        Precision::MixedF16 => Some(FloatDType::F16),
-        Precision::MixedBf16 => Some(FloatDType::BF16),
-    }
-}
-
 /// Serialises a model into checkpoint bytes.
 pub fn model_bytes<B: Backend, M: Module<B>>(model: &M) -> Result<Vec<u8>> {
     ModelRecorder::default().record(model.clone().into_record(), ()).context("serialising the model")
@@ -124,19 +113,8 @@ pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -
     model.check_episode([e.n_way, e.k_shot + e.n_query, 3, side, side])?;
     tracing::info!(params = model.num_params(), method = config.model.method.name(), backbone = %config.model.backbone, "model built");
 
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(config.optim.weight_decay as f32)
-        .with_epsilon(1e-8)
-        .init::<B, AnyModel<B>>();
-    let mut state = TrainerState {
-        epochs_done: 0,
-        best_val_acc: 0.0,
-        best_epoch: None,
-        steps: 0,
-        vic: config.model.use_vic.then(|| fsct_vic::VicState::new(&config.vic)),
-        scaler: (half_dtype(config.memory.precision).is_some() || config.memory.precision.is_pure_half())
-            .then(|| LossScaler::new(config.memory.loss_scale, config.memory.loss_scale_growth_interval)),
-    };
+    let mut optim = new_optimizer::<B>(config);
+    let mut state = new_trainer_state(config);
 
     if config.run.resume && outputs.last.exists() {
         let ckpt = Checkpoint::load(&outputs.last)?;
@@ -231,8 +209,6 @@ fn ensure_same_model(config: &Config, saved: &Config, path: &Path) -> Result<()>
     Ok(())
 }
 
-type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, AnyModel<B>, B>;
-
 /// One epoch of training. Returns (mean loss, mean accuracy, mean step seconds), the model and
 /// the optimizer.
 fn train_epoch<B: AutodiffBackend>(
@@ -247,54 +223,15 @@ fn train_epoch<B: AutodiffBackend>(
     let n = config.episodes.train_episodes as u64;
     let episodes = loader(config, &splits.base, Stream::Train, epoch as u64 * n..(epoch as u64 + 1) * n)?;
     let bar = progress_bar(n, &format!("epoch {}/{}", epoch + 1, config.optim.epochs));
-    let half = half_dtype(config.memory.precision);
-    let n_query = config.episodes.n_query;
     let (mut loss_sum, mut acc_sum, mut time_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
     for episode in episodes {
         let episode = episode.context("loading a training episode")?;
         let started = Instant::now();
         let x = episode.to_tensor::<B>(device);
-        // Mixed precision: a fresh half copy each step; gradients flow back to the f32 master.
-        let (scores, support, query) = match half {
-            Some(dtype) => {
-                let out = half_copy(&model, dtype).forward_episode(x.cast(dtype));
-                (out.scores, out.support, out.query)
-            }
-            None => {
-                let out = model.forward_episode(x);
-                (out.scores, out.support, out.query)
-            }
-        };
-        let ce = episode_loss(scores.clone(), n_query);
-        let (loss, vic_terms) = match state.vic.as_ref() {
-            Some(vic) => {
-                let terms = fsct_vic::vic_terms(support, query, vic.lambdas(), &config.vic);
-                (ce.add(terms.total.clone()), Some(terms))
-            }
-            None => (ce, None),
-        };
-        let accuracy = episode_accuracy(scores, n_query);
-        let loss_value: f64 = loss.clone().into_scalar().elem();
-        let scaled = match &state.scaler {
-            Some(scaler) => loss.mul_scalar(scaler.scale),
-            None => loss,
-        };
-        let mut grads = GradientsParams::from_grads(scaled.backward(), &model);
-        let apply = match state.scaler.as_mut() {
-            Some(scaler) => scaler.unscale(&model, &mut grads),
-            None => true,
-        };
-        if apply {
-            model = optim.step(config.optim.learning_rate, model, grads);
-        }
-        if let (Some(vic), Some(terms)) = (state.vic.as_mut(), vic_terms) {
-            vic.update(&terms, &config.vic);
-        }
-        state.steps += 1;
-        let every = config.memory.cleanup_every;
-        if every > 0 && state.steps % every as u64 == 0 {
-            B::memory_cleanup(device);
-        }
+        let (next, outcome) = train_step(config, model, &mut optim, state, x, device)?;
+        model = next;
+        let loss_value = outcome.loss;
+        let accuracy = outcome.accuracy;
         if !loss_value.is_finite() && state.scaler.is_none() {
             bail!(
                 "the loss became {loss_value} at epoch {epoch}, step {count}: lower optim.learning_rate \

@@ -1,0 +1,183 @@
+//! What each memory optimization saves and costs: training steps of one configuration after
+//! another, timed and measured, as the memory guide's "Performance Impact" and "Memory Usage
+//! Comparison" tables (spec §4.3), with measured numbers.
+//!
+//! The configurations, in order: the f32 baseline, then gradient checkpointing
+//! (`Autodiff<_, BalancedCheckpointing>`), mixed f16, VIC with the naive d×d covariance, VIC with
+//! the Gram form, cache clearing (`memory_cleanup` every step), and all of them combined
+//! (checkpointing, mixed f16, VIC Gram, cleanup). Each runs on its own fresh model through
+//! `fsct_train::step::train_step_observed`, the code `fsct-train` runs (mixed-precision copy, VIC,
+//! loss scaling, AdamW, cleanup). Episodes are 5-way 5-shot 16-query FS-CT cosine as spec §3,
+//! with seeded random-normal pixels (the loader is benched in fsct-episodes). Warm-up steps
+//! (which also create AdamW's moments) are not measured.
+//!
+//! - CPU (Flex): Conv4 and ResNet18 at 84 px. Memory from a counting global allocator: the peak
+//!   of heap bytes during the step above those held when it started (activations, gradients,
+//!   temporaries), and the absolute heap peak (model, optimizer state and episode included).
+//! - CUDA (`--features cuda`): ResNet18 and ResNet34 at 224 px. Memory from cubecl's allocator
+//!   (bytes in use and reserved, sampled after the backward pass: the step's peak) and the card's
+//!   used memory from `nvidia-smi` where it is installed.
+//!
+//! Run: `cargo bench --bench memory` (CPU; slow with stock Flex convolution: tens of minutes),
+//! `cargo bench --bench memory --features cuda` (GPU). The tables are printed and written to
+//! `target/fsct-memory-bench.md` (CPU) and `target/fsct-memory-bench-cuda.md` (GPU).
+//!
+//! Environment:
+//! - `FSCT_BENCH_QUICK=1` (or `--quick`): Conv4 at 28 px, 1 warm-up + 2 steps; proves it runs (CI).
+//! - `FSCT_BENCH_STEPS=N`, `FSCT_BENCH_WARMUP=N`: measured and warm-up steps (full mode: 3 and 1
+//!   on the CPU, 10 and 2 on CUDA).
+//! - `FSCT_BENCH_BACKBONES=Conv4,ResNet18`: the backbones; `FSCT_BENCH_SIZE=84`: the image side.
+//! - `FSCT_BENCH_DEVICES=cpu,cuda`: where to run (default: `cuda` in a CUDA build, else `cpu`).
+//! - `FSCT_BENCH_CONFIGS=checkpointing,all`: only the configurations whose name contains one of
+//!   these (the baseline always runs); `FSCT_BENCH_VERBOSE=1`: each step's time, loss and VIC terms.
+
+mod counting_alloc;
+#[cfg(feature = "cuda")]
+mod cuda;
+mod measure;
+mod report;
+mod variants;
+
+use burn::backend::Flex;
+
+use measure::{CpuProbe, Steps, measure};
+use report::{Row, RunInfo};
+
+#[global_allocator]
+static ALLOC: counting_alloc::CountingAlloc = counting_alloc::CountingAlloc;
+
+/// What to run on one device.
+pub struct Plan {
+    pub quick: bool,
+    pub backbones: Vec<String>,
+    pub image_size: usize,
+    pub steps: Steps,
+}
+
+fn env_usize(name: &str) -> Option<usize> {
+    let value = std::env::var(name).ok()?;
+    match value.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => panic!("{name}={value}: expected a whole number"),
+    }
+}
+
+/// The plan for a device from its full-mode defaults and the environment.
+pub fn plan(default_backbones: &[&str], default_size: usize, default_steps: Steps) -> Plan {
+    let quick = std::env::var("FSCT_BENCH_QUICK").is_ok_and(|v| v == "1") || std::env::args().any(|a| a == "--quick");
+    let (backbones, size, steps) = if quick {
+        (vec!["Conv4".to_string()], 28, Steps { warmup: 1, measured: 2 })
+    } else {
+        (default_backbones.iter().map(|s| s.to_string()).collect(), default_size, default_steps)
+    };
+    let backbones = match std::env::var("FSCT_BENCH_BACKBONES") {
+        Ok(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        Err(_) => backbones,
+    };
+    Plan {
+        quick,
+        backbones,
+        image_size: env_usize("FSCT_BENCH_SIZE").unwrap_or(size),
+        steps: Steps {
+            warmup: env_usize("FSCT_BENCH_WARMUP").unwrap_or(steps.warmup),
+            measured: env_usize("FSCT_BENCH_STEPS").unwrap_or(steps.measured).max(1),
+        },
+    }
+}
+
+/// Every configuration on `backbone`, baseline first, printing each row as it finishes.
+pub fn run_backbone(
+    backbone: &str,
+    plan: &Plan,
+    mut measure_one: impl FnMut(&fsct_train::config::Config) -> Result<measure::Measured, String>,
+    extra_note: impl Fn(&variants::Variant) -> Option<&'static str>,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let only = std::env::var("FSCT_BENCH_CONFIGS").ok();
+    for (i, variant) in variants::all().into_iter().enumerate() {
+        // The baseline always runs: every ratio needs it.
+        let chosen = only.as_ref().is_none_or(|only| {
+            only.split(',').map(str::trim).any(|name| !name.is_empty() && variant.name.contains(name))
+        });
+        if i > 0 && !chosen {
+            continue;
+        }
+        let mut config = variants::baseline(backbone, plan.image_size);
+        (variant.apply)(&mut config);
+        eprintln!("[memory bench] {backbone} {} px: {} ...", plan.image_size, variant.name);
+        let result = measure_one(&config);
+        match &result {
+            Ok(m) => eprintln!(
+                "[memory bench]   median {:.3} s, peak {:.1} MiB above the step start, {:.1} MiB in all",
+                m.median_seconds,
+                m.memory.above_start as f64 / 1048576.0,
+                m.memory.absolute as f64 / 1048576.0
+            ),
+            Err(why) => eprintln!("[memory bench]   failed: {why}"),
+        }
+        let note = [Some(variant.note), extra_note(&variant)].into_iter().flatten().filter(|s| !s.is_empty());
+        rows.push(Row { name: variant.name, note: note.collect::<Vec<_>>().join("; "), result });
+    }
+    rows
+}
+
+fn write_report(file: &str, text: &str) {
+    println!("{text}");
+    let path = report::report_path(file);
+    match std::fs::write(&path, text) {
+        Ok(()) => println!("written to {}", path.display()),
+        Err(e) => eprintln!("could not write {}: {e}", path.display()),
+    }
+}
+
+fn run_cpu() {
+    let plan = plan(&["Conv4", "ResNet18"], 84, Steps { warmup: 1, measured: 3 });
+    let load_before = report::load_average();
+    let device = Default::default();
+    let mut tables = String::new();
+    for backbone in &plan.backbones {
+        let rows = run_backbone(
+            backbone,
+            &plan,
+            |config| measure::<Flex>(config, &device, plan.steps, &mut CpuProbe::default()),
+            |v| match v.name {
+                "+ cache clearing" | "all combined" => Some("memory_cleanup is a no-op on Flex"),
+                "+ mixed f16" => Some("f16 computes slower than f32 on the CPU"),
+                _ => None,
+            },
+        );
+        tables.push_str(&report::cpu_table(&format!("{backbone}, {} px, CPU (Flex)", plan.image_size), &rows));
+    }
+    let info = RunInfo {
+        device: format!("{} (CPU, Flex)", report::cpu_name()),
+        image_size: plan.image_size,
+        steps: plan.steps,
+        quick: plan.quick,
+        load_before,
+    };
+    let text = format!(
+        "## Memory optimizations on the CPU\n\n{}\
+         Peak memory: the heap bytes held at the step's peak above those held when it started (activations, \
+         gradients, temporaries), from a counting global allocator; \"heap peak in all\" adds the model, \
+         AdamW's state and the episode. CPU time: user + system time of all the process's threads per \
+         step (less disturbed than wall time by other work on the machine). Ratios are to the baseline \
+         of the same run.\n{tables}",
+        report::header(&info)
+    );
+    write_report("fsct-memory-bench.md", &text);
+}
+
+fn main() {
+    let default = if cfg!(feature = "cuda") { "cuda" } else { "cpu" };
+    let devices = std::env::var("FSCT_BENCH_DEVICES").unwrap_or_else(|_| default.into());
+    for device in devices.split(',').map(str::trim) {
+        match device {
+            "cpu" => run_cpu(),
+            #[cfg(feature = "cuda")]
+            "cuda" => cuda::run(),
+            #[cfg(not(feature = "cuda"))]
+            "cuda" => eprintln!("FSCT_BENCH_DEVICES names cuda but this build has no CUDA: add --features cuda"),
+            other => eprintln!("FSCT_BENCH_DEVICES: unknown device `{other}` (use cpu, cuda)"),
+        }
+    }
+}

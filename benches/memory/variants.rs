@@ -1,0 +1,63 @@
+//! The configurations compared, each a change to the baseline trainer config.
+
+use fsct_train::config::{Config, Method, Precision};
+use fsct_vic::CovarianceMode;
+
+/// One row of the table.
+pub struct Variant {
+    /// As the memory guide names it.
+    pub name: &'static str,
+    /// Applied to the baseline config.
+    pub apply: fn(&mut Config),
+    /// Printed in the note column whatever was measured.
+    pub note: &'static str,
+}
+
+/// Baseline first: every ratio is taken against it.
+pub fn all() -> Vec<Variant> {
+    vec![
+        Variant { name: "baseline f32", apply: |_| {}, note: "" },
+        Variant {
+            name: "+ gradient checkpointing",
+            apply: |c| c.memory.gradient_checkpoint = true,
+            note: "Autodiff<_, BalancedCheckpointing>",
+        },
+        Variant { name: "+ mixed f16", apply: |c| c.memory.precision = Precision::MixedF16, note: "" },
+        Variant { name: "+ VIC naive", apply: |c| vic(c, CovarianceMode::Naive), note: "d×d covariance" },
+        Variant { name: "+ VIC Gram", apply: |c| vic(c, CovarianceMode::Gram), note: "n×n Gram form" },
+        Variant { name: "+ cache clearing", apply: |c| c.memory.cleanup_every = 1, note: "memory_cleanup every step" },
+        Variant {
+            name: "all combined",
+            apply: |c| {
+                c.memory.gradient_checkpoint = true;
+                c.memory.precision = Precision::MixedF16;
+                vic(c, CovarianceMode::Gram);
+                c.memory.cleanup_every = 1;
+            },
+            note: "checkpointing + mixed f16 + VIC Gram + cache clearing",
+        },
+    ]
+}
+
+fn vic(config: &mut Config, covariance: CovarianceMode) {
+    config.model.use_vic = true;
+    config.vic.covariance = covariance;
+}
+
+/// The baseline: the reference's episode and transformer settings (spec §3.1: 5-way 5-shot 16
+/// queries, FS-CT cosine, depth 1, 8 heads of 64, FFN 512, AdamW 1e-3 / 1e-5), f32, no VIC, no
+/// cleanup. ResNets are trained end to end, as in the memory guide's presets (the reference
+/// freezes its torchvision ResNets, which would leave nothing for checkpointing to save).
+pub fn baseline(backbone: &str, image_size: usize) -> Config {
+    let mut config = Config::default();
+    (config.episodes.n_way, config.episodes.k_shot, config.episodes.n_query) = (5, 5, 16);
+    config.model.method = Method::FsctCosine;
+    config.model.backbone = backbone.to_string();
+    config.model.train_backbone = true;
+    config.data.image_size = Some(image_size);
+    config.memory.cleanup_every = 0;
+    config.memory.precision = Precision::F32;
+    config.memory.gradient_checkpoint = false;
+    config.model.use_vic = false;
+    config
+}

@@ -1,0 +1,133 @@
+//! One training step, exactly as the trainer takes it: forward (in half precision under mixed
+//! precision), FS-CT/CTX loss plus VIC, loss scaling, backward, AdamW, VIC statistics, periodic
+//! memory cleanup. Public so that benches and researchers time and measure the code users run.
+
+use anyhow::Result;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+use burn::tensor::backend::AutodiffBackend;
+use fsct_transformer::{FewShotModel, episode_accuracy, episode_loss};
+use fsct_vic::VicValues;
+
+use crate::checkpoint::TrainerState;
+use crate::config::{Config, Precision};
+use crate::model::AnyModel;
+use crate::precision::{LossScaler, half_copy};
+
+/// The trainer's optimizer: AdamW over [`AnyModel`].
+pub type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, AnyModel<B>, B>;
+
+/// What one step did, as plain numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutcome {
+    /// The unscaled loss (classification loss plus VIC's total when VIC is on).
+    pub loss: f64,
+    /// Query accuracy in [0, 1].
+    pub accuracy: f64,
+    /// The VIC terms of the step, when VIC is on.
+    pub vic: Option<VicValues>,
+    /// `false` when mixed precision's loss scaler skipped the update (inf/NaN gradients).
+    pub applied: bool,
+}
+
+/// The f16/bf16 compute dtype of a precision, if it is a mixed one.
+pub fn half_dtype(precision: Precision) -> Option<FloatDType> {
+    match precision {
+        // Pure half needs no copy: the backend's own float type is half.
+        Precision::F32 | Precision::F16 | Precision::Bf16 => None,
+        Precision::MixedF16 => Some(FloatDType::F16),
+        Precision::MixedBf16 => Some(FloatDType::BF16),
+    }
+}
+
+/// AdamW as configured, with PyTorch's eps.
+pub fn new_optimizer<B: AutodiffBackend>(config: &Config) -> Optim<B> {
+    AdamWConfig::new()
+        .with_weight_decay(config.optim.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init::<B, AnyModel<B>>()
+}
+
+/// The state of a run that has not taken a step yet.
+pub fn new_trainer_state(config: &Config) -> TrainerState {
+    TrainerState {
+        epochs_done: 0,
+        best_val_acc: 0.0,
+        best_epoch: None,
+        steps: 0,
+        vic: config.model.use_vic.then(|| fsct_vic::VicState::new(&config.vic)),
+        scaler: (half_dtype(config.memory.precision).is_some() || config.memory.precision.is_pure_half())
+            .then(|| LossScaler::new(config.memory.loss_scale, config.memory.loss_scale_growth_interval)),
+    }
+}
+
+/// One training step on episode `x` (`[N, K+M, C, H, W]`, already on `device`). Returns the
+/// updated model.
+///
+/// # Errors
+/// An episode whose shape does not fit the model. A non-finite loss is reported in the outcome,
+/// not as an error: under mixed precision the scaler has already skipped the update, and without
+/// it the caller decides (the trainer stops with advice).
+pub fn train_step<B: AutodiffBackend>(
+    config: &Config,
+    model: AnyModel<B>,
+    optim: &mut Optim<B>,
+    state: &mut TrainerState,
+    x: Tensor<B, 5>,
+    device: &B::Device,
+) -> Result<(AnyModel<B>, StepOutcome)> {
+    train_step_observed(config, model, optim, state, x, device, &mut || {})
+}
+
+/// As [`train_step`], calling `after_backward` once the gradients exist and before the optimizer
+/// consumes them. Activations and gradients are all alive there, so that is where a GPU's memory
+/// usage (which has no peak counter) must be sampled to see the step's peak.
+pub fn train_step_observed<B: AutodiffBackend>(
+    config: &Config,
+    model: AnyModel<B>,
+    optim: &mut Optim<B>,
+    state: &mut TrainerState,
+    x: Tensor<B, 5>,
+    device: &B::Device,
+    after_backward: &mut dyn FnMut(),
+) -> Result<(AnyModel<B>, StepOutcome)> {
+    model.check_episode(x.dims())?;
+    let n_query = config.episodes.n_query;
+    // Mixed precision: a fresh half copy each step; gradients flow back to the f32 master.
+    let out = match half_dtype(config.memory.precision) {
+        Some(dtype) => half_copy(&model, dtype).forward_episode(x.cast(dtype)),
+        None => model.forward_episode(x),
+    };
+    let ce = episode_loss(out.scores.clone(), n_query);
+    let (loss, vic_terms) = match state.vic.as_ref() {
+        Some(vic) => {
+            let terms = fsct_vic::vic_terms(out.support, out.query, vic.lambdas(), &config.vic);
+            (ce.add(terms.total.clone()), Some(terms))
+        }
+        None => (ce, None),
+    };
+    let accuracy = episode_accuracy(out.scores, n_query);
+    let loss_value: f64 = loss.clone().into_scalar().elem();
+    let scaled = match &state.scaler {
+        Some(scaler) => loss.mul_scalar(scaler.scale),
+        None => loss,
+    };
+    let mut grads = GradientsParams::from_grads(scaled.backward(), &model);
+    after_backward();
+    let applied = match state.scaler.as_mut() {
+        Some(scaler) => scaler.unscale(&model, &mut grads),
+        None => true,
+    };
+    let model = if applied { optim.step(config.optim.learning_rate, model, grads) } else { model };
+    let vic = match (state.vic.as_mut(), vic_terms) {
+        (Some(vic), Some(terms)) => Some(vic.update(&terms, &config.vic)),
+        _ => None,
+    };
+    state.steps += 1;
+    let every = config.memory.cleanup_every;
+    if every > 0 && state.steps.is_multiple_of(every as u64) {
+        B::memory_cleanup(device);
+    }
+    Ok((model, StepOutcome { loss: loss_value, accuracy, vic, applied }))
+}
