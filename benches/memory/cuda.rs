@@ -84,14 +84,35 @@ fn usable_device() -> Option<Device> {
 }
 
 pub fn run() {
+    const FILE: &str = "fsct-memory-bench-cuda.md";
     let Some(device) = usable_device() else {
         eprintln!("[memory bench] no usable CUDA GPU (driver or libcuda missing): no GPU table");
         return;
     };
     let plan = crate::plan(&["ResNet18", "ResNet34"], 224, Steps { warmup: 2, measured: 10 });
     let load_before = report::load_average();
+    let card = nvidia_smi("name").unwrap_or_else(|| "unnamed CUDA GPU (nvidia-smi not found)".into());
+    let render = |tables: &str| {
+        let info = RunInfo {
+            device: format!("{card} (CUDA)"),
+            image_size: plan.image_size,
+            steps: plan.steps,
+            quick: plan.quick,
+            load_before: load_before.clone(),
+        };
+        format!(
+            "## Memory optimizations on CUDA\n\n{}\
+             Peak memory in use: cubecl's allocator (bytes in live buffers) sampled after the backward pass, \
+             where activations and gradients are all alive; \"reserved\" is what its pools hold at that moment; \
+             nvidia-smi's figure is the whole card (CUDA context and other processes included). The sampling \
+             syncs the device after the backward pass (that wait counts in the step time; the queries after it \
+             do not). Ratios are to the baseline of the same run.\n{tables}",
+            report::header(&info)
+        )
+    };
     let mut tables = String::new();
     for backbone in &plan.backbones {
+        let title = format!("{backbone}, {} px, CUDA", plan.image_size);
         let rows = crate::run_backbone(
             backbone,
             &plan,
@@ -100,19 +121,9 @@ pub fn run() {
                 measure::<Cuda>(config, &device, plan.steps, &mut probe)
             },
             |_| None,
+            &mut |rows| crate::write_partial(FILE, &render(&format!("{tables}{}", report::gpu_table(&title, rows)))),
         );
-        tables.push_str(&report::gpu_table(&format!("{backbone}, {} px, CUDA", plan.image_size), &rows));
+        tables.push_str(&report::gpu_table(&title, &rows));
     }
-    let card = nvidia_smi("name").unwrap_or_else(|| "unnamed CUDA GPU (nvidia-smi not found)".into());
-    let info = RunInfo { device: format!("{card} (CUDA)"), image_size: plan.image_size, steps: plan.steps, quick: plan.quick, load_before };
-    let text = format!(
-        "## Memory optimizations on CUDA\n\n{}\
-         Peak memory in use: cubecl's allocator (bytes in live buffers) sampled after the backward pass, \
-         where activations and gradients are all alive; \"reserved\" is what its pools hold at that moment; \
-         nvidia-smi's figure is the whole card (CUDA context and other processes included). The sampling \
-         syncs the device after the backward pass (that wait counts in the step time; the queries after it do not). Ratios are to the baseline \
-         of the same run.\n{tables}",
-        report::header(&info)
-    );
-    crate::write_report("fsct-memory-bench-cuda.md", &text);
+    crate::write_report(FILE, &render(&tables));
 }

@@ -91,6 +91,7 @@ pub fn run_backbone(
     plan: &Plan,
     mut measure_one: impl FnMut(&fsct_train::config::Config) -> Result<measure::Measured, String>,
     extra_note: impl Fn(&variants::Variant) -> Option<&'static str>,
+    on_row: &mut dyn FnMut(&[Row]),
 ) -> Vec<Row> {
     let mut rows = Vec::new();
     let only = std::env::var("FSCT_BENCH_CONFIGS").ok();
@@ -117,8 +118,15 @@ pub fn run_backbone(
         }
         let note = [Some(variant.note), extra_note(&variant)].into_iter().flatten().filter(|s| !s.is_empty());
         rows.push(Row { name: variant.name, note: note.collect::<Vec<_>>().join("; "), result });
+        on_row(&rows);
     }
     rows
+}
+
+/// Rewrites the report after each row (without printing), so that an interrupted run of tens of
+/// minutes still leaves what it measured.
+pub fn write_partial(file: &str, text: &str) {
+    let _ = std::fs::write(report::report_path(file), format!("**Partial: the run did not finish.**\n\n{text}"));
 }
 
 fn write_report(file: &str, text: &str) {
@@ -131,11 +139,31 @@ fn write_report(file: &str, text: &str) {
 }
 
 fn run_cpu() {
+    const FILE: &str = "fsct-memory-bench.md";
     let plan = plan(&["Conv4", "ResNet18"], 84, Steps { warmup: 1, measured: 3 });
     let load_before = report::load_average();
     let device = Default::default();
+    let render = |tables: &str| {
+        let info = RunInfo {
+            device: format!("{} (CPU, Flex)", report::cpu_name()),
+            image_size: plan.image_size,
+            steps: plan.steps,
+            quick: plan.quick,
+            load_before: load_before.clone(),
+        };
+        format!(
+            "## Memory optimizations on the CPU\n\n{}\
+             Peak memory: the heap bytes held at the step's peak above those held when it started (activations, \
+             gradients, temporaries), from a counting global allocator; \"heap peak in all\" adds the model, \
+             AdamW's state and the episode. CPU time: user + system time of all the process's threads per \
+             step (less disturbed than wall time by other work on the machine). Ratios are to the baseline \
+             of the same run.\n{tables}",
+            report::header(&info)
+        )
+    };
     let mut tables = String::new();
     for backbone in &plan.backbones {
+        let title = format!("{backbone}, {} px, CPU (Flex)", plan.image_size);
         let rows = run_backbone(
             backbone,
             &plan,
@@ -145,26 +173,11 @@ fn run_cpu() {
                 "+ mixed f16" => Some("f16 computes slower than f32 on the CPU"),
                 _ => None,
             },
+            &mut |rows| write_partial(FILE, &render(&format!("{tables}{}", report::cpu_table(&title, rows)))),
         );
-        tables.push_str(&report::cpu_table(&format!("{backbone}, {} px, CPU (Flex)", plan.image_size), &rows));
+        tables.push_str(&report::cpu_table(&title, &rows));
     }
-    let info = RunInfo {
-        device: format!("{} (CPU, Flex)", report::cpu_name()),
-        image_size: plan.image_size,
-        steps: plan.steps,
-        quick: plan.quick,
-        load_before,
-    };
-    let text = format!(
-        "## Memory optimizations on the CPU\n\n{}\
-         Peak memory: the heap bytes held at the step's peak above those held when it started (activations, \
-         gradients, temporaries), from a counting global allocator; \"heap peak in all\" adds the model, \
-         AdamW's state and the episode. CPU time: user + system time of all the process's threads per \
-         step (less disturbed than wall time by other work on the machine). Ratios are to the baseline \
-         of the same run.\n{tables}",
-        report::header(&info)
-    );
-    write_report("fsct-memory-bench.md", &text);
+    write_report(FILE, &render(&tables));
 }
 
 fn main() {
