@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use fsct_train::config::Config;
@@ -124,10 +124,8 @@ fn run_steps<B: AutodiffBackend>(
 ) -> Result<Measured, String> {
     B::seed(device, config.run.seed);
     let model = build_model::<B>(config, device).map_err(|e| e.to_string())?;
-    // Parameters are initialised lazily, at first use. Materialise them now, in the same order for
-    // every configuration, so that all start from the same weights (the mixed-precision copy would
-    // otherwise draw its own on the first step).
-    model.visit(&mut Materialise);
+    // `build_model` has materialised the lazily initialised parameters, in the same order for
+    // every configuration, so all start from the same weights.
     let mut model = model;
     let e = &config.episodes;
     let side = config.image_size();
@@ -206,14 +204,6 @@ fn process_cpu_seconds() -> Option<f64> {
     let stime: f64 = fields.next()?.parse().ok()?;
     // Clock ticks of USER_HZ, which the kernel ABI fixes at 100 per second.
     Some((utime + stime) / 100.0)
-}
-
-struct Materialise;
-
-impl<B: Backend> ModuleVisitor<B> for Materialise {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let _ = param.val();
-    }
 }
 
 fn max_option(a: Option<u64>, b: Option<u64>) -> Option<u64> {

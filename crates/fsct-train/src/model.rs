@@ -1,5 +1,6 @@
 //! The model the binary trains: FS-CT or CTX around a built-in backbone, chosen by the config.
 
+use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 use fsct_backbone::{Backbone, BuiltinBackbone};
 use fsct_transformer::{
@@ -49,6 +50,22 @@ pub fn build_model<B: Backend>(config: &Config, device: &B::Device) -> Result<An
         fsct.validate()?;
         AnyModel::Fsct(fsct.init(backbone, device))
     })
+    .map(|model| {
+        // Burn draws a parameter's initial values lazily, at its first use, and a clone made
+        // before that draws its own. The mixed-precision half copy is such a clone: without this,
+        // the first half step would run on other weights than the f32 master's.
+        model.visit(&mut Materialise);
+        model
+    })
+}
+
+/// Touches every float parameter, which makes Burn draw its initial values now.
+struct Materialise;
+
+impl<B: Backend> ModuleVisitor<B> for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
 }
 
 impl<B: Backend> FewShotModel<B> for AnyModel<B> {

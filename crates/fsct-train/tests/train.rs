@@ -180,3 +180,38 @@ fn the_binary_reports_bad_input_with_exit_code_2_and_no_panic() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn the_half_copy_of_a_fresh_model_carries_the_masters_weights() {
+    use burn::module::Module;
+    use burn::tensor::FloatDType;
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny(dir.path());
+    let device = Default::default();
+    let model = fsct_train::model::build_model::<Autodiff<Flex>>(&config, &device).unwrap();
+    // Before the fix the copy drew its own random weights at its first use.
+    let copy = fsct_train::precision::half_copy(&model, FloatDType::F16);
+    let flat = |m: &fsct_train::model::AnyModel<Autodiff<Flex>>| -> Vec<f32> {
+        let bytes = fsct_train::train::model_bytes(m).unwrap();
+        let restored = fsct_train::train::load_model_bytes(
+            fsct_train::model::build_model::<Autodiff<Flex>>(&config, &device).unwrap(),
+            &bytes,
+            &device,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        restored.visit(&mut Collect(&mut out));
+        out
+    };
+    struct Collect<'a>(&'a mut Vec<f32>);
+    impl<B: burn::prelude::Backend> burn::module::ModuleVisitor<B> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<burn::prelude::Tensor<B, D>>) {
+            self.0.extend(p.val().cast(FloatDType::F32).into_data().iter::<f32>());
+        }
+    }
+    let (master, half) = (flat(&model), flat(&copy));
+    assert_eq!(master.len(), half.len());
+    let worst = master.iter().zip(&half).map(|(a, b)| (a - b).abs() / (1.0 + a.abs())).fold(0.0f32, f32::max);
+    assert!(worst < 1e-3, "the half copy differs from the master by {worst} (f16 rounding is < 1e-3)");
+}
