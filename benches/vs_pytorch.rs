@@ -51,7 +51,7 @@ fn parse_args() -> Args {
     let mut i = 0;
     while i < argv.len() {
         let value = argv.get(i + 1).cloned().unwrap_or_default();
-        let number = || value.parse::<usize>().unwrap_or_else(|_| panic!("{} needs a number, got `{value}`", argv[i]));
+        let number = || value.parse::<usize>().unwrap_or_else(|_| fail(&format!("{} needs a number, got `{value}`", argv[i])));
         match argv[i].as_str() {
             "--backbone" => a.backbone = value.clone(),
             "--variant" => a.variant = value.clone(),
@@ -70,6 +70,12 @@ fn parse_args() -> Args {
         i += 2;
     }
     a
+}
+
+/// Bad arguments: one line and exit code 2, as `fsct-train` does.
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(2)
 }
 
 fn median(mut v: Vec<f64>) -> serde_json::Value {
@@ -95,7 +101,7 @@ fn main() {
     }
     let device = Default::default();
     B::seed(&device, 0);
-    let name: BackboneName = a.backbone.parse().expect("backbone name");
+    let name: BackboneName = a.backbone.parse().unwrap_or_else(|e| fail(&format!("--backbone {}: {e}", a.backbone)));
     let backbone = name.init::<B>(&device);
     let dim = backbone.feature_dim([3, a.image, a.image]);
     let variant = match a.variant.as_str() {
