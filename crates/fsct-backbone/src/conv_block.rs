@@ -1,11 +1,9 @@
 #![allow(non_snake_case)] // `C` and `BN` mirror the reference checkpoint keys.
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
 
 use crate::init::{conv2d, normal};
-use crate::norm::{BatchNormMode, batch_norm};
+use crate::fused::batch_norm_relu_pool;
 use burn::nn::conv::Conv2d;
 
 /// Configuration of a [`ConvBlock`]: 3×3 conv (with bias) → BatchNorm → ReLU → optional 2×2
@@ -69,12 +67,8 @@ impl<B: Backend> ConvBlock<B> {
     /// - `x`: `[n, in_channels, h, w]`
     /// - output: `[n, out_channels, h', w']`, see [`ConvBlock::output_size`]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = relu(batch_norm(&self.BN, self.C.forward(x), BatchNormMode::Standard));
-        if self.pool {
-            max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
-        } else {
-            x
-        }
+        let _span = tracing::trace_span!("conv_block", pool = self.pool).entered();
+        batch_norm_relu_pool(&self.BN, self.C.forward(x), self.pool)
     }
 
     /// Spatial size after this block for an input side of `side` pixels (`None` if it vanishes).

@@ -18,6 +18,7 @@ mod builtin;
 mod conv_block;
 mod convnet;
 mod error;
+mod fused;
 mod init;
 mod norm;
 mod resnet;

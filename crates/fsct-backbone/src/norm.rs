@@ -51,17 +51,22 @@ fn batch_statistics_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, update_
     let centered = x.sub(mean.clone());
     let var = centered.clone().square().sum_dim(2).sum_dim(0).div_scalar(count); // [1, c, 1]
     if update_running {
-        let m = bn.momentum;
-        let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
-        let mean = mean.detach().reshape([c]);
-        let var = var.clone().detach().reshape([c]).mul_scalar(unbiased);
-        let running_mean = bn.running_mean.value_sync().mul_scalar(1.0 - m).add(mean.mul_scalar(m));
-        let running_var = bn.running_var.value_sync().mul_scalar(1.0 - m).add(var.mul_scalar(m));
-        bn.running_mean.update(running_mean);
-        bn.running_var.update(running_var);
+        update_running_statistics(bn, mean.clone().detach().reshape([c]), var.clone().detach().reshape([c]), n * h * w);
     }
     let scale = var.add_scalar(bn.epsilon).sqrt().recip().mul(bn.gamma.val().reshape([1, c, 1]));
     centered.mul(scale).add(bn.beta.val().reshape([1, c, 1])).reshape([n, c, h, w])
+}
+
+/// Moves the running statistics towards a batch's `mean` and biased `var` (both `[c]`, over
+/// `count` values per channel) as PyTorch does: momentum `bn.momentum`, unbiased variance.
+pub(crate) fn update_running_statistics<B: Backend>(bn: &BatchNorm<B>, mean: Tensor<B, 1>, var: Tensor<B, 1>, count: usize) {
+    let count = count as f64;
+    let m = bn.momentum;
+    let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+    let running_mean = bn.running_mean.value_sync().mul_scalar(1.0 - m).add(mean.mul_scalar(m));
+    let running_var = bn.running_var.value_sync().mul_scalar(1.0 - m).add(var.mul_scalar(unbiased * m));
+    bn.running_mean.update(running_mean);
+    bn.running_var.update(running_var);
 }
 
 /// Normalises with the running statistics (evaluation): one scale and one shift per channel.

@@ -5,7 +5,7 @@
 //! and the kernel then faults it in 4 KiB page by page: on a Conv4 step that was about a quarter
 //! of the time. Advising the kernel to use 2 MiB pages for such buffers (`MADV_HUGEPAGE`, which
 //! works where `/sys/kernel/mm/transparent_hugepage/enabled` is `always` or `madvise`, the
-//! common defaults) cuts the faults 512-fold; a small bounded cache of freed large buffers then
+//! common defaults) cuts the faults 512-fold; a bounded cache of freed large buffers then
 //! spares most of the kernel's page zeroing (see [`HugePageAllocator`]). Pages are still only
 //! backed when touched. Elsewhere (or if the advice is refused) the pages stay small.
 //!
@@ -22,15 +22,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Buffers at least this large are advised and cached (smaller ones rarely span a whole huge
 /// page, and glibc already recycles them).
 pub const THRESHOLD: usize = 4 << 20;
-/// Default bound on the bytes held by the cache of freed large buffers.
-pub const DEFAULT_CACHE_LIMIT: usize = 256 << 20;
+/// Default bound on the bytes held by the cache of freed large buffers: 1 GiB. On a Conv4 step
+/// at 84 px (peak RSS ~670 MiB) a 256 MiB bound still left the kernel zeroing ~20 % of the step;
+/// 1 GiB removed it without raising the peak, because at the peak the buffers are in use, not
+/// cached (docs/performance-log.md, line 8).
+pub const DEFAULT_CACHE_LIMIT: usize = 1 << 30;
 const HUGE_PAGE: usize = 2 << 20;
 /// Alignment of the cached blocks: any request aligned up to a page can take any block.
 const BLOCK_ALIGN: usize = 4096;
 const SLOTS: usize = 64;
 
 /// The system allocator, with `MADV_HUGEPAGE` on buffers of [`THRESHOLD`] bytes or more and a
-/// small, bounded cache of freed large buffers.
+/// bounded cache of freed large buffers.
 ///
 /// The cache exists because fresh pages cost even as huge pages: the kernel zeroes every page
 /// it hands out, and a training step allocates each activation size again and again. A freed

@@ -434,15 +434,31 @@ fn bias_grad<T: Elem>(batch: usize, c_out: usize, p: usize, dy: &[T]) -> Vec<T> 
     let mut db = vec![T::ZERO; c_out];
     for n in 0..batch {
         for (o, acc) in db.iter_mut().enumerate() {
-            // Sum in a local first: fewer dependent adds on the accumulator.
-            let mut s = T::ZERO;
-            for v in &dy[(n * c_out + o) * p..][..p] {
-                s += *v;
-            }
-            *acc += s;
+            *acc += lane_sum(&dy[(n * c_out + o) * p..][..p]);
         }
     }
     db
+}
+
+/// `Σ v` over eight independent lanes: a single running sum is one dependent add per element,
+/// which on the 190 MiB gradient of a Conv4's first block cost ~3 % of a training step
+/// (fsct: perf, after the fused batch-norm tail).
+fn lane_sum<T: Elem>(values: &[T]) -> T {
+    let mut lanes = [T::ZERO; 8];
+    let chunks = values.chunks_exact(8);
+    let mut total = T::ZERO;
+    for &v in chunks.remainder() {
+        total += v;
+    }
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    for lane in lanes {
+        total += lane;
+    }
+    total
 }
 
 // ----------------------------------------------------------------------------------------------

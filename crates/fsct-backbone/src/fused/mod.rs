@@ -1,0 +1,49 @@
+//! Batch norm → ReLU → optional 2×2 max-pool (the tail of every Conv* block) as one operation.
+//!
+//! Composed from Burn's tensor ops, the tail keeps the batch-norm intermediates, the ReLU output
+//! and the pool input alive for the backward pass — on a Conv4 at 84 px that is several 190 MiB
+//! maps for the first block alone — and walks them in as many passes. On Flex (the CPU backend,
+//! with or without autodiff and gradient checkpointing) this module runs the tail as one custom
+//! operation instead: two passes forward, two backward, and it keeps only the block's input and
+//! one byte per pooled output. Every other backend (CUDA, or a backend of your own) takes the
+//! composed path, which computes the same function (the tests hold the two together).
+//!
+//! The fast path is picked by comparing `B` with the concrete Flex types at run time, so the
+//! backbone code stays generic over `B: Backend`.
+
+mod flex;
+mod kernels;
+
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use burn::tensor::module::max_pool2d;
+
+use crate::norm::{BatchNormMode, batch_norm};
+
+/// `pool?(relu(batch_norm(x)))` with the batch norm in [`BatchNormMode::Standard`]: batch
+/// statistics (and running-statistic updates) on an autodiff backend, running statistics
+/// otherwise.
+///
+/// # Shapes
+/// - `x`: `[n, c, h, w]`
+/// - output: `[n, c, h / 2, w / 2]` (floor) with `pool`, else `[n, c, h, w]`
+pub(crate) fn batch_norm_relu_pool<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: bool) -> Tensor<B, 4> {
+    match flex::try_forward(bn, x, pool) {
+        Ok(y) => y,
+        Err(x) => composed(bn, x, pool),
+    }
+}
+
+/// The same function from Burn's tensor ops, for every backend.
+fn composed<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: bool) -> Tensor<B, 4> {
+    let x = relu(batch_norm(bn, x, BatchNormMode::Standard));
+    if pool {
+        max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
+    } else {
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests;

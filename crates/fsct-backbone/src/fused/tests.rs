@@ -1,0 +1,101 @@
+//! The fused tail against the composed one: same outputs, gradients and running statistics.
+
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::backend::{Autodiff, Flex};
+use burn::module::Param;
+use burn::nn::{BatchNorm, BatchNormConfig};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, FloatDType, Tolerance};
+
+use super::composed;
+
+fn batch_norm<B: Backend>(c: usize, device: &B::Device) -> BatchNorm<B> {
+    let mut bn = BatchNormConfig::new(c).init::<B>(device);
+    let gamma: Vec<f32> = (0..c).map(|ch| if ch % 3 == 2 { -0.6 } else { 0.8 + 0.1 * ch as f32 }).collect();
+    let beta: Vec<f32> = (0..c).map(|ch| 0.1 * ch as f32 - 0.2).collect();
+    bn.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(gamma, [c]), device));
+    bn.beta = Param::from_tensor(Tensor::from_data(TensorData::new(beta, [c]), device));
+    bn
+}
+
+/// Output, gradients of x, gamma and beta, and the updated running statistics.
+fn run<B: AutodiffBackend>(fused: bool, x: &Tensor<B, 4>, weights: &Tensor<B, 4>, pool: bool) -> Vec<TensorData> {
+    let device = x.device();
+    let bn = batch_norm::<B>(x.dims()[1], &device);
+    let x = x.clone().require_grad();
+    let y = if fused { fast_path(&bn, x.clone(), pool) } else { composed(&bn, x.clone(), pool) };
+    let grads = y.clone().mul(weights.clone()).sum().backward();
+    vec![
+        y.into_data(),
+        x.grad(&grads).map(|g| g.into_data()).unwrap_or_else(|| TensorData::from([0f32])),
+        bn.gamma.grad(&grads).map(|g| g.into_data()).unwrap_or_else(|| TensorData::from([0f32])),
+        bn.beta.grad(&grads).map(|g| g.into_data()).unwrap_or_else(|| TensorData::from([0f32])),
+        bn.running_mean.value().into_data(),
+        bn.running_var.value().into_data(),
+    ]
+}
+
+/// The fused path itself: fails the test if it declines the backend.
+fn fast_path<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: bool) -> Tensor<B, 4> {
+    match super::flex::try_forward(bn, x, pool) {
+        Ok(y) => y,
+        Err(_) => panic!("the fused path declined {}", core::any::type_name::<B>()),
+    }
+}
+
+fn agree<B: AutodiffBackend>(shape: [usize; 4], pool: bool) {
+    let device = Default::default();
+    let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device);
+    let [n, c, h, w] = shape;
+    let out = if pool { [n, c, h / 2, w / 2] } else { shape };
+    let weights = Tensor::<B, 4>::random(out, Distribution::Normal(0.0, 1.0), &device);
+    let fused = run(true, &x, &weights, pool);
+    let reference = run(false, &x, &weights, pool);
+    let names = ["output", "dx", "dgamma", "dbeta", "running mean", "running var"];
+    for ((a, b), name) in fused.into_iter().zip(reference).zip(names) {
+        assert_eq!(a.shape, b.shape, "{name}");
+        a.assert_approx_eq::<f32>(&b, Tolerance::absolute(2e-5));
+    }
+}
+
+#[test]
+fn fused_training_tail_matches_the_composed_one_with_pooling() {
+    agree::<Autodiff<Flex>>([4, 3, 6, 10], true);
+}
+
+#[test]
+fn fused_training_tail_matches_on_odd_sizes_and_without_pooling() {
+    agree::<Autodiff<Flex>>([3, 2, 7, 5], true);
+    agree::<Autodiff<Flex>>([3, 4, 5, 6], false);
+}
+
+#[test]
+fn fused_training_tail_matches_under_gradient_checkpointing() {
+    agree::<Autodiff<Flex, BalancedCheckpointing>>([2, 3, 8, 8], true);
+}
+
+#[test]
+fn fused_inference_tail_uses_the_running_statistics() {
+    let device = Default::default();
+    let mut bn = batch_norm::<Flex>(3, &device);
+    bn.running_mean = burn::module::RunningState::new(Tensor::from_data([0.5f32, -1.0, 2.0], &device));
+    bn.running_var = burn::module::RunningState::new(Tensor::from_data([4.0f32, 0.25, 1.0], &device));
+    let x = Tensor::<Flex, 4>::random([2, 3, 6, 4], Distribution::Normal(0.0, 2.0), &device);
+    for pool in [true, false] {
+        let fused = fast_path(&bn, x.clone(), pool);
+        let reference = composed(&bn, x.clone(), pool);
+        fused.into_data().assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-5));
+    }
+}
+
+#[test]
+fn half_precision_maps_come_back_in_their_own_dtype() {
+    let device = Default::default();
+    let bn = batch_norm::<Autodiff<Flex>>(2, &device);
+    let x = Tensor::<Autodiff<Flex>, 4>::random([2, 2, 4, 4], Distribution::Normal(0.0, 1.0), &device).cast(FloatDType::F16);
+    let fused = fast_path(&bn, x.clone(), true);
+    assert_eq!(fused.dtype(), burn::tensor::DType::F16);
+    let reference = composed(&bn, x, true);
+    fused.into_data().convert::<f32>().assert_approx_eq::<f32>(&reference.into_data().convert::<f32>(), Tolerance::absolute(1e-2));
+}
