@@ -99,3 +99,50 @@ fn half_precision_maps_come_back_in_their_own_dtype() {
     let reference = composed(&bn, x, true);
     fused.into_data().convert::<f32>().assert_approx_eq::<f32>(&reference.into_data().convert::<f32>(), Tolerance::absolute(1e-2));
 }
+
+/// A whole Conv4, fused (what `ConvNet::forward` runs on Flex) against the same blocks composed
+/// from Burn's ops: every parameter gradient agrees.
+#[test]
+fn conv4_parameter_gradients_agree_with_the_composed_blocks() {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::backend::AutodiffBackend;
+    type AD = Autodiff<Flex>;
+
+    struct Collect<'a, B: AutodiffBackend> {
+        grads: &'a B::Gradients,
+        out: Vec<Vec<f32>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = param.val().grad(self.grads) {
+                self.out.push(g.into_data().to_vec::<f32>().unwrap_or_default());
+            }
+        }
+    }
+
+    let device = Default::default();
+    let net = crate::ConvNetConfig::conv(4).init::<AD>(&device);
+    let images = Tensor::<AD, 4>::random([6, 3, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+    let mut gradients = Vec::new();
+    for fused in [true, false] {
+        let mut x = images.clone();
+        for block in &net.trunk {
+            let conv = block.C.forward(x);
+            x = if fused { fast_path(&block.BN, conv, block.pool) } else { composed(&block.BN, conv, block.pool) };
+        }
+        let loss = x.clone().mul(x).sum();
+        let grads = loss.backward();
+        let mut collect = Collect::<AD> { grads: &grads, out: Vec::new() };
+        net.visit(&mut collect);
+        gradients.push(collect.out);
+    }
+    assert_eq!(gradients[0].len(), 16, "conv weight, conv bias, gamma, beta per block");
+    // Conv biases feed a batch norm, so their true gradient is 0 and both paths return rounding
+    // noise: every gradient is held to the scale of its block's weight gradient.
+    for (i, (a, b)) in gradients[0].iter().zip(&gradients[1]).enumerate() {
+        let weights = &gradients[1][i - i % 4];
+        let scale = weights.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(err <= 1e-4 * scale, "parameter {i}: max |Δ| {err} vs max |g| {scale}");
+    }
+}
