@@ -9,6 +9,8 @@
 //!     --way 5 --shot 5 --query 16 --image 84 --episodes 15 --warmup 3
 //! ```
 //! `tools/compare_pytorch.py` alternates this and the PyTorch script and writes the table.
+//! `--backbone ResNet18` (or 34) trains a torchvision-layout ResNet end to end, against
+//! `tools/torch_resnet18.py` on the PyTorch side.
 
 use std::time::Instant;
 
@@ -102,7 +104,9 @@ fn main() {
     let device = Default::default();
     B::seed(&device, 0);
     let name: BackboneName = a.backbone.parse().unwrap_or_else(|e| fail(&format!("--backbone {}: {e}", a.backbone)));
-    let backbone = name.init::<B>(&device);
+    // ResNets are trained end to end here (BatchNorm in train/eval modes), as
+    // `tools/torch_resnet18.py` trains its PyTorch twin; no effect on Conv nets.
+    let backbone = name.init_with::<B>(true, &device);
     let dim = backbone.feature_dim([3, a.image, a.image]);
     let variant = match a.variant.as_str() {
         "softmax" => AttentionVariant::Softmax,

@@ -9,6 +9,8 @@ fsct/PyTorch ratios to `target/fsct-vs-pytorch.md` (and stdout).
 
 Both sides use the same episode (5-way 5-shot 16 queries, 84 px), the same step (forward,
 cross-entropy, backward, AdamW) and the same thread count. Each process reports its own peak RSS.
+The ResNet18 row times a torchvision-layout ResNet18 trained end to end on both sides; the
+reference has no ResNet, so its PyTorch side is `tools/torch_resnet18.py`.
 """
 import argparse, datetime, json, os, platform, statistics, subprocess, sys
 from pathlib import Path
@@ -35,7 +37,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--python", default=str(ROOT.parent / "torch-venv/bin/python"))
     p.add_argument("--reference", default=str(ROOT.parent / "shared/reference/fsct_torch.py"))
-    p.add_argument("--configs", default="Conv4:cosine,Conv4:softmax,Conv6:cosine")
+    p.add_argument("--configs", default="Conv4:cosine,Conv4:softmax,Conv6:cosine,ResNet18:cosine")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
@@ -54,12 +56,18 @@ def main():
     rows = []
     for cfg in a.configs.split(","):
         backbone, variant = cfg.split(":")
-        common = ["--backbone", backbone, "--variant", variant, "--way", "5", "--shot", "5", "--query", "16",
-                  "--image", "84", "--episodes", str(a.episodes), "--warmup", str(a.warmup)]
+        shape = ["--variant", variant, "--way", "5", "--shot", "5", "--query", "16",
+                 "--image", "84", "--episodes", str(a.episodes), "--warmup", str(a.warmup)]
+        if backbone == "ResNet18":
+            # The reference has no ResNet: its FS-CT and bench loop around a torchvision-layout
+            # ResNet18 trained end to end (tools/torch_resnet18.py).
+            torch_cmd = [a.python, str(ROOT / "tools" / "torch_resnet18.py"), "--reference", a.reference, *shape]
+        else:
+            torch_cmd = [a.python, a.reference, "bench", "--backbone", backbone, *shape]
         torch_runs, fsct_runs = [], []
         for r in range(a.rounds):
-            torch_runs.append(run([a.python, a.reference, "bench", *common, "--threads", str(a.threads)], env))
-            fsct_runs.append(run([fsct_bin, *common], env))
+            torch_runs.append(run([*torch_cmd, "--threads", str(a.threads)], env))
+            fsct_runs.append(run([fsct_bin, "--backbone", backbone, *shape], env))
             print(f"{cfg} round {r + 1}: torch {torch_runs[-1]['train_step_s']['median']:.3f} s, "
                   f"fsct {fsct_runs[-1]['train_step_s']['median']:.3f} s", file=sys.stderr)
         med = lambda runs, key: statistics.median(x[key]["median"] for x in runs)

@@ -2,6 +2,8 @@
 //! autodiff operation whose backward runs [`kernels::backward`].
 
 use std::any::{Any, TypeId};
+use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -14,10 +16,10 @@ use burn::backend::{Autodiff, Flex};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, FloatDType, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, TensorPrimitive, bf16, f16};
 
 use super::kernels::{self, Dims, Saved};
-use crate::norm::{float_dtype, update_running_statistics};
+use crate::norm::update_running_statistics;
 
 /// Flex's tensor under autodiff (the same type for every checkpointing strategy).
 type AdTensor = FloatTensor<Autodiff<Flex>>;
@@ -38,8 +40,9 @@ pub(super) fn try_forward<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: 
     } else {
         return Err(x);
     };
-    // Like the composed batch norm, the tail computes in f32 under mixed precision.
-    let x = if dtype == DType::F32 { x } else { x.cast(FloatDType::F32) };
+    // Under mixed precision the map stays in its half dtype (that is what the op keeps for the
+    // backward pass); the kernels compute in f32 on a transient copy, like the composed batch
+    // norm, and the output comes back in the map's dtype.
     let y = match train {
         None => inference(bn, x, pool),
         Some(train) => {
@@ -51,38 +54,53 @@ pub(super) fn try_forward<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: 
             tensor(y)
         }
     };
-    Ok(if dtype == DType::F32 { y } else { y.cast(float_dtype(dtype)) })
+    Ok(y)
 }
 
 type TrainFn = fn(AdTensor, AdTensor, AdTensor, f64, bool) -> (AdTensor, Vec<f64>, Vec<f64>);
 
 /// Running statistics: one affine map per channel, then ReLU and pool, on `B = Flex`.
 fn inference<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: bool) -> Tensor<B, 4> {
-    let values = |t: Tensor<B, 1>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+    let per_channel = |t: Tensor<B, 1>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
     let scale = bn.running_var.value().add_scalar(bn.epsilon).sqrt().recip().mul(bn.gamma.val());
     let shift = bn.beta.val().sub(bn.running_mean.value().mul(scale.clone()));
-    let (scale, shift) = (values(scale), values(shift));
+    let (scale, shift) = (per_channel(scale), per_channel(shift));
     let x: FlexTensor = primitive(x);
-    let d = dims(&x);
-    let x = contiguous_f32(&x);
-    let (y, _) = kernels::forward(&x, d, &scale, &shift, pool, false);
-    tensor(flex_tensor(y, d.output(pool)))
+    fn run<E: Stored>(x: &FlexTensor, scale: &[f32], shift: &[f32], pool: bool) -> FlexTensor {
+        let d = dims(x);
+        let (y, _) = kernels::forward(&values::<E>(x), d, scale, shift, pool, false);
+        flex_tensor(y, d.output(pool))
+    }
+    let y = match x.dtype() {
+        DType::F16 => run::<f16>(&x, &scale, &shift, pool),
+        DType::BF16 => run::<bf16>(&x, &scale, &shift, pool),
+        _ => run::<f32>(&x, &scale, &shift, pool),
+    };
+    tensor(y)
 }
 
 /// Batch statistics on `Autodiff<Flex, C>`: the forward, recorded as one node with parents
 /// `[x, gamma, beta]`. Returns the output and the batch mean and biased variance.
 fn train<C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, beta: AdTensor, epsilon: f64, pool: bool) -> (AdTensor, Vec<f64>, Vec<f64>) {
+    match x.primitive.dtype() {
+        DType::F16 => train_typed::<f16, C>(x, gamma, beta, epsilon, pool),
+        DType::BF16 => train_typed::<bf16, C>(x, gamma, beta, epsilon, pool),
+        _ => train_typed::<f32, C>(x, gamma, beta, epsilon, pool),
+    }
+}
+
+fn train_typed<E: Stored, C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, beta: AdTensor, epsilon: f64, pool: bool) -> (AdTensor, Vec<f64>, Vec<f64>) {
     let d = dims(&x.primitive);
-    let xs = contiguous_f32(&x.primitive);
+    let xs = values::<E>(&x.primitive);
     let (mean, var) = kernels::channel_moments(&xs, d);
-    let gamma_v = contiguous_f32(&gamma.primitive).into_owned();
-    let beta_v = contiguous_f32(&beta.primitive);
+    let gamma_v = values::<f32>(&gamma.primitive).into_owned();
+    let beta_v = values::<f32>(&beta.primitive);
     let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + epsilon).sqrt()) as f32).collect();
     let scale: Vec<f32> = gamma_v.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
     let shift: Vec<f32> = (0..d.c).map(|ch| beta_v[ch] - mean[ch] as f32 * scale[ch]).collect();
 
     let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
-    let output = match BatchNormReluPool.prepare::<C>(nodes).compute_bound().stateful() {
+    let output = match BatchNormReluPool::<E>::default().prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
             let x_id = prep.checkpoint(&x);
             let (y, codes) = kernels::forward(&xs, d, &scale, &shift, pool, true);
@@ -106,8 +124,15 @@ fn train<C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, beta: AdTensor, ep
     (output, mean, var)
 }
 
+/// The autodiff node of the tail, for maps stored as `E`.
 #[derive(Debug)]
-struct BatchNormReluPool;
+struct BatchNormReluPool<E>(PhantomData<E>);
+
+impl<E> Default for BatchNormReluPool<E> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
 
 #[derive(Clone, Debug)]
 struct TailState {
@@ -115,7 +140,7 @@ struct TailState {
     saved: Arc<Saved>,
 }
 
-impl Backward<Flex, 3> for BatchNormReluPool {
+impl<E: Stored> Backward<Flex, 3> for BatchNormReluPool<E> {
     type State = TailState;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
@@ -124,7 +149,7 @@ impl Backward<Flex, 3> for BatchNormReluPool {
         let grad: FlexTensor = grads.consume::<Flex>(&ops.node);
         let x: FlexTensor = checkpointer.retrieve_node_output(ops.state.x);
         let saved = &ops.state.saved;
-        let (dx, dgamma, dbeta) = kernels::backward(&contiguous_f32(&x), &contiguous_f32(&grad), saved);
+        let (dx, dgamma, dbeta) = kernels::backward(&values::<E>(&x), &values::<E>(&grad), saved);
         let c = saved.dims.c;
         if let Some(node) = x_parent {
             grads.register::<Flex>(node.id, flex_tensor(dx, saved.dims));
@@ -168,14 +193,22 @@ fn dims(x: &FlexTensor) -> Dims {
     Dims { n: shape[0], c: shape[1], h: shape[2], w: shape[3] }
 }
 
-/// The values of `x` as a contiguous f32 slice, borrowed when they already are.
-fn contiguous_f32(x: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match x.as_slice::<f32>() {
-        Some(values) => std::borrow::Cow::Borrowed(values),
-        _ => std::borrow::Cow::Owned(x.clone().into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default()),
+/// An element type a Flex map is stored in: f32, f16 or bf16.
+trait Stored: kernels::Element + burn::tensor::Element + bytemuck::Pod + core::fmt::Debug {}
+impl Stored for f32 {}
+impl Stored for f16 {}
+impl Stored for bf16 {}
+
+/// The values of `x` as a contiguous `E` slice: borrowed when they already are, else copied (and
+/// converted, should a gradient arrive in another dtype).
+fn values<E: Stored>(x: &FlexTensor) -> Cow<'_, [E]> {
+    match x.as_slice::<E>() {
+        Some(values) => Cow::Borrowed(values),
+        None => Cow::Owned(x.clone().into_data().convert_dtype(E::dtype()).into_vec::<E>().unwrap_or_default()),
     }
 }
 
-fn flex_tensor(values: Vec<f32>, d: Dims) -> FlexTensor {
+/// A contiguous `[n, c, h, w]` Flex tensor holding `values`.
+fn flex_tensor<E: Stored>(values: Vec<E>, d: Dims) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, [d.n, d.c, d.h, d.w]))
 }

@@ -8,7 +8,48 @@
 
 use std::mem::MaybeUninit;
 
+use burn::tensor::{bf16, f16};
 use rayon::prelude::*;
+
+/// A stored element type: maps are read and written in their own dtype (so mixed precision
+/// keeps half maps and half gradients) and computed in f32.
+pub(crate) trait Element: Copy + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+    fn from_f32(v: f32) -> Self;
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+
+impl Element for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+}
+
+impl Element for bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+}
 
 /// The sizes of a contiguous `[n, c, h, w]` map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,23 +84,31 @@ pub(crate) const INACTIVE: u8 = u8::MAX;
 
 /// Per-channel mean and biased variance over the batch and both spatial axes (two passes, f64
 /// accumulation of f32 partial sums).
-pub(crate) fn channel_moments(x: &[f32], d: Dims) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn channel_moments<E: Element>(x: &[E], d: Dims) -> (Vec<f64>, Vec<f64>) {
     debug_assert_eq!(x.len(), d.len());
     let count = (d.n * d.plane()).max(1) as f64;
     (0..d.c)
         .into_par_iter()
         .map(|ch| {
             let planes = || (0..d.n).map(move |i| channel_plane(x, d, i, ch));
-            let mean = planes().map(|p| lane_sum(p, |v| v)).sum::<f64>() / count;
+            let mean = planes().map(|p| lane_sum(p, |v| v.to_f32())).sum::<f64>() / count;
             let m = mean as f32;
-            let var = planes().map(|p| lane_sum(p, |v| (v - m) * (v - m))).sum::<f64>() / count;
+            let var = planes()
+                .map(|p| {
+                    lane_sum(p, |v| {
+                        let c = v.to_f32() - m;
+                        c * c
+                    })
+                })
+                .sum::<f64>()
+                / count;
             (mean, var)
         })
         .unzip()
 }
 
 /// `Σ f(v)` over a slice with eight independent f32 lanes (vectorisable), returned in f64.
-fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+fn lane_sum<E: Element>(values: &[E], f: impl Fn(E) -> f32) -> f64 {
     let mut lanes = [0f32; 8];
     let chunks = values.chunks_exact(8);
     let tail: f64 = chunks.remainder().iter().map(|&v| f(v) as f64).sum();
@@ -71,7 +120,7 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     lanes.iter().map(|&l| l as f64).sum::<f64>() + tail
 }
 
-fn channel_plane(x: &[f32], d: Dims, i: usize, ch: usize) -> &[f32] {
+fn channel_plane<E>(x: &[E], d: Dims, i: usize, ch: usize) -> &[E] {
     let plane = d.plane();
     &x[(i * d.c + ch) * plane..][..plane]
 }
@@ -81,10 +130,10 @@ fn channel_plane(x: &[f32], d: Dims, i: usize, ch: usize) -> &[f32] {
 ///
 /// Ties keep the first maximum in row-major window order, and a NaN anywhere in a window wins, as
 /// in PyTorch's CPU max-pool; a NaN output stays NaN through the ReLU.
-pub(crate) fn forward(x: &[f32], d: Dims, scale: &[f32], shift: &[f32], pool: bool, with_codes: bool) -> (Vec<f32>, Vec<u8>) {
+pub(crate) fn forward<E: Element>(x: &[E], d: Dims, scale: &[f32], shift: &[f32], pool: bool, with_codes: bool) -> (Vec<E>, Vec<u8>) {
     debug_assert_eq!(x.len(), d.len());
     let o = d.output(pool);
-    let mut out: Vec<f32> = Vec::with_capacity(o.len());
+    let mut out: Vec<E> = Vec::with_capacity(o.len());
     let mut codes: Vec<u8> = Vec::with_capacity(if pool && with_codes { o.len() } else { 0 });
     if o.len() == 0 {
         return (out, codes);
@@ -99,7 +148,7 @@ pub(crate) fn forward(x: &[f32], d: Dims, scale: &[f32], shift: &[f32], pool: bo
         out_planes.for_each(|(p, dst)| {
             let (a, b) = affine(p);
             for (o, &v) in dst.iter_mut().zip(&x[p * plane..][..plane]) {
-                o.write(relu(v * a + b));
+                o.write(E::from_f32(relu(v.to_f32() * a + b)));
             }
         });
     } else if with_codes {
@@ -107,12 +156,12 @@ pub(crate) fn forward(x: &[f32], d: Dims, scale: &[f32], shift: &[f32], pool: bo
             .zip(codes.spare_capacity_mut().par_chunks_mut(out_plane))
             .for_each(|((p, dst), code)| {
                 let (a, b) = affine(p);
-                pool_plane::<true>(&x[p * plane..][..plane], d.w, o, a, b, dst, code);
+                pool_plane::<E, true>(&x[p * plane..][..plane], d.w, o, a, b, dst, code);
             });
     } else {
         out_planes.for_each(|(p, dst)| {
             let (a, b) = affine(p);
-            pool_plane::<false>(&x[p * plane..][..plane], d.w, o, a, b, dst, &mut []);
+            pool_plane::<E, false>(&x[p * plane..][..plane], d.w, o, a, b, dst, &mut []);
         });
     }
     // SAFETY: every plane chunk of `out` (and of `codes` when requested) was written in full above.
@@ -141,13 +190,13 @@ fn positive_or_nan(z: f32) -> bool {
 /// One plane of the pooled tail. Branch-free (selects, no jumps on the data), so that the
 /// compiler vectorises it: on random activations a branchy max mispredicts half the time.
 #[allow(clippy::too_many_arguments)]
-fn pool_plane<const CODES: bool>(
-    src: &[f32],
+fn pool_plane<E: Element, const CODES: bool>(
+    src: &[E],
     w: usize,
     o: Dims,
     a: f32,
     b: f32,
-    dst: &mut [MaybeUninit<f32>],
+    dst: &mut [MaybeUninit<E>],
     codes: &mut [MaybeUninit<u8>],
 ) {
     for oy in 0..o.h {
@@ -157,18 +206,24 @@ fn pool_plane<const CODES: bool>(
         if CODES {
             let codes = &mut codes[oy * o.w..][..o.w];
             for (((t, bt), y), code) in top.iter().zip(bottom).zip(dst.iter_mut()).zip(codes.iter_mut()) {
-                let (best, slot) = window_max([t[0] * a + b, t[1] * a + b, bt[0] * a + b, bt[1] * a + b]);
+                let (best, slot) = window_max(affine_window(t, bt, a, b));
                 let active = positive_or_nan(best);
-                y.write(if active { best } else { 0.0 });
+                y.write(E::from_f32(if active { best } else { 0.0 }));
                 code.write(if active { slot } else { INACTIVE });
             }
         } else {
             for ((t, bt), y) in top.iter().zip(bottom).zip(dst.iter_mut()) {
-                let (best, _) = window_max([t[0] * a + b, t[1] * a + b, bt[0] * a + b, bt[1] * a + b]);
-                y.write(relu(best));
+                let (best, _) = window_max(affine_window(t, bt, a, b));
+                y.write(E::from_f32(relu(best)));
             }
         }
     }
+}
+
+/// `x·a + b` over a 2×2 window given as its top and bottom pairs, in f32.
+#[inline(always)]
+fn affine_window<E: Element>(top: &[E; 2], bottom: &[E; 2], a: f32, b: f32) -> [f32; 4] {
+    [top[0], top[1], bottom[0], bottom[1]].map(|v| v.to_f32() * a + b)
 }
 
 /// The maximum of a window and the slot holding it: the first maximum, or the last NaN, as
@@ -208,7 +263,7 @@ pub(crate) struct Saved {
 /// ReLU), `dbeta = Σ dz`, `dgamma = Σ dz·x̂` and
 /// `dx = gamma·inv_std·(dz − dbeta/N − x̂·dgamma/N)`, where `x̂ = (x − mean)·inv_std` and `N` is
 /// the number of values per channel.
-pub(crate) fn backward(x: &[f32], grad: &[f32], s: &Saved) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub(crate) fn backward<E: Element>(x: &[E], grad: &[E], s: &Saved) -> (Vec<E>, Vec<f32>, Vec<f32>) {
     let d = s.dims;
     let o = d.output(s.pool);
     debug_assert_eq!(x.len(), d.len());
@@ -230,15 +285,16 @@ pub(crate) fn backward(x: &[f32], grad: &[f32], s: &Saved) -> (Vec<f32>, Vec<f32
                     let codes = &s.codes[p * out_plane..][..out_plane];
                     for (k, (&code, &g)) in codes.iter().zip(gs).enumerate() {
                         // Branch-free: an inactive output reads slot 3 and counts zero.
-                        let g = if code != INACTIVE { g } else { 0.0 };
-                        let v = xs[window_position(k, code & 3, o.w, d.w)];
+                        let g = if code != INACTIVE { g.to_f32() } else { 0.0 };
+                        let v = xs[window_position(k, code & 3, o.w, d.w)].to_f32();
                         a += g;
                         b += g * (v - mean) * inv_std;
                     }
                 } else {
                     let (sc, sh) = (s.scale[ch], s.shift[ch]);
                     for (&v, &g) in xs.iter().zip(gs) {
-                        let g = if positive_or_nan(v * sc + sh) { g } else { 0.0 };
+                        let v = v.to_f32();
+                        let g = if positive_or_nan(v * sc + sh) { g.to_f32() } else { 0.0 };
                         a += g;
                         b += g * (v - mean) * inv_std;
                     }
@@ -250,7 +306,7 @@ pub(crate) fn backward(x: &[f32], grad: &[f32], s: &Saved) -> (Vec<f32>, Vec<f32
         })
         .unzip();
 
-    let mut dx: Vec<f32> = Vec::with_capacity(d.len());
+    let mut dx: Vec<E> = Vec::with_capacity(d.len());
     if d.len() > 0 {
         dx.spare_capacity_mut().par_chunks_mut(plane).enumerate().for_each(|(p, dst)| {
             let ch = p % d.c;
@@ -261,21 +317,25 @@ pub(crate) fn backward(x: &[f32], grad: &[f32], s: &Saved) -> (Vec<f32>, Vec<f32
             let xs = &x[p * plane..][..plane];
             let gs = &grad[p * out_plane..][..out_plane];
             if s.pool {
-                for (o, &v) in dst.iter_mut().zip(xs) {
-                    o.write(-k * (mean_dz + (v - mean) * inv_std * mean_dz_xhat));
-                }
-                // SAFETY: the loop above initialised every element of `dst`.
-                let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                // Accumulate the plane in f32 (a half dx would round twice), then store.
                 let codes = &s.codes[p * out_plane..][..out_plane];
-                for (k_out, (&code, &g)) in codes.iter().zip(gs).enumerate() {
-                    let g = if code != INACTIVE { g } else { 0.0 };
-                    dst[window_position(k_out, code & 3, o.w, d.w)] += k * g;
-                }
+                PLANE.with_borrow_mut(|buf| {
+                    buf.clear();
+                    buf.extend(xs.iter().map(|&v| -k * (mean_dz + (v.to_f32() - mean) * inv_std * mean_dz_xhat)));
+                    for (k_out, (&code, &g)) in codes.iter().zip(gs).enumerate() {
+                        let g = if code != INACTIVE { g.to_f32() } else { 0.0 };
+                        buf[window_position(k_out, code & 3, o.w, d.w)] += k * g;
+                    }
+                    for (o, &v) in dst.iter_mut().zip(buf.iter()) {
+                        o.write(E::from_f32(v));
+                    }
+                });
             } else {
                 let (sc, sh) = (s.scale[ch], s.shift[ch]);
                 for ((o, &v), &g) in dst.iter_mut().zip(xs).zip(gs) {
-                    let dz = if positive_or_nan(v * sc + sh) { g } else { 0.0 };
-                    o.write(k * (dz - mean_dz - (v - mean) * inv_std * mean_dz_xhat));
+                    let v = v.to_f32();
+                    let dz = if positive_or_nan(v * sc + sh) { g.to_f32() } else { 0.0 };
+                    o.write(E::from_f32(k * (dz - mean_dz - (v - mean) * inv_std * mean_dz_xhat)));
                 }
             }
         });
@@ -284,6 +344,11 @@ pub(crate) fn backward(x: &[f32], grad: &[f32], s: &Saved) -> (Vec<f32>, Vec<f32
     }
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
     (dx, to_f32(dgamma), to_f32(dbeta))
+}
+
+thread_local! {
+    /// One plane of f32 scratch per worker thread for the pooled backward.
+    static PLANE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The input position (within a plane of width `w`) of slot `code` of pooled output `k`.

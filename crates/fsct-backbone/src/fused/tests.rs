@@ -90,14 +90,27 @@ fn fused_inference_tail_uses_the_running_statistics() {
 }
 
 #[test]
-fn half_precision_maps_come_back_in_their_own_dtype() {
+fn half_precision_maps_stay_half_forward_and_backward() {
     let device = Default::default();
     let bn = batch_norm::<Autodiff<Flex>>(2, &device);
-    let x = Tensor::<Autodiff<Flex>, 4>::random([2, 2, 4, 4], Distribution::Normal(0.0, 1.0), &device).cast(FloatDType::F16);
-    let fused = fast_path(&bn, x.clone(), true);
-    assert_eq!(fused.dtype(), burn::tensor::DType::F16);
-    let reference = composed(&bn, x, true);
-    fused.into_data().convert::<f32>().assert_approx_eq::<f32>(&reference.into_data().convert::<f32>(), Tolerance::absolute(1e-2));
+    let x = Tensor::<Autodiff<Flex>, 4>::random([2, 2, 4, 4], Distribution::Normal(0.0, 1.0), &device)
+        .cast(FloatDType::F16)
+        .require_grad();
+    let weights = Tensor::<Autodiff<Flex>, 4>::random([2, 2, 2, 2], Distribution::Normal(0.0, 1.0), &device);
+    let mut results = Vec::new();
+    for fused in [true, false] {
+        let y = if fused { fast_path(&bn, x.clone(), true) } else { composed(&bn, x.clone(), true) };
+        assert_eq!(y.dtype(), burn::tensor::DType::F16);
+        let grads = y.clone().cast(FloatDType::F32).mul(weights.clone()).sum().backward();
+        let dx = x.grad(&grads).map(|g| g.into_data());
+        assert_eq!(dx.as_ref().map(|d| d.dtype), Some(burn::tensor::DType::F16), "the gradient of a half map is half");
+        results.push((y.into_data().convert::<f32>(), dx.map(|d| d.convert::<f32>())));
+    }
+    let tolerance = Tolerance::absolute(1e-2);
+    results[0].0.assert_approx_eq::<f32>(&results[1].0, tolerance);
+    if let (Some(a), Some(b)) = (&results[0].1, &results[1].1) {
+        a.assert_approx_eq::<f32>(b, tolerance);
+    }
 }
 
 /// A whole Conv4, fused (what `ConvNet::forward` runs on Flex) against the same blocks composed
