@@ -6,6 +6,7 @@ use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 
 use crate::backbone::Backbone;
 use crate::init::{conv2d, normal};
+use crate::fused::batch_norm_relu;
 use crate::norm::{BatchNormMode, batch_norm};
 
 /// The stem (and head) layout of a [`ResNet`].
@@ -157,7 +158,7 @@ impl<B: Backend> BasicBlock<B> {
     /// - output: `[n, cout, ⌈h/stride⌉, ⌈w/stride⌉]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let mode = self.batch_norm;
-        let out = relu(batch_norm(&self.bn1, self.conv1.forward(x.clone()), mode));
+        let out = batch_norm_relu(&self.bn1, self.conv1.forward(x.clone()), mode);
         let out = batch_norm(&self.bn2, self.conv2.forward(out), mode);
         let shortcut = match &self.downsample {
             Some(d) => batch_norm(&d.bn, d.conv.forward(x), mode),
@@ -198,7 +199,7 @@ impl<B: Backend> ResNet<B> {
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut x = {
             let _span = tracing::trace_span!("resnet.stem").entered();
-            relu(batch_norm(&self.bn1, self.conv1.forward(images), self.batch_norm))
+            batch_norm_relu(&self.bn1, self.conv1.forward(images), self.batch_norm)
         };
         if self.stem == ResNetStem::TorchVision {
             x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);

@@ -35,6 +35,20 @@ pub(crate) fn batch_norm_relu_pool<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4
     }
 }
 
+/// `relu(batch_norm(x))` in `mode`: fused on Flex in [`BatchNormMode::Standard`] (the ResNets
+/// that train their BatchNorms), composed otherwise (the frozen torchvision ResNets normalise
+/// with batch statistics in every mode).
+///
+/// # Shapes
+/// - `x`: `[n, c, h, w]`
+/// - output: `[n, c, h, w]`
+pub(crate) fn batch_norm_relu<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, mode: BatchNormMode) -> Tensor<B, 4> {
+    match mode {
+        BatchNormMode::Standard => batch_norm_relu_pool(bn, x, false),
+        BatchNormMode::BatchStatistics => relu(batch_norm(bn, x, mode)),
+    }
+}
+
 /// The same function from Burn's tensor ops, for every backend.
 fn composed<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: bool) -> Tensor<B, 4> {
     let x = relu(batch_norm(bn, x, BatchNormMode::Standard));
