@@ -7,6 +7,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::retro_forward::RetroForward;
+use burn::backend::autodiff::checkpoint::state::BackwardStates;
 use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy, NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -100,7 +102,12 @@ fn train_typed<E: Stored, C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, b
     let shift: Vec<f32> = (0..d.c).map(|ch| beta_v[ch] - mean[ch] as f32 * scale[ch]).collect();
 
     let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
-    let output = match BatchNormReluPool::<E>::default().prepare::<C>(nodes).compute_bound().stateful() {
+    // Memory bound, with a retro-forward from `x`: under balanced checkpointing Burn may drop
+    // the output and recompute it in the backward pass (one affine + ReLU + pool pass), as it
+    // would the composed element-wise ops; without checkpointing nothing changes.
+    let retro = RetroTail::<E> { x: x.node.id, dims: d, pool, scale: scale.clone().into(), shift: shift.clone().into(), _element: PhantomData };
+    let prep = BatchNormReluPool::<E>::default().prepare::<C>(nodes).memory_bound().retro_forward(retro).parents([&x, &gamma, &beta]);
+    let output = match prep.stateful() {
         OpsKind::Tracked(mut prep) => {
             let x_id = prep.checkpoint(&x);
             let (y, codes) = kernels::forward(&xs, d, &scale, &shift, pool, true);
@@ -122,6 +129,25 @@ fn train_typed<E: Stored, C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, b
         }
     };
     (output, mean, var)
+}
+
+/// Recomputes the tail's output from its input for a checkpointing strategy that dropped it.
+#[derive(Debug)]
+struct RetroTail<E> {
+    x: NodeId,
+    dims: Dims,
+    pool: bool,
+    scale: Arc<[f32]>,
+    shift: Arc<[f32]>,
+    _element: PhantomData<E>,
+}
+
+impl<E: Stored> RetroForward for RetroTail<E> {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
+        let x: FlexTensor = states.get_state(&self.x);
+        let (y, _) = kernels::forward(&values::<E>(&x), self.dims, &self.scale, &self.shift, self.pool, false);
+        states.save(out_node, flex_tensor(y, self.dims.output(self.pool)));
+    }
 }
 
 /// The autodiff node of the tail, for maps stored as `E`.

@@ -114,12 +114,16 @@ fn half_precision_maps_stay_half_forward_and_backward() {
 }
 
 /// A whole Conv4, fused (what `ConvNet::forward` runs on Flex) against the same blocks composed
-/// from Burn's ops: every parameter gradient agrees.
+/// from Burn's ops: every parameter gradient agrees, without and with gradient checkpointing
+/// (which may drop the fused op's output and recompute it through its retro-forward).
 #[test]
 fn conv4_parameter_gradients_agree_with_the_composed_blocks() {
+    conv4_gradients_agree::<Autodiff<Flex>>();
+    conv4_gradients_agree::<Autodiff<Flex, BalancedCheckpointing>>();
+}
+
+fn conv4_gradients_agree<B: AutodiffBackend>() {
     use burn::module::{ModuleVisitor, Param};
-    use burn::tensor::backend::AutodiffBackend;
-    type AD = Autodiff<Flex>;
 
     struct Collect<'a, B: AutodiffBackend> {
         grads: &'a B::Gradients,
@@ -134,8 +138,8 @@ fn conv4_parameter_gradients_agree_with_the_composed_blocks() {
     }
 
     let device = Default::default();
-    let net = crate::ConvNetConfig::conv(4).init::<AD>(&device);
-    let images = Tensor::<AD, 4>::random([6, 3, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+    let net = crate::ConvNetConfig::conv(4).init::<B>(&device);
+    let images = Tensor::<B, 4>::random([6, 3, 28, 28], Distribution::Normal(0.0, 1.0), &device);
     let mut gradients = Vec::new();
     for fused in [true, false] {
         let mut x = images.clone();
@@ -145,7 +149,7 @@ fn conv4_parameter_gradients_agree_with_the_composed_blocks() {
         }
         let loss = x.clone().mul(x).sum();
         let grads = loss.backward();
-        let mut collect = Collect::<AD> { grads: &grads, out: Vec::new() };
+        let mut collect = Collect::<B> { grads: &grads, out: Vec::new() };
         net.visit(&mut collect);
         gradients.push(collect.out);
     }
