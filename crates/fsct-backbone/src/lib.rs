@@ -12,6 +12,9 @@
 //! - [`BackboneName`] / [`BuiltinBackbone`]: pick one of the above by its reference name.
 //!
 //! Everything is generic over `B: Backend`; feature shapes are computed from the input size.
+//! On Flex (the CPU backend) the batch norm → ReLU → max-pool tail of each block runs as one
+//! fused operation with its own backward pass (`fused`): less memory and fewer passes than the
+//! composed ops, which every other backend runs and which compute the same function.
 
 mod backbone;
 mod builtin;

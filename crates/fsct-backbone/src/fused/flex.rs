@@ -42,9 +42,9 @@ pub(super) fn try_forward<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: 
     } else {
         return Err(x);
     };
-    // Under mixed precision the map stays in its half dtype (that is what the op keeps for the
-    // backward pass); the kernels compute in f32 on a transient copy, like the composed batch
-    // norm, and the output comes back in the map's dtype.
+    // Under mixed precision the map stays in its half dtype: the kernels read and write half
+    // values and compute in f32 (as the composed batch norm does), the op keeps the half map for
+    // the backward pass, and output and input gradient come back in the map's dtype.
     let y = match train {
         None => inference(bn, x, pool),
         Some(train) => {
