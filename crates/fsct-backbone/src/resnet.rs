@@ -1,12 +1,11 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 
 use crate::backbone::Backbone;
 use crate::init::{conv2d, normal};
-use crate::fused::batch_norm_relu;
+use crate::fused::{batch_norm_add_relu, batch_norm_relu};
 use crate::norm::{BatchNormMode, batch_norm};
 
 /// The stem (and head) layout of a [`ResNet`].
@@ -159,12 +158,11 @@ impl<B: Backend> BasicBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let mode = self.batch_norm;
         let out = batch_norm_relu(&self.bn1, self.conv1.forward(x.clone()), mode);
-        let out = batch_norm(&self.bn2, self.conv2.forward(out), mode);
         let shortcut = match &self.downsample {
             Some(d) => batch_norm(&d.bn, d.conv.forward(x), mode),
             None => x,
         };
-        relu(out.add(shortcut))
+        batch_norm_add_relu(&self.bn2, self.conv2.forward(out), shortcut, mode)
     }
 }
 

@@ -24,7 +24,7 @@ use super::kernels::{self, Dims, Saved};
 use crate::norm::update_running_statistics;
 
 /// Flex's tensor under autodiff (the same type for every checkpointing strategy).
-type AdTensor = FloatTensor<Autodiff<Flex>>;
+pub(super) type AdTensor = FloatTensor<Autodiff<Flex>>;
 
 /// Runs the fused tail when `B` is Flex or `Autodiff<Flex>` (without or with balanced
 /// checkpointing) and the map is a float map; hands `x` back otherwise.
@@ -59,7 +59,7 @@ pub(super) fn try_forward<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: 
     Ok(y)
 }
 
-type TrainFn = fn(AdTensor, AdTensor, AdTensor, f64, bool) -> (AdTensor, Vec<f64>, Vec<f64>);
+pub(super) type TrainFn = fn(AdTensor, AdTensor, AdTensor, f64, bool) -> (AdTensor, Vec<f64>, Vec<f64>);
 
 /// Running statistics: one affine map per channel, then ReLU and pool, on `B = Flex`.
 fn inference<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: bool) -> Tensor<B, 4> {
@@ -94,12 +94,7 @@ fn train<C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, beta: AdTensor, ep
 fn train_typed<E: Stored, C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, beta: AdTensor, epsilon: f64, pool: bool) -> (AdTensor, Vec<f64>, Vec<f64>) {
     let d = dims(&x.primitive);
     let xs = values::<E>(&x.primitive);
-    let (mean, var) = kernels::channel_moments(&xs, d);
-    let gamma_v = values::<f32>(&gamma.primitive).into_owned();
-    let beta_v = values::<f32>(&beta.primitive);
-    let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + epsilon).sqrt()) as f32).collect();
-    let scale: Vec<f32> = gamma_v.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
-    let shift: Vec<f32> = (0..d.c).map(|ch| beta_v[ch] - mean[ch] as f32 * scale[ch]).collect();
+    let BatchAffine { mean, var, inv_std, gamma: gamma_v, scale, shift } = batch_affine(&xs, d, &gamma, &beta, epsilon);
 
     let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
     // Memory bound, with a retro-forward from `x`: under balanced checkpointing Burn may drop
@@ -120,6 +115,7 @@ fn train_typed<E: Stored, C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, b
                 scale,
                 shift,
                 codes,
+                residual: false,
             };
             prep.finish(TailState { x: x_id, saved: Arc::new(saved) }, flex_tensor(y, d.output(pool)))
         }
@@ -129,6 +125,28 @@ fn train_typed<E: Stored, C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, b
         }
     };
     (output, mean, var)
+}
+
+/// The batch statistics of a map and the per-channel affine map of its batch norm.
+pub(super) struct BatchAffine {
+    pub mean: Vec<f64>,
+    pub var: Vec<f64>,
+    pub inv_std: Vec<f32>,
+    pub gamma: Vec<f32>,
+    /// `gamma · inv_std`
+    pub scale: Vec<f32>,
+    /// `beta − mean · scale`
+    pub shift: Vec<f32>,
+}
+
+pub(super) fn batch_affine<E: Stored>(xs: &[E], d: Dims, gamma: &AdTensor, beta: &AdTensor, epsilon: f64) -> BatchAffine {
+    let (mean, var) = kernels::channel_moments(xs, d);
+    let gamma = values::<f32>(&gamma.primitive).into_owned();
+    let beta = values::<f32>(&beta.primitive);
+    let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + epsilon).sqrt()) as f32).collect();
+    let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
+    let shift: Vec<f32> = (0..d.c).map(|ch| beta[ch] - mean[ch] as f32 * scale[ch]).collect();
+    BatchAffine { mean, var, inv_std, gamma, scale, shift }
 }
 
 /// Recomputes the tail's output from its input for a checkpointing strategy that dropped it.
@@ -189,7 +207,7 @@ impl<E: Stored> Backward<Flex, 3> for BatchNormReluPool<E> {
     }
 }
 
-fn is<A: 'static, B: 'static>() -> bool {
+pub(super) fn is<A: 'static, B: 'static>() -> bool {
     TypeId::of::<A>() == TypeId::of::<B>()
 }
 
@@ -203,31 +221,31 @@ fn reinterpret<From: 'static, To: 'static>(value: From) -> To {
 }
 
 /// The backend's float primitive of `t`, as the concrete type `P` (checked by the caller).
-fn primitive<B: Backend, const D: usize, P: 'static>(t: Tensor<B, D>) -> P {
+pub(super) fn primitive<B: Backend, const D: usize, P: 'static>(t: Tensor<B, D>) -> P {
     match t.into_primitive() {
         TensorPrimitive::Float(p) => reinterpret(p),
         TensorPrimitive::QFloat(q) => reinterpret(B::dequantize(q, FloatDType::F32)),
     }
 }
 
-fn tensor<B: Backend, const D: usize, P: 'static>(p: P) -> Tensor<B, D> {
+pub(super) fn tensor<B: Backend, const D: usize, P: 'static>(p: P) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(reinterpret(p)))
 }
 
-fn dims(x: &FlexTensor) -> Dims {
+pub(super) fn dims(x: &FlexTensor) -> Dims {
     let shape = x.layout().shape();
     Dims { n: shape[0], c: shape[1], h: shape[2], w: shape[3] }
 }
 
 /// An element type a Flex map is stored in: f32, f16 or bf16.
-trait Stored: kernels::Element + burn::tensor::Element + bytemuck::Pod + core::fmt::Debug {}
+pub(super) trait Stored: kernels::Element + burn::tensor::Element + bytemuck::Pod + core::fmt::Debug {}
 impl Stored for f32 {}
 impl Stored for f16 {}
 impl Stored for bf16 {}
 
 /// The values of `x` as a contiguous `E` slice: borrowed when they already are, else copied (and
 /// converted, should a gradient arrive in another dtype).
-fn values<E: Stored>(x: &FlexTensor) -> Cow<'_, [E]> {
+pub(super) fn values<E: Stored>(x: &FlexTensor) -> Cow<'_, [E]> {
     match x.as_slice::<E>() {
         Some(values) => Cow::Borrowed(values),
         None => Cow::Owned(x.clone().into_data().convert_dtype(E::dtype()).into_vec::<E>().unwrap_or_default()),
@@ -235,6 +253,6 @@ fn values<E: Stored>(x: &FlexTensor) -> Cow<'_, [E]> {
 }
 
 /// A contiguous `[n, c, h, w]` Flex tensor holding `values`.
-fn flex_tensor<E: Stored>(values: Vec<E>, d: Dims) -> FlexTensor {
+pub(super) fn flex_tensor<E: Stored>(values: Vec<E>, d: Dims) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, [d.n, d.c, d.h, d.w]))
 }

@@ -174,6 +174,48 @@ pub(crate) fn forward<E: Element>(x: &[E], d: Dims, scale: &[f32], shift: &[f32]
     (out, codes)
 }
 
+/// `out = relu(x·scale[c] + shift[c] + residual)` (the end of a ResNet BasicBlock), plus, when
+/// `with_mask`, one byte per output: 1 where the ReLU let the gradient through, 0 elsewhere.
+pub(crate) fn forward_residual<E: Element>(x: &[E], residual: &[E], d: Dims, scale: &[f32], shift: &[f32], with_mask: bool) -> (Vec<E>, Vec<u8>) {
+    debug_assert_eq!(x.len(), d.len());
+    debug_assert_eq!(residual.len(), d.len());
+    let mut out: Vec<E> = Vec::with_capacity(d.len());
+    let mut mask: Vec<u8> = Vec::with_capacity(if with_mask { d.len() } else { 0 });
+    if d.len() == 0 {
+        return (out, mask);
+    }
+    let plane = d.plane();
+    let z = |p: usize, i: usize| {
+        let ch = p % d.c;
+        x[p * plane + i].to_f32() * scale[ch] + shift[ch] + residual[p * plane + i].to_f32()
+    };
+    let out_planes = out.spare_capacity_mut().par_chunks_mut(plane).enumerate();
+    if with_mask {
+        out_planes.zip(mask.spare_capacity_mut().par_chunks_mut(plane)).for_each(|((p, dst), m)| {
+            for (i, (o, m)) in dst.iter_mut().zip(m.iter_mut()).enumerate() {
+                let z = z(p, i);
+                let on = positive_or_nan(z);
+                o.write(E::from_f32(if on { z } else { 0.0 }));
+                m.write(on as u8);
+            }
+        });
+    } else {
+        out_planes.for_each(|(p, dst)| {
+            for (i, o) in dst.iter_mut().enumerate() {
+                o.write(E::from_f32(relu(z(p, i))));
+            }
+        });
+    }
+    // SAFETY: every plane of `out` (and of `mask` when requested) was written in full above.
+    unsafe {
+        out.set_len(d.len());
+        if with_mask {
+            mask.set_len(d.len());
+        }
+    }
+    (out, mask)
+}
+
 #[inline]
 fn relu(z: f32) -> f32 {
     if positive_or_nan(z) { z } else { 0.0 }
@@ -253,8 +295,23 @@ pub(crate) struct Saved {
     /// the unpooled backward recomputes exactly the forward's ReLU decisions.
     pub scale: Vec<f32>,
     pub shift: Vec<f32>,
-    /// Window codes of the pooled forward (empty without pooling).
+    /// Window codes of the pooled forward, or the ReLU mask of the residual forward (empty for
+    /// the plain unpooled tail, which recomputes its ReLU decisions from `x`).
     pub codes: Vec<u8>,
+    /// Whether this is the residual tail `relu(bn(x) + r)` (its ReLU decisions are in `codes`).
+    pub residual: bool,
+}
+
+impl Saved {
+    /// Whether the ReLU let the gradient through at element `i` of plane `p` (unpooled tails).
+    #[inline(always)]
+    fn passes(&self, p: usize, i: usize, v: f32, ch: usize) -> bool {
+        if self.residual {
+            self.codes[p * self.dims.plane() + i] != 0
+        } else {
+            positive_or_nan(v * self.scale[ch] + self.shift[ch])
+        }
+    }
 }
 
 /// Gradients of the block tail with batch statistics: `(dx, dgamma, dbeta)`.
@@ -291,10 +348,9 @@ pub(crate) fn backward<E: Element>(x: &[E], grad: &[E], s: &Saved) -> (Vec<E>, V
                         b += g * (v - mean) * inv_std;
                     }
                 } else {
-                    let (sc, sh) = (s.scale[ch], s.shift[ch]);
-                    for (&v, &g) in xs.iter().zip(gs) {
+                    for (j, (&v, &g)) in xs.iter().zip(gs).enumerate() {
                         let v = v.to_f32();
-                        let g = if positive_or_nan(v * sc + sh) { g.to_f32() } else { 0.0 };
+                        let g = if s.passes(p, j, v, ch) { g.to_f32() } else { 0.0 };
                         a += g;
                         b += g * (v - mean) * inv_std;
                     }
@@ -331,10 +387,9 @@ pub(crate) fn backward<E: Element>(x: &[E], grad: &[E], s: &Saved) -> (Vec<E>, V
                     }
                 });
             } else {
-                let (sc, sh) = (s.scale[ch], s.shift[ch]);
-                for ((o, &v), &g) in dst.iter_mut().zip(xs).zip(gs) {
+                for (j, ((o, &v), &g)) in dst.iter_mut().zip(xs).zip(gs).enumerate() {
                     let v = v.to_f32();
-                    let dz = if positive_or_nan(v * sc + sh) { g.to_f32() } else { 0.0 };
+                    let dz = if s.passes(p, j, v, ch) { g.to_f32() } else { 0.0 };
                     o.write(E::from_f32(k * (dz - mean_dz - (v - mean) * inv_std * mean_dz_xhat)));
                 }
             }
@@ -344,6 +399,11 @@ pub(crate) fn backward<E: Element>(x: &[E], grad: &[E], s: &Saved) -> (Vec<E>, V
     }
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
     (dx, to_f32(dgamma), to_f32(dbeta))
+}
+
+/// The residual's gradient in `relu(bn(x) + r)`: `grad` where the ReLU passed, else 0.
+pub(crate) fn residual_gradient<E: Element>(grad: &[E], mask: &[u8]) -> Vec<E> {
+    grad.par_iter().zip(mask).map(|(&g, &m)| if m != 0 { g } else { E::from_f32(0.0) }).collect()
 }
 
 thread_local! {
@@ -442,7 +502,7 @@ mod tests {
         let shift: Vec<f32> = (0..d.c).map(|ch| beta[ch] - mean[ch] as f32 * scale[ch]).collect();
         let (y, codes) = forward(&x, d, &scale, &shift, pool, true);
         assert_close(&y, &r.y, 1e-5, "output");
-        let saved = Saved { dims: d, pool, mean: mean.iter().map(|&m| m as f32).collect(), inv_std, gamma, scale, shift, codes };
+        let saved = Saved { dims: d, pool, mean: mean.iter().map(|&m| m as f32).collect(), inv_std, gamma, scale, shift, codes, residual: false };
         let (dx, dgamma, dbeta) = backward(&x, &grad, &saved);
         assert_close(&dx, &r.dx, 1e-5, "dx");
         assert_close(&dgamma, &r.dgamma, 1e-4, "dgamma");

@@ -13,6 +13,7 @@
 
 mod flex;
 mod kernels;
+mod residual;
 
 use burn::nn::BatchNorm;
 use burn::prelude::*;
@@ -47,6 +48,27 @@ pub(crate) fn batch_norm_relu<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, mo
         BatchNormMode::Standard => batch_norm_relu_pool(bn, x, false),
         BatchNormMode::BatchStatistics => relu(batch_norm(bn, x, mode)),
     }
+}
+
+/// `relu(batch_norm(x) + residual)` in `mode` (the end of a ResNet BasicBlock): fused on Flex
+/// in [`BatchNormMode::Standard`], composed otherwise.
+///
+/// # Shapes
+/// - `x`, `residual`: `[n, c, h, w]`
+/// - output: `[n, c, h, w]`
+pub(crate) fn batch_norm_add_relu<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, residual: Tensor<B, 4>, mode: BatchNormMode) -> Tensor<B, 4> {
+    let (x, residual) = match mode {
+        BatchNormMode::Standard => match residual::try_forward(bn, x, residual) {
+            Ok(y) => return y,
+            Err(maps) => maps,
+        },
+        BatchNormMode::BatchStatistics => (x, residual),
+    };
+    composed_residual(bn, x, residual, mode)
+}
+
+fn composed_residual<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, residual: Tensor<B, 4>, mode: BatchNormMode) -> Tensor<B, 4> {
+    relu(batch_norm(bn, x, mode).add(residual))
 }
 
 /// The same function from Burn's tensor ops, for every backend.

@@ -163,3 +163,66 @@ fn conv4_gradients_agree<B: AutodiffBackend>() {
         assert!(err <= 1e-4 * scale, "parameter {i}: max |Δ| {err} vs max |g| {scale}");
     }
 }
+
+/// Output and the gradients of x, the residual, gamma and beta, and the running statistics.
+fn run_residual<B: AutodiffBackend>(fused: bool, x: &Tensor<B, 4>, r: &Tensor<B, 4>, weights: &Tensor<B, 4>) -> Vec<TensorData> {
+    let device = x.device();
+    let bn = batch_norm::<B>(x.dims()[1], &device);
+    let (x, r) = (x.clone().require_grad(), r.clone().require_grad());
+    let y = if fused {
+        match super::residual::try_forward(&bn, x.clone(), r.clone()) {
+            Ok(y) => y,
+            Err(_) => panic!("the fused residual path declined {}", core::any::type_name::<B>()),
+        }
+    } else {
+        super::composed_residual(&bn, x.clone(), r.clone(), crate::BatchNormMode::Standard)
+    };
+    let grads = y.clone().mul(weights.clone()).sum().backward();
+    let grad = |g: Option<Tensor<B::InnerBackend, 4>>| g.map(|g| g.into_data()).unwrap_or_else(|| TensorData::from([0f32]));
+    let grad1 = |g: Option<Tensor<B::InnerBackend, 1>>| g.map(|g| g.into_data()).unwrap_or_else(|| TensorData::from([0f32]));
+    vec![
+        y.into_data(),
+        grad(x.grad(&grads)),
+        grad(r.grad(&grads)),
+        grad1(bn.gamma.grad(&grads)),
+        grad1(bn.beta.grad(&grads)),
+        bn.running_mean.value().into_data(),
+        bn.running_var.value().into_data(),
+    ]
+}
+
+fn residual_agrees<B: AutodiffBackend>(shape: [usize; 4]) {
+    let device = Default::default();
+    let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device);
+    let r = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let weights = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let fused = run_residual(true, &x, &r, &weights);
+    let reference = run_residual(false, &x, &r, &weights);
+    let names = ["output", "dx", "dresidual", "dgamma", "dbeta", "running mean", "running var"];
+    for ((a, b), name) in fused.into_iter().zip(reference).zip(names) {
+        assert_eq!(a.shape, b.shape, "{name}");
+        a.assert_approx_eq::<f32>(&b, Tolerance::absolute(2e-5));
+    }
+}
+
+#[test]
+fn fused_residual_tail_matches_the_composed_one() {
+    residual_agrees::<Autodiff<Flex>>([3, 4, 5, 6]);
+    residual_agrees::<Autodiff<Flex, BalancedCheckpointing>>([2, 3, 4, 4]);
+}
+
+#[test]
+fn fused_residual_inference_uses_the_running_statistics() {
+    let device = Default::default();
+    let mut bn = batch_norm::<Flex>(3, &device);
+    bn.running_mean = burn::module::RunningState::new(Tensor::from_data([0.5f32, -1.0, 2.0], &device));
+    bn.running_var = burn::module::RunningState::new(Tensor::from_data([4.0f32, 0.25, 1.0], &device));
+    let x = Tensor::<Flex, 4>::random([2, 3, 5, 4], Distribution::Normal(0.0, 2.0), &device);
+    let r = Tensor::<Flex, 4>::random([2, 3, 5, 4], Distribution::Normal(0.0, 1.0), &device);
+    let fused = match super::residual::try_forward(&bn, x.clone(), r.clone()) {
+        Ok(y) => y,
+        Err(_) => panic!("the fused residual path declined Flex"),
+    };
+    let reference = super::composed_residual(&bn, x, r, crate::BatchNormMode::Standard);
+    fused.into_data().assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-5));
+}
