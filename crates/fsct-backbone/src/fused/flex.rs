@@ -33,40 +33,67 @@ pub(super) fn try_forward<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: 
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) || bn.gamma.val().dtype() != DType::F32 {
         return Err(x);
     }
-    let train = if is::<B, Flex>() {
-        None
-    } else if is::<B, Autodiff<Flex, NoCheckpointing>>() {
-        Some(train::<NoCheckpointing> as TrainFn)
-    } else if is::<B, Autodiff<Flex, BalancedCheckpointing>>() {
-        Some(train::<BalancedCheckpointing> as TrainFn)
-    } else {
-        return Err(x);
-    };
+    let Some(route) = Route::of::<B>() else { return Err(x) };
     // Under mixed precision the map stays in its half dtype: the kernels read and write half
     // values and compute in f32 (as the composed batch norm does), the op keeps the half map for
     // the backward pass, and output and input gradient come back in the map's dtype.
-    let y = match train {
-        None => inference(bn, x, pool),
-        Some(train) => {
-            let [n, c, h, w] = x.dims();
-            let (y, mean, var) = train(primitive(x), primitive(bn.gamma.val()), primitive(bn.beta.val()), bn.epsilon, pool);
-            let device = bn.gamma.device();
-            let as_tensor = |v: Vec<f64>| Tensor::<B, 1>::from_data(TensorData::new(v, [c]).convert::<f32>(), &device);
-            update_running_statistics(bn, as_tensor(mean), as_tensor(var), n * h * w);
-            tensor(y)
-        }
+    let shape = x.dims();
+    let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
+    let (y, moments) = match route {
+        Route::Inference => return Ok(inference(bn, x, pool)),
+        Route::Autodiff => train::<NoCheckpointing>(primitive(x), primitive(gamma), primitive(beta), bn.epsilon, pool),
+        Route::AutodiffBalanced => train::<BalancedCheckpointing>(primitive(x), primitive(gamma), primitive(beta), bn.epsilon, pool),
     };
-    Ok(y)
+    update_running(bn, moments, shape);
+    Ok(tensor(y))
 }
 
-pub(super) type TrainFn = fn(AdTensor, AdTensor, AdTensor, f64, bool) -> (AdTensor, Vec<f64>, Vec<f64>);
+/// The Flex backends the fused tails run on.
+pub(super) enum Route {
+    /// `Flex`: running statistics.
+    Inference,
+    /// `Autodiff<Flex>`: batch statistics, a custom autodiff node.
+    Autodiff,
+    /// `Autodiff<Flex, BalancedCheckpointing>`: the same under gradient checkpointing.
+    AutodiffBalanced,
+}
 
-/// Running statistics: one affine map per channel, then ReLU and pool, on `B = Flex`.
-fn inference<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: bool) -> Tensor<B, 4> {
+impl Route {
+    /// The route for backend `B`, or `None` when `B` is not one of the Flex backends above.
+    pub(super) fn of<B: Backend>() -> Option<Self> {
+        if is::<B, Flex>() {
+            Some(Self::Inference)
+        } else if is::<B, Autodiff<Flex, NoCheckpointing>>() {
+            Some(Self::Autodiff)
+        } else if is::<B, Autodiff<Flex, BalancedCheckpointing>>() {
+            Some(Self::AutodiffBalanced)
+        } else {
+            None
+        }
+    }
+}
+
+/// A batch's per-channel mean and biased variance.
+pub(super) type Moments = (Vec<f64>, Vec<f64>);
+
+/// Moves `bn`'s running statistics towards a batch's `moments` over a `[n, c, h, w]` map.
+pub(super) fn update_running<B: Backend>(bn: &BatchNorm<B>, (mean, var): Moments, [n, c, h, w]: [usize; 4]) {
+    let device = bn.gamma.device();
+    let as_tensor = |v: Vec<f64>| Tensor::<B, 1>::from_data(TensorData::new(v, [c]).convert::<f32>(), &device);
+    update_running_statistics(bn, as_tensor(mean), as_tensor(var), n * h * w);
+}
+
+/// The per-channel `(scale, shift)` of `bn` on its running statistics (evaluation).
+pub(super) fn running_affine<B: Backend>(bn: &BatchNorm<B>) -> (Vec<f32>, Vec<f32>) {
     let per_channel = |t: Tensor<B, 1>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
     let scale = bn.running_var.value().add_scalar(bn.epsilon).sqrt().recip().mul(bn.gamma.val());
     let shift = bn.beta.val().sub(bn.running_mean.value().mul(scale.clone()));
-    let (scale, shift) = (per_channel(scale), per_channel(shift));
+    (per_channel(scale), per_channel(shift))
+}
+
+/// Running statistics: one affine map per channel, then ReLU and pool, on `B = Flex`.
+fn inference<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: bool) -> Tensor<B, 4> {
+    let (scale, shift) = running_affine(bn);
     let x: FlexTensor = primitive(x);
     fn run<E: Stored>(x: &FlexTensor, scale: &[f32], shift: &[f32], pool: bool) -> FlexTensor {
         let d = dims(x);
@@ -83,7 +110,7 @@ fn inference<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: bool) -> Tens
 
 /// Batch statistics on `Autodiff<Flex, C>`: the forward, recorded as one node with parents
 /// `[x, gamma, beta]`. Returns the output and the batch mean and biased variance.
-fn train<C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, beta: AdTensor, epsilon: f64, pool: bool) -> (AdTensor, Vec<f64>, Vec<f64>) {
+fn train<C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, beta: AdTensor, epsilon: f64, pool: bool) -> (AdTensor, Moments) {
     match x.primitive.dtype() {
         DType::F16 => train_typed::<f16, C>(x, gamma, beta, epsilon, pool),
         DType::BF16 => train_typed::<bf16, C>(x, gamma, beta, epsilon, pool),
@@ -91,46 +118,36 @@ fn train<C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, beta: AdTensor, ep
     }
 }
 
-fn train_typed<E: Stored, C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, beta: AdTensor, epsilon: f64, pool: bool) -> (AdTensor, Vec<f64>, Vec<f64>) {
+fn train_typed<E: Stored, C: CheckpointStrategy>(x: AdTensor, gamma: AdTensor, beta: AdTensor, epsilon: f64, pool: bool) -> (AdTensor, Moments) {
     let d = dims(&x.primitive);
     let xs = values::<E>(&x.primitive);
-    let BatchAffine { mean, var, inv_std, gamma: gamma_v, scale, shift } = batch_affine(&xs, d, &gamma, &beta, epsilon);
+    let (affine, moments) = batch_affine(&xs, d, &gamma, &beta, epsilon);
+    let (scale, shift) = (&affine.scale, &affine.shift);
 
     let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
     // Memory bound, with a retro-forward from `x`: under balanced checkpointing Burn may drop
     // the output and recompute it in the backward pass (one affine + ReLU + pool pass), as it
     // would the composed element-wise ops; without checkpointing nothing changes.
-    let retro = RetroTail::<E> { x: x.node.id, dims: d, pool, scale: scale.clone().into(), shift: shift.clone().into(), _element: PhantomData };
+    let retro = RetroTail::<E> { x: x.node.id, dims: d, pool, scale: scale.as_slice().into(), shift: shift.as_slice().into(), _element: PhantomData };
     let prep = BatchNormReluPool::<E>::default().prepare::<C>(nodes).memory_bound().retro_forward(retro).parents([&x, &gamma, &beta]);
     let output = match prep.stateful() {
         OpsKind::Tracked(mut prep) => {
             let x_id = prep.checkpoint(&x);
-            let (y, codes) = kernels::forward(&xs, d, &scale, &shift, pool, true);
-            let saved = Saved {
-                dims: d,
-                pool,
-                mean: mean.iter().map(|&m| m as f32).collect(),
-                inv_std,
-                gamma: gamma_v,
-                scale,
-                shift,
-                codes,
-                residual: false,
-            };
+            let (y, codes) = kernels::forward(&xs, d, scale, shift, pool, true);
+            let saved = affine.into_saved(d, pool, false, codes);
             prep.finish(TailState { x: x_id, saved: Arc::new(saved) }, flex_tensor(y, d.output(pool)))
         }
         OpsKind::UnTracked(prep) => {
-            let (y, _) = kernels::forward(&xs, d, &scale, &shift, pool, false);
+            let (y, _) = kernels::forward(&xs, d, scale, shift, pool, false);
             prep.finish(flex_tensor(y, d.output(pool)))
         }
     };
-    (output, mean, var)
+    (output, moments)
 }
 
-/// The batch statistics of a map and the per-channel affine map of its batch norm.
+/// A batch norm's per-channel affine map on batch statistics, with what its backward needs.
 pub(super) struct BatchAffine {
-    pub mean: Vec<f64>,
-    pub var: Vec<f64>,
+    pub mean: Vec<f32>,
     pub inv_std: Vec<f32>,
     pub gamma: Vec<f32>,
     /// `gamma · inv_std`
@@ -139,14 +156,25 @@ pub(super) struct BatchAffine {
     pub shift: Vec<f32>,
 }
 
-pub(super) fn batch_affine<E: Stored>(xs: &[E], d: Dims, gamma: &AdTensor, beta: &AdTensor, epsilon: f64) -> BatchAffine {
+impl BatchAffine {
+    /// The backward state of a tail over `dims`, with the forward's window codes or ReLU mask.
+    pub(super) fn into_saved(self, dims: Dims, pool: bool, residual: bool, codes: Vec<u8>) -> Saved {
+        let BatchAffine { mean, inv_std, gamma, scale, shift } = self;
+        Saved { dims, pool, mean, inv_std, gamma, scale, shift, codes, residual }
+    }
+}
+
+/// The batch statistics of a map (returned for the running statistics) and its batch norm's
+/// affine map.
+pub(super) fn batch_affine<E: Stored>(xs: &[E], d: Dims, gamma: &AdTensor, beta: &AdTensor, epsilon: f64) -> (BatchAffine, Moments) {
     let (mean, var) = kernels::channel_moments(xs, d);
     let gamma = values::<f32>(&gamma.primitive).into_owned();
     let beta = values::<f32>(&beta.primitive);
     let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + epsilon).sqrt()) as f32).collect();
     let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
     let shift: Vec<f32> = (0..d.c).map(|ch| beta[ch] - mean[ch] as f32 * scale[ch]).collect();
-    BatchAffine { mean, var, inv_std, gamma, scale, shift }
+    let affine = BatchAffine { mean: mean.iter().map(|&m| m as f32).collect(), inv_std, gamma, scale, shift };
+    (affine, (mean, var))
 }
 
 /// Recomputes the tail's output from its input for a checkpointing strategy that dropped it.
@@ -178,10 +206,25 @@ impl<E> Default for BatchNormReluPool<E> {
     }
 }
 
+/// The backward state of a fused tail: its checkpointed input and what the forward saved.
 #[derive(Clone, Debug)]
-struct TailState {
-    x: NodeId,
-    saved: Arc<Saved>,
+pub(super) struct TailState {
+    pub x: NodeId,
+    pub saved: Arc<Saved>,
+}
+
+/// Registers the gradients of a tail's input map and batch-norm parameters for the parents
+/// (their node ids, `[x, gamma, beta]`) that want them.
+pub(super) fn register_gradients(grads: &mut Gradients, parents: [Option<NodeId>; 3], (dx, dgamma, dbeta): (Vec<impl Stored>, Vec<f32>, Vec<f32>), dims: Dims) {
+    let [x, gamma, beta] = parents;
+    if let Some(id) = x {
+        grads.register::<Flex>(id, flex_tensor(dx, dims));
+    }
+    for (id, values) in [(gamma, dgamma), (beta, dbeta)] {
+        if let Some(id) = id {
+            grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(values, [dims.c])));
+        }
+    }
 }
 
 impl<E: Stored> Backward<Flex, 3> for BatchNormReluPool<E> {
@@ -189,25 +232,15 @@ impl<E: Stored> Backward<Flex, 3> for BatchNormReluPool<E> {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let _span = tracing::trace_span!("batch_norm_relu_pool_backward").entered();
-        let [x_parent, gamma_parent, beta_parent] = ops.parents;
         let grad: FlexTensor = grads.consume::<Flex>(&ops.node);
         let x: FlexTensor = checkpointer.retrieve_node_output(ops.state.x);
         let saved = &ops.state.saved;
-        let (dx, dgamma, dbeta) = kernels::backward(&values::<E>(&x), &values::<E>(&grad), saved);
-        let c = saved.dims.c;
-        if let Some(node) = x_parent {
-            grads.register::<Flex>(node.id, flex_tensor(dx, saved.dims));
-        }
-        if let Some(node) = gamma_parent {
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dgamma, [c])));
-        }
-        if let Some(node) = beta_parent {
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dbeta, [c])));
-        }
+        let gradients = kernels::backward(&values::<E>(&x), &values::<E>(&grad), saved);
+        register_gradients(grads, ops.parents.map(|p| p.map(|node| node.id)), gradients, saved.dims);
     }
 }
 
-pub(super) fn is<A: 'static, B: 'static>() -> bool {
+fn is<A: 'static, B: 'static>() -> bool {
     TypeId::of::<A>() == TypeId::of::<B>()
 }
 

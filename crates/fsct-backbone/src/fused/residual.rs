@@ -13,16 +13,13 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::{DType, bf16, f16};
 
-use super::flex::{AdTensor, BatchAffine, Stored, batch_affine, dims, flex_tensor, is, primitive, tensor, values};
-use super::kernels::{self, Dims, Saved};
-use crate::norm::update_running_statistics;
-
-type TrainFn = fn(AdTensor, AdTensor, AdTensor, AdTensor, f64) -> (AdTensor, Vec<f64>, Vec<f64>);
+use super::flex::{AdTensor, Moments, Route, Stored, TailState, batch_affine, dims, flex_tensor, primitive, register_gradients, running_affine, tensor, update_running, values};
+use super::kernels::{self, Dims};
 
 /// Runs the fused residual tail when `B` is Flex or `Autodiff<Flex>` (without or with balanced
 /// checkpointing) and both maps are float maps of one dtype and shape; hands them back otherwise.
@@ -35,36 +32,21 @@ pub(super) fn try_forward<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, residu
     if !supported {
         return Err((x, residual));
     }
-    let train: Option<TrainFn> = if is::<B, Flex>() {
-        None
-    } else if is::<B, Autodiff<Flex, NoCheckpointing>>() {
-        Some(train::<NoCheckpointing>)
-    } else if is::<B, Autodiff<Flex, BalancedCheckpointing>>() {
-        Some(train::<BalancedCheckpointing>)
-    } else {
-        return Err((x, residual));
+    let Some(route) = Route::of::<B>() else { return Err((x, residual)) };
+    let shape = x.dims();
+    let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
+    let (y, moments) = match route {
+        Route::Inference => return Ok(inference(bn, x, residual)),
+        Route::Autodiff => train::<NoCheckpointing>(primitive(x), primitive(residual), primitive(gamma), primitive(beta), bn.epsilon),
+        Route::AutodiffBalanced => train::<BalancedCheckpointing>(primitive(x), primitive(residual), primitive(gamma), primitive(beta), bn.epsilon),
     };
-    Ok(match train {
-        None => inference(bn, x, residual),
-        Some(train) => {
-            let [n, c, h, w] = x.dims();
-            let gamma = primitive(bn.gamma.val());
-            let beta = primitive(bn.beta.val());
-            let (y, mean, var) = train(primitive(x), primitive(residual), gamma, beta, bn.epsilon);
-            let device = bn.gamma.device();
-            let as_tensor = |v: Vec<f64>| Tensor::<B, 1>::from_data(TensorData::new(v, [c]).convert::<f32>(), &device);
-            update_running_statistics(bn, as_tensor(mean), as_tensor(var), n * h * w);
-            tensor(y)
-        }
-    })
+    update_running(bn, moments, shape);
+    Ok(tensor(y))
 }
 
 /// Running statistics on `B = Flex`.
 fn inference<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, residual: Tensor<B, 4>) -> Tensor<B, 4> {
-    let per_channel = |t: Tensor<B, 1>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
-    let scale = bn.running_var.value().add_scalar(bn.epsilon).sqrt().recip().mul(bn.gamma.val());
-    let shift = bn.beta.val().sub(bn.running_mean.value().mul(scale.clone()));
-    let (scale, shift) = (per_channel(scale), per_channel(shift));
+    let (scale, shift) = running_affine(bn);
     let (x, r): (FlexTensor, FlexTensor) = (primitive(x), primitive(residual));
     fn run<E: Stored>(x: &FlexTensor, r: &FlexTensor, scale: &[f32], shift: &[f32]) -> FlexTensor {
         let d = dims(x);
@@ -78,7 +60,7 @@ fn inference<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, residual: Tensor<B,
     })
 }
 
-fn train<C: CheckpointStrategy>(x: AdTensor, r: AdTensor, gamma: AdTensor, beta: AdTensor, epsilon: f64) -> (AdTensor, Vec<f64>, Vec<f64>) {
+fn train<C: CheckpointStrategy>(x: AdTensor, r: AdTensor, gamma: AdTensor, beta: AdTensor, epsilon: f64) -> (AdTensor, Moments) {
     match x.primitive.dtype() {
         DType::F16 => train_typed::<f16, C>(x, r, gamma, beta, epsilon),
         DType::BF16 => train_typed::<bf16, C>(x, r, gamma, beta, epsilon),
@@ -87,39 +69,30 @@ fn train<C: CheckpointStrategy>(x: AdTensor, r: AdTensor, gamma: AdTensor, beta:
 }
 
 /// Batch statistics on `Autodiff<Flex, C>`: one node with parents `[x, residual, gamma, beta]`.
-fn train_typed<E: Stored, C: CheckpointStrategy>(x: AdTensor, r: AdTensor, gamma: AdTensor, beta: AdTensor, epsilon: f64) -> (AdTensor, Vec<f64>, Vec<f64>) {
+fn train_typed<E: Stored, C: CheckpointStrategy>(x: AdTensor, r: AdTensor, gamma: AdTensor, beta: AdTensor, epsilon: f64) -> (AdTensor, Moments) {
     let d = dims(&x.primitive);
     let xs = values::<E>(&x.primitive);
     let rs = values::<E>(&r.primitive);
-    let BatchAffine { mean, var, inv_std, gamma: gamma_v, scale, shift } = batch_affine(&xs, d, &gamma, &beta, epsilon);
+    let (affine, moments) = batch_affine(&xs, d, &gamma, &beta, epsilon);
+    let (scale, shift) = (&affine.scale, &affine.shift);
 
     let nodes = [x.node.clone(), r.node.clone(), gamma.node.clone(), beta.node.clone()];
     // Memory bound with a retro-forward, as the Conv tail (see `super::flex`).
-    let retro = RetroResidual::<E> { x: x.node.id, residual: r.node.id, dims: d, scale: scale.clone().into(), shift: shift.clone().into(), _element: PhantomData };
+    let retro = RetroResidual::<E> { x: x.node.id, residual: r.node.id, dims: d, scale: scale.as_slice().into(), shift: shift.as_slice().into(), _element: PhantomData };
     let prep = BatchNormAddRelu::<E>(PhantomData).prepare::<C>(nodes).memory_bound().retro_forward(retro).parents([&x, &r, &gamma, &beta]);
     let output = match prep.stateful() {
         OpsKind::Tracked(mut prep) => {
             let x_id = prep.checkpoint(&x);
-            let (y, mask) = kernels::forward_residual(&xs, &rs, d, &scale, &shift, true);
-            let saved = Saved {
-                dims: d,
-                pool: false,
-                mean: mean.iter().map(|&m| m as f32).collect(),
-                inv_std,
-                gamma: gamma_v,
-                scale,
-                shift,
-                codes: mask,
-                residual: true,
-            };
-            prep.finish(ResidualState { x: x_id, saved: Arc::new(saved) }, flex_tensor(y, d))
+            let (y, mask) = kernels::forward_residual(&xs, &rs, d, scale, shift, true);
+            let saved = affine.into_saved(d, false, true, mask);
+            prep.finish(TailState { x: x_id, saved: Arc::new(saved) }, flex_tensor(y, d))
         }
         OpsKind::UnTracked(prep) => {
-            let (y, _) = kernels::forward_residual(&xs, &rs, d, &scale, &shift, false);
+            let (y, _) = kernels::forward_residual(&xs, &rs, d, scale, shift, false);
             prep.finish(flex_tensor(y, d))
         }
     };
-    (output, mean, var)
+    (output, moments)
 }
 
 /// Recomputes the output from `x` and the residual for a checkpointing strategy that dropped it.
@@ -145,14 +118,8 @@ impl<E: Stored> RetroForward for RetroResidual<E> {
 #[derive(Debug)]
 struct BatchNormAddRelu<E>(PhantomData<E>);
 
-#[derive(Clone, Debug)]
-struct ResidualState {
-    x: NodeId,
-    saved: Arc<Saved>,
-}
-
 impl<E: Stored> Backward<Flex, 4> for BatchNormAddRelu<E> {
-    type State = ResidualState;
+    type State = TailState;
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let _span = tracing::trace_span!("batch_norm_add_relu_backward").entered();
@@ -168,15 +135,8 @@ impl<E: Stored> Backward<Flex, 4> for BatchNormAddRelu<E> {
             return;
         }
         let x: FlexTensor = checkpointer.retrieve_node_output(ops.state.x);
-        let (dx, dgamma, dbeta) = kernels::backward(&values::<E>(&x), &grad, saved);
-        if let Some(node) = x_parent {
-            grads.register::<Flex>(node.id, flex_tensor(dx, d));
-        }
-        if let Some(node) = gamma_parent {
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dgamma, [d.c])));
-        }
-        if let Some(node) = beta_parent {
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dbeta, [d.c])));
-        }
+        let gradients = kernels::backward(&values::<E>(&x), &grad, saved);
+        let parents = [x_parent, gamma_parent, beta_parent].map(|p| p.map(|node| node.id));
+        register_gradients(grads, parents, gradients, d);
     }
 }
