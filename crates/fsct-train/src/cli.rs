@@ -12,7 +12,7 @@ use crate::config::{Config, DeviceKind, Method};
 /// and last checkpoints in the output folder, then a test of the best model reported as
 /// mean ± 95% CI. Flags override the config file's fields.
 #[derive(Debug, Parser)]
-#[command(name = "fsct-train", version, args_conflicts_with_subcommands = true)]
+#[command(name = "fsct-train", version, args_conflicts_with_subcommands = true, after_help = EXIT_CODES)]
 pub struct Cli {
     /// What to do (default: train).
     #[command(subcommand)]
@@ -21,6 +21,22 @@ pub struct Cli {
     #[command(flatten)]
     pub train: TrainArgs,
 }
+
+/// The exit codes and the resume policy, printed by `--help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  a valid run failed: the training diverged (non-finite loss, or mixed precision's loss scale
+     stuck at its floor; no result is written), out of memory, an internal error
+  2  bad input or environment: config file or flag, dataset, checkpoint, output folder (a file,
+     not writable, holding another run without --resume/--overwrite, in use by another process)
+
+Resume (--resume): the run continues from OUTPUT/last.ckpt. optim.epochs, episodes.test_episodes,
+data.root, data.threads, data.prefetch, data.cache, run.device, memory.gradient_checkpoint and
+memory.cleanup_every may change and take effect; every other field must match the checkpoint
+(a resume with one changed is refused, naming each field and both values).
+
+Logging: RUST_LOG=debug (or fsct_train=debug) for more detail; RUST_LOG=warn for less.";
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
@@ -60,9 +76,13 @@ pub struct TrainArgs {
     /// `cpu` or `cuda` (`run.device`).
     #[arg(long, value_parser = parse_device)]
     pub device: Option<DeviceKind>,
-    /// Continue from the output folder's last checkpoint (`run.resume`).
-    #[arg(long)]
+    /// Continue from the output folder's last checkpoint (`run.resume`; see the resume policy below).
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Replace the checkpoints and metrics of a run already in the output folder (without this, a
+    /// new run into a folder that holds one is refused).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Backbone, e.g. Conv4 or ResNet18 (`model.backbone`).
     #[arg(long)]
     pub backbone: Option<String>,
@@ -79,6 +99,7 @@ pub struct TrainArgs {
 
 /// Options of `test`.
 #[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct TestArgs {
     /// An fsct checkpoint (`best.ckpt`, `last.ckpt` or an imported one).
     #[arg(long)]
@@ -106,6 +127,9 @@ pub struct ImportArgs {
     /// Where to write the fsct checkpoint.
     #[arg(long)]
     pub output: PathBuf,
+    /// Replace `--output` if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 fn parse_device(s: &str) -> Result<DeviceKind, String> {
@@ -123,6 +147,37 @@ fn parse_method(s: &str) -> Result<Method, String> {
 }
 
 impl TrainArgs {
+    /// The flag that set `field` (a dotted config field), if one did.
+    pub fn flag_for(&self, field: &str) -> Option<&'static str> {
+        let set = |flag: &'static str, is_set: bool| is_set.then_some(flag);
+        match field {
+            "run.output" => set("--output", self.output.is_some()),
+            "optim.epochs" => set("--epochs", self.epochs.is_some()),
+            "episodes.train_episodes" => set("--train-episodes", self.train_episodes.is_some()),
+            "episodes.val_episodes" => set("--val-episodes", self.val_episodes.is_some()),
+            "episodes.test_episodes" => set("--test-episodes", self.test_episodes.is_some()),
+            "run.seed" => set("--seed", self.seed.is_some()),
+            "run.device" | "memory.precision" => set("--device", self.device.is_some()),
+            "model.backbone" => set("--backbone", self.backbone.is_some()),
+            "model.method" => set("--method", self.method.is_some()),
+            "data.image_size" => set("--image-size", self.image_size.is_some()),
+            "data.threads" => set("--threads", self.threads.is_some()),
+            _ => None,
+        }
+    }
+
+    /// Re-attributes a validation error to the flag that set its field, if a flag did.
+    pub fn blame(&self, err: crate::config::ConfigError) -> crate::config::ConfigError {
+        use crate::config::ConfigError;
+        match err {
+            ConfigError::Invalid { field, why, path } => match self.flag_for(&field) {
+                Some(flag) => ConfigError::Flag { flag: flag.into(), field, why },
+                None => ConfigError::Invalid { path, field, why },
+            },
+            other => other,
+        }
+    }
+
     /// Applies the flags to a config.
     pub fn apply(&self, config: &mut Config) {
         if let Some(v) = &self.output {
@@ -148,6 +203,9 @@ impl TrainArgs {
         }
         if self.resume {
             config.run.resume = true;
+        }
+        if self.overwrite {
+            config.run.overwrite = true;
         }
         if let Some(v) = &self.backbone {
             config.model.backbone = v.clone();

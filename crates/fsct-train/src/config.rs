@@ -303,11 +303,15 @@ pub struct RunConfig {
     pub device: DeviceKind,
     /// Continue from `output/last.ckpt` if it exists.
     pub resume: bool,
+    /// Replace a run already in `output` (the `--overwrite` flag only; never read from or
+    /// written to a file).
+    #[serde(skip)]
+    pub overwrite: bool,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { output: PathBuf::from("runs/experiment"), seed: 4040, device: DeviceKind::Cpu, resume: false }
+        Self { output: PathBuf::from("runs/experiment"), seed: 4040, device: DeviceKind::Cpu, resume: false, overwrite: false }
     }
 }
 
@@ -330,6 +334,16 @@ pub enum ConfigError {
         /// toml's message (it names the key and the line).
         message: String,
     },
+    /// A value given by a command-line flag that cannot work.
+    #[error("command-line flag `{flag}`: `{field}` {why}")]
+    Flag {
+        /// The flag, e.g. `--image-size`.
+        flag: String,
+        /// The dotted config field it sets.
+        field: String,
+        /// What is wrong and how to fix it.
+        why: String,
+    },
     /// A value that cannot work.
     #[error("config `{path}`: `{field}` {why}")]
     Invalid {
@@ -345,14 +359,27 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let config = Self::parse(&text, path)?;
+        let config = Self::read(path)?;
         config.validate(path)?;
         Ok(config)
     }
 
-    /// Parses TOML text (`path` is only used in messages).
+    /// Reads and parses a TOML file without validating it (a UTF-8 byte-order mark is accepted).
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: format!(
+                "is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses TOML text (`path` is only used in messages; a leading byte-order mark is skipped).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().to_string() })
     }
 
@@ -392,6 +419,46 @@ impl Config {
                 return Err(invalid(field, "is 0; it must be at least 1".into()));
             }
         }
+        // Upper bounds: far beyond any few-shot setting, low enough that sizes and counts
+        // neither overflow nor ask for more memory than any machine has.
+        for (field, value, max) in [
+            ("episodes.n_way", e.n_way, 1000),
+            ("episodes.k_shot", e.k_shot, 1000),
+            ("episodes.n_query", e.n_query, 1000),
+            ("episodes.train_episodes", e.train_episodes, 10_000_000),
+            ("episodes.val_episodes", e.val_episodes(), 10_000_000),
+            ("episodes.test_episodes", e.test_episodes, 10_000_000),
+            ("optim.epochs", self.optim.epochs, 1_000_000),
+            ("model.depth", self.model.depth, 64),
+            ("model.heads", self.model.heads, 256),
+            ("model.dim_head", self.model.dim_head, 4096),
+            ("model.mlp_dim", self.model.mlp_dim, 65_536),
+            ("data.threads", self.data.threads, 1024),
+            ("data.prefetch", self.data.prefetch, 1024),
+            ("data.image_size", self.data.image_size.unwrap_or(8), 2048),
+            ("data.synthetic_classes", self.data.synthetic_classes, 100_000),
+            ("data.synthetic_images_per_class", self.data.synthetic_images_per_class, 100_000),
+            ("data.synthetic_native_size", self.data.synthetic_native_size, 1024),
+        ] {
+            if value > max {
+                return Err(invalid(field, format!("is {value}; it must be at most {max}")));
+            }
+        }
+        if self.data.synthetic_native_size < 8 {
+            return Err(invalid("data.synthetic_native_size", format!("is {}; use at least 8 pixels", self.data.synthetic_native_size)));
+        }
+        let episode_bytes = (e.n_way * (e.k_shot + e.n_query)) as u128 * 3 * (self.image_size() as u128).pow(2) * 4;
+        if episode_bytes > 16 << 30 {
+            return Err(invalid(
+                "episodes",
+                format!(
+                    "n_way × (k_shot + n_query) images of {0}×{0} px make an episode of {1} GiB; lower n_way, k_shot, \
+                     n_query or data.image_size",
+                    self.image_size(),
+                    episode_bytes >> 30
+                ),
+            ));
+        }
         if let Err(err) = self.backbone() {
             return Err(invalid("model.backbone", err.to_string()));
         }
@@ -415,8 +482,8 @@ impl Config {
                     .into(),
             ));
         }
-        if !(self.memory.loss_scale >= 1.0 && self.memory.loss_scale.is_finite()) {
-            return Err(invalid("memory.loss_scale", format!("is {}; use a power of two ≥ 1 such as 65536", self.memory.loss_scale)));
+        if !(self.memory.loss_scale >= 1.0 && self.memory.loss_scale <= 16_777_216.0) {
+            return Err(invalid("memory.loss_scale", format!("is {}; use a power of two from 1 to 2^24 such as 65536", self.memory.loss_scale)));
         }
         if self.memory.loss_scale_growth_interval == 0 {
             return Err(invalid("memory.loss_scale_growth_interval", "is 0; use a number of steps such as 200".into()));

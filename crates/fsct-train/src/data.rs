@@ -46,10 +46,23 @@ pub fn episode_spec(config: &Config) -> EpisodeSpec {
     EpisodeSpec { n_way: e.n_way, k_shot: e.k_shot, n_query: e.n_query }
 }
 
-/// Opens and validates the splits (missing files, too-small classes, … are reported here).
-pub fn open_splits(config: &Config) -> Result<Splits, EpisodeError> {
+/// One split of the dataset, by its role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Training classes (`base.json`, `train/`).
+    Base,
+    /// Validation classes (`val.json`, `val/`).
+    Val,
+    /// Test classes (`novel.json`, `test/`).
+    Novel,
+}
+
+/// Opens and validates one split (missing files, damaged images, too-small classes, … are
+/// reported here). `test` opens only [`Role::Novel`], so a dataset that has only its test split
+/// (cross-domain evaluation) works.
+pub fn open_split(config: &Config, role: Role) -> Result<Arc<Dataset>, EpisodeError> {
     let d = &config.data;
-    let (base, val, novel) = match d.kind {
+    let split = match d.kind {
         DatasetKind::Synthetic => {
             let s = synthetic_splits(&SyntheticConfig {
                 seed: config.run.seed,
@@ -57,30 +70,43 @@ pub fn open_splits(config: &Config) -> Result<Splits, EpisodeError> {
                 images_per_class: d.synthetic_images_per_class,
                 native_size: d.synthetic_native_size,
             });
-            (s.base, s.val, s.novel)
+            match role {
+                Role::Base => s.base,
+                Role::Val => s.val,
+                Role::Novel => s.novel,
+            }
         }
         DatasetKind::Json => {
             let root = d.root.clone().unwrap_or_default();
-            (
-                Dataset::open_json(&root.join(&d.base_split))?,
-                Dataset::open_json(&root.join(&d.val_split))?,
-                Dataset::open_json(&root.join(&d.test_split))?,
-            )
+            let file = match role {
+                Role::Base => &d.base_split,
+                Role::Val => &d.val_split,
+                Role::Novel => &d.test_split,
+            };
+            Dataset::open_json(&root.join(file))?
         }
         DatasetKind::Folder => {
             let root = d.root.clone().unwrap_or_default();
-            (
-                Dataset::open_folder(&root.join("train"), None)?,
-                Dataset::open_folder(&root.join("val"), None)?,
-                Dataset::open_folder(&root.join("test"), None)?,
-            )
+            let folder = match role {
+                Role::Base => "train",
+                Role::Val => "val",
+                Role::Novel => "test",
+            };
+            Dataset::open_folder(&root.join(folder), None)?
         }
     };
-    let spec = episode_spec(config);
-    for split in [&base, &val, &novel] {
-        split.validate(&spec)?;
-    }
-    Ok(Splits { base: Arc::new(base), val: Arc::new(val), novel: Arc::new(novel) })
+    split.validate(&episode_spec(config))?;
+    Ok(Arc::new(split))
+}
+
+/// Opens and validates the three splits of a training run, and checks that no class (by name
+/// or by image file) is in two of them.
+pub fn open_splits(config: &Config) -> Result<Splits, EpisodeError> {
+    let base = open_split(config, Role::Base)?;
+    let val = open_split(config, Role::Val)?;
+    let novel = open_split(config, Role::Novel)?;
+    fsct_episodes::check_disjoint(&[&*base, &*val, &*novel])?;
+    Ok(Splits { base, val, novel })
 }
 
 /// Episodes `range` of one stream, decoded on worker threads.

@@ -5,7 +5,12 @@
 //! - [`train`]: episodic training, validation each epoch, best/last checkpoints, resume, test.
 //! - [`step`]: one training step (what the trainer and the memory bench run), the optimizer.
 //! - [`precision`]: mixed precision (f32 master weights, half compute, dynamic loss scaling).
-//! - [`checkpoint`]: atomic, self-describing checkpoint files.
+//! - [`checkpoint`]: atomic, self-describing, checksummed checkpoint files.
+//! - [`weights`]: model weights to and from checkpoint bytes, every parameter's shape checked.
+//! - [`run_dir`]: claiming the output folder (writable, locked, no other run's files replaced).
+//! - [`resume`]: the resume policy (which config fields may change when a run resumes).
+//! - [`error`]: exit codes (2 bad input, 1 a failed run) and one-cause error messages.
+//! - [`quiet`]: dependency panics turned into errors, off the user's screen.
 //! - [`hugepages`]: the binary's global allocator (huge pages for large activation buffers).
 //! - [`model`], [`data`], [`stats`]: the model choice, the dataset splits, the CI formula.
 //!
@@ -16,9 +21,14 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod error;
 pub mod hugepages;
 pub mod model;
 pub mod precision;
+pub mod quiet;
+pub mod resume;
+pub mod run_dir;
 pub mod stats;
 pub mod step;
 pub mod train;
+pub mod weights;

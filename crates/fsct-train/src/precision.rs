@@ -61,12 +61,29 @@ pub struct LossScaler {
     pub skipped: u64,
     /// Good steps before doubling.
     pub growth_interval: usize,
+    /// Steps skipped in a row at the floor scale (0 after a good step).
+    #[serde(default)]
+    pub skips_at_floor: u64,
 }
+
+/// The scale never falls below this.
+pub const MIN_LOSS_SCALE: f64 = 1.0;
+
+/// Steps in a row that may overflow at the floor scale before the run counts as diverged.
+pub const MAX_SKIPS_AT_FLOOR: u64 = 5;
 
 impl LossScaler {
     /// A scaler starting at `scale`.
     pub fn new(scale: f64, growth_interval: usize) -> Self {
-        Self { scale, good_steps: 0, skipped: 0, growth_interval }
+        Self { scale, good_steps: 0, skipped: 0, growth_interval, skips_at_floor: 0 }
+    }
+
+    /// The run has diverged: the scale is at its floor ([`MIN_LOSS_SCALE`]) and the last
+    /// [`MAX_SKIPS_AT_FLOOR`] steps there still had inf/NaN gradients, so no update can happen
+    /// any more. (Falling from the initial scale to the floor costs one skipped step per halving;
+    /// those calibration skips never count.)
+    pub fn diverged(&self) -> bool {
+        self.scale <= MIN_LOSS_SCALE && self.skips_at_floor >= MAX_SKIPS_AT_FLOOR
     }
 
     /// Unscales the gradients in place; returns `false` (and lowers the scale) if any is inf/NaN,
@@ -74,19 +91,32 @@ impl LossScaler {
     pub fn unscale<B: AutodiffBackend, M: AutodiffModule<B>>(&mut self, model: &M, grads: &mut GradientsParams) -> bool {
         let mut visitor = Unscale::<B> { grads, factor: 1.0 / self.scale, finite: true, _b: Default::default() };
         model.visit(&mut visitor);
-        if visitor.finite {
+        self.record(visitor.finite);
+        visitor.finite
+    }
+
+    /// Updates the scale after a step whose gradients were (`finite`) or were not all finite.
+    pub fn record(&mut self, finite: bool) {
+        if finite {
             self.good_steps += 1;
+            self.skips_at_floor = 0;
             if self.good_steps >= self.growth_interval {
                 self.scale *= 2.0;
                 self.good_steps = 0;
             }
-            true
         } else {
-            self.scale = (self.scale / 2.0).max(1.0);
+            let at_floor = self.scale <= MIN_LOSS_SCALE;
+            self.scale = (self.scale / 2.0).max(MIN_LOSS_SCALE);
             self.good_steps = 0;
             self.skipped += 1;
-            tracing::warn!(scale = self.scale, "non-finite gradients: step skipped, loss scale lowered");
-            false
+            // Only the skips at the floor count towards divergence: the fall from a high
+            // initial scale is calibration.
+            self.skips_at_floor = if at_floor { self.skips_at_floor + 1 } else { 0 };
+            // Calibration (a few halvings at start-up) is normal: not a warning.
+            tracing::debug!(scale = self.scale, "non-finite gradients: step skipped, loss scale lowered");
+            if self.scale <= MIN_LOSS_SCALE && !at_floor {
+                tracing::warn!("mixed precision: the loss scale fell to its floor ({MIN_LOSS_SCALE}); gradients overflow half precision even unscaled");
+            }
         }
     }
 }
@@ -109,5 +139,36 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Unscale<'_, B> {
             self.finite = finite == total;
         }
         self.grads.register::<B::InnerBackend, D>(id, grad);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scaler after a run of outcomes (true = finite gradients).
+    fn after(outcomes: &[bool]) -> LossScaler {
+        let mut s = LossScaler::new(8.0, 3);
+        for &finite in outcomes {
+            s.record(finite);
+        }
+        s
+    }
+
+    #[test]
+    fn calibration_is_not_divergence_but_overflow_at_the_floor_is() {
+        // 8 → 4 → 2 → 1: three calibration skips, then good steps.
+        assert!(!after(&[false, false, false, true, true]).diverged());
+        // At the floor, MAX_SKIPS_AT_FLOOR more overflows in a row: diverged.
+        let floor = [false; 3];
+        let mut outcomes = floor.to_vec();
+        outcomes.extend(std::iter::repeat_n(false, MAX_SKIPS_AT_FLOOR as usize - 1));
+        assert!(!after(&outcomes).diverged());
+        outcomes.push(false);
+        let s = after(&outcomes);
+        assert!(s.diverged(), "{s:?}");
+        // A good step in between resets the count.
+        outcomes.insert(5, true);
+        assert!(!after(&outcomes).diverged());
     }
 }

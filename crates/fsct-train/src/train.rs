@@ -5,24 +5,31 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use fsct_transformer::{FewShotModel, episode_accuracy};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use fsct_episodes::Dataset;
+
 use crate::checkpoint::{Checkpoint, Header, TrainerState};
 use crate::config::Config;
 use crate::data::{Splits, Stream, loader, open_splits};
+use crate::error::{Diverged, InputError};
+use crate::quiet::catch_quietly;
+use crate::resume;
+use crate::run_dir::{Existing, RunDir};
+use crate::weights::{ModelRecorder, load_model_bytes, model_bytes};
 use crate::model::{AnyModel, build_model};
 use crate::stats::mean_ci95;
 use crate::step::{Optim, new_optimizer, new_trainer_state, train_step};
-
-type ModelRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// What a finished run reports.
 #[derive(Debug, Clone, Serialize)]
@@ -79,24 +86,48 @@ impl Outputs {
     }
 }
 
-/// Serialises a model into checkpoint bytes.
-pub fn model_bytes<B: Backend, M: Module<B>>(model: &M) -> Result<Vec<u8>> {
-    ModelRecorder::default().record(model.clone().into_record(), ()).context("serialising the model")
-}
-
-/// Loads checkpoint bytes into a model built from the same config.
-pub fn load_model_bytes<B: Backend, M: Module<B>>(model: M, bytes: &[u8], device: &B::Device) -> Result<M> {
-    let record = ModelRecorder::default()
-        .load(bytes.to_vec(), device)
-        .context("the checkpoint's model does not fit the model its config describes")?;
-    Ok(model.load_record(record))
-}
-
 /// Trains, validates and tests as configured. `B` is `Autodiff<…>` with or without checkpointing.
+///
+/// The output folder is claimed first ([`RunDir::claim`]: writable, locked, no other run's files
+/// unless `run.resume` or `run.overwrite`), then the dataset is opened, then training starts.
+///
+/// # Errors
+/// Input errors (exit code 2: the output folder, the dataset, a checkpoint that does not fit or
+/// a resume that changes a must-match field, see [`crate::resume`]) before any step; [`Diverged`]
+/// (exit code 1) when the loss becomes non-finite or mixed precision's loss scale is stuck at its
+/// floor, in which case no result is written.
 pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -> Result<RunSummary> {
     let out_dir = &config.run.output;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating the output folder `{}`", out_dir.display()))?;
+    let existing = match (config.run.resume, config.run.overwrite) {
+        (true, true) => {
+            return Err(InputError::new(
+                "--overwrite and run.resume = true (or --resume) contradict each other: drop one of them",
+            )
+            .into());
+        }
+        (true, false) => Existing::Resume,
+        (false, true) => Existing::Overwrite,
+        (false, false) => Existing::Refuse,
+    };
+    let _run_dir = RunDir::claim(out_dir, existing)?;
     let outputs = Outputs::new(out_dir);
+    // The resume policy is checked before the dataset is opened: a refused resume costs nothing.
+    let resumed = if config.run.resume && outputs.last.exists() {
+        let ckpt = Checkpoint::load(&outputs.last)?;
+        let (takes_effect, must_match) = resume::compare(config, &ckpt.header.config);
+        if !must_match.is_empty() {
+            return Err(InputError::new(resume::refusal(&outputs.last, &must_match)).into());
+        }
+        for d in &takes_effect {
+            tracing::info!("resume: `{}` changes from {} to {}", d.field, d.saved, d.now);
+        }
+        Some(ckpt)
+    } else {
+        if config.run.resume {
+            tracing::warn!("resume requested but {} does not exist: starting from scratch", outputs.last.display());
+        }
+        None
+    };
     let splits = open_splits(config).context("opening the dataset")?;
     tracing::info!(
         base = splits.base.num_classes(),
@@ -116,18 +147,19 @@ pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -
     let mut optim = new_optimizer::<B>(config);
     let mut state = new_trainer_state(config);
 
-    if config.run.resume && outputs.last.exists() {
-        let ckpt = Checkpoint::load(&outputs.last)?;
-        ensure_same_model(config, &ckpt.header.config, &outputs.last)?;
-        model = load_model_bytes(model, &ckpt.model, device)?;
-        let record = ModelRecorder::default()
-            .load(ckpt.optimizer, device)
-            .with_context(|| format!("reading the optimizer state of `{}`", outputs.last.display()))?;
-        optim = optim.load_record(record);
+    if let Some(ckpt) = resumed {
+        let source = format!("checkpoint `{}`", outputs.last.display());
+        model = load_model_bytes(model, &ckpt.model, &source, device)?;
+        let optimizer = ckpt.optimizer;
+        let record = catch_quietly(|| ModelRecorder::default().load(optimizer, device))
+            .map_err(|why| InputError::new(format!("{source}: its optimizer state cannot be read ({why})")))?
+            .map_err(|err| InputError::new(format!("{source}: its optimizer state cannot be read ({err})")))?;
+        optim = catch_quietly(move || optim.load_record(record)).map_err(|why| {
+            InputError::new(format!("{source}: its optimizer state does not fit the model ({why})"))
+        })?;
         state = ckpt.header.state;
+        keep_metrics_before(&outputs.metrics, state.epochs_done)?;
         tracing::info!(epochs_done = state.epochs_done, best = state.best_val_acc, "resumed from {}", outputs.last.display());
-    } else if config.run.resume {
-        tracing::warn!("resume requested but {} does not exist: starting from scratch", outputs.last.display());
     }
 
     for epoch in state.epochs_done..config.optim.epochs {
@@ -136,7 +168,7 @@ pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -
         optim = next_optim;
         B::memory_cleanup(device);
 
-        let (val_acc, val_ci) = evaluate(config, &model.valid(), &splits, Stream::Val, epoch, device)?;
+        let (val_acc, val_ci) = evaluate(config, &model.valid(), &splits.val, Stream::Val, epoch, device)?;
         B::memory_cleanup(device);
         let improved = val_acc > state.best_val_acc;
         tracing::info!(epoch, train_loss = metrics.0, train_acc = metrics.1, val_acc, val_ci, improved, "epoch done");
@@ -187,25 +219,37 @@ pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -
     // Test the best model (the reference's default, `--save_iter -1`).
     let test_model = if outputs.best.exists() {
         let ckpt = Checkpoint::load(&outputs.best)?;
-        load_model_bytes(build_model::<B::InnerBackend>(config, device)?, &ckpt.model, device)?
+        let source = format!("checkpoint `{}`", outputs.best.display());
+        load_model_bytes(build_model::<B::InnerBackend>(config, device)?, &ckpt.model, &source, device)?
     } else {
         model.valid()
     };
-    let (test_acc, test_ci) = evaluate(config, &test_model, &splits, Stream::Test, 0, device)?;
+    let (test_acc, test_ci) = evaluate(config, &test_model, &splits.novel, Stream::Test, 0, device)?;
     B::memory_cleanup(device);
     report_test(config, &outputs, test_acc, test_ci)?;
     Ok(RunSummary { best_val_acc: state.best_val_acc, test_acc, test_ci95: test_ci, test_episodes: config.episodes.test_episodes })
 }
 
-/// A resumed run must build the same model and see the same episodes.
-fn ensure_same_model(config: &Config, saved: &Config, path: &Path) -> Result<()> {
-    if config.model != saved.model || config.episodes != saved.episodes || config.data.image_size != saved.data.image_size {
-        bail!(
-            "cannot resume from `{}`: it was trained with a different model or episode setting; \
-             use the config it was written with, or another output folder",
-            path.display()
-        );
+/// On resume: drops the lines of `metrics.jsonl` for epochs the checkpoint has not completed
+/// (written after the checkpoint a run resumes from), so no epoch appears twice. Atomic rewrite.
+fn keep_metrics_before(path: &Path, epochs_done: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let keep = |line: &&str| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("epoch").and_then(serde_json::Value::as_u64))
+            .is_some_and(|epoch| (epoch as usize) < epochs_done)
+    };
+    let kept: Vec<&str> = text.lines().filter(keep).collect();
+    if kept.len() == text.lines().count() {
+        return Ok(());
     }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("rewriting `{}`", path.display()))?;
+    for line in kept {
+        writeln!(tmp, "{line}")?;
+    }
+    tmp.persist(path).map_err(|e| InputError::new(format!("cannot rewrite `{}`: {}", path.display(), e.error)))?;
     Ok(())
 }
 
@@ -233,10 +277,26 @@ fn train_epoch<B: AutodiffBackend>(
         let loss_value = outcome.loss;
         let accuracy = outcome.accuracy;
         if !loss_value.is_finite() && state.scaler.is_none() {
-            bail!(
-                "the loss became {loss_value} at epoch {epoch}, step {count}: lower optim.learning_rate \
-                 (or use memory.precision = \"f32\")"
-            );
+            return Err(Diverged(format!(
+                "the training diverged: the loss became {loss_value} at epoch {}, step {}; lower \
+                 optim.learning_rate (no result was written)",
+                epoch + 1,
+                count + 1
+            ))
+            .into());
+        }
+        if let Some(scaler) = state.scaler.as_ref().filter(|s| s.diverged()) {
+            return Err(Diverged(format!(
+                "the training diverged: at epoch {}, step {}, the gradients have overflowed half precision {} steps \
+                 in a row with the loss scale at its floor ({}), so no update can be made ({} steps skipped in all); \
+                 lower optim.learning_rate, or use memory.precision = \"mixed-bf16\" or \"f32\" (no result was written)",
+                epoch + 1,
+                count + 1,
+                scaler.skips_at_floor,
+                scaler.scale,
+                scaler.skipped
+            ))
+            .into());
         }
         time_sum += started.elapsed().as_secs_f64();
         loss_sum += loss_value;
@@ -250,18 +310,19 @@ fn train_epoch<B: AutodiffBackend>(
     Ok(((loss_sum / c, acc_sum / c, time_sum / c), model, optim))
 }
 
-/// Mean accuracy (%) and 95% CI over the configured number of episodes of a stream.
+/// Mean accuracy (%) and 95% CI over the configured number of episodes of a stream, drawn from
+/// `dataset` (the validation or the test split).
 pub fn evaluate<B: Backend>(
     config: &Config,
     model: &AnyModel<B>,
-    splits: &Splits,
+    dataset: &Arc<Dataset>,
     stream: Stream,
     epoch: usize,
     device: &B::Device,
 ) -> Result<(f64, f64)> {
-    let (dataset, n, label) = match stream {
-        Stream::Val => (&splits.val, config.episodes.val_episodes() as u64, "validation"),
-        _ => (&splits.novel, config.episodes.test_episodes as u64, "test"),
+    let (n, label) = match stream {
+        Stream::Val => (config.episodes.val_episodes() as u64, "validation"),
+        _ => (config.episodes.test_episodes as u64, "test"),
     };
     let start = if stream == Stream::Val { epoch as u64 * n } else { 0 };
     let bar = progress_bar(n, label);
@@ -291,8 +352,10 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
         .create(true)
         .append(true)
         .open(path)
-        .with_context(|| format!("opening `{}`", path.display()))?;
-    file.write_all(format!("{line}\n").as_bytes()).with_context(|| format!("writing `{}`", path.display()))
+        .map_err(|e| InputError::new(format!("cannot open `{}` for writing ({e}); check the folder's permissions", path.display())))?;
+    file.write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| InputError::new(format!("cannot write `{}` ({e})", path.display())))?;
+    Ok(())
 }
 
 fn progress_bar(len: u64, label: &str) -> ProgressBar {

@@ -193,10 +193,11 @@ fn the_half_copy_of_a_fresh_model_carries_the_masters_weights() {
     // Before the fix the copy drew its own random weights at its first use.
     let copy = fsct_train::precision::half_copy(&model, FloatDType::F16);
     let flat = |m: &fsct_train::model::AnyModel<Autodiff<Flex>>| -> Vec<f32> {
-        let bytes = fsct_train::train::model_bytes(m).unwrap();
-        let restored = fsct_train::train::load_model_bytes(
+        let bytes = fsct_train::weights::model_bytes(m).unwrap();
+        let restored = fsct_train::weights::load_model_bytes(
             fsct_train::model::build_model::<Autodiff<Flex>>(&config, &device).unwrap(),
             &bytes,
+            "the copy",
             &device,
         )
         .unwrap();

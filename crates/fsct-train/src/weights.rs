@@ -1,0 +1,110 @@
+//! Model weights in and out of checkpoint bytes, with every parameter's shape checked against the
+//! model the config builds *before* the weights are used.
+//!
+//! Burn's `load_record` takes a record's tensors as they are: a checkpoint written for another
+//! image size, way or shot loads without complaint and panics later inside an operation (a
+//! `layer_norm` over the wrong width). [`load_model_bytes`] is the one door through which saved
+//! weights enter a model in fsct-train (`test`, `--resume`, the best model before the final test):
+//! it compares the shapes of every parameter and fails with an [`InputError`] naming each
+//! mismatching parameter, both shapes and the likely setting.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn_store::ModuleSnapshot;
+
+use crate::error::InputError;
+
+/// The recorder of model and optimizer records inside checkpoints.
+pub type ModelRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// Every parameter of a module by its dotted path, with its shape.
+pub fn param_shapes<B: Backend, M: Module<B>>(model: &M) -> BTreeMap<String, Vec<usize>> {
+    ModuleSnapshot::<B>::collect(model, None, None, true)
+        .into_iter()
+        .map(|snapshot| (snapshot.full_path(), snapshot.shape.to_vec()))
+        .collect()
+}
+
+/// Serialises a model into checkpoint bytes.
+pub fn model_bytes<B: Backend, M: Module<B>>(model: &M) -> Result<Vec<u8>> {
+    Ok(ModelRecorder::default().record(model.clone().into_record(), ())?)
+}
+
+/// Loads checkpoint bytes into `model` (built from the checkpoint's or the run's config),
+/// checking that the record has the model's structure and every parameter its shape.
+///
+/// `source` names the checkpoint in messages.
+///
+/// # Errors
+/// An [`InputError`] (exit code 2) when the bytes do not decode as this model's record or any
+/// parameter's shape differs; the message lists the differing parameters with both shapes.
+pub fn load_model_bytes<B: Backend, M: Module<B>>(model: M, bytes: &[u8], source: &str, device: &B::Device) -> Result<M> {
+    let expected = param_shapes::<B, M>(&model);
+    let unfit = |why: String| {
+        InputError::new(format!(
+            "{source}: its weights do not have the structure of the model the config describes ({why}); \
+             use the config the checkpoint was written with (method, backbone, depth)"
+        ))
+    };
+    // Decoding builds tensors through asserting constructors: a crafted record that passed the
+    // checksums must still end as an error, not a panic.
+    let record = crate::quiet::catch_quietly(|| ModelRecorder::default().load(bytes.to_vec(), device))
+        .map_err(&unfit)?
+        .map_err(|err| unfit(err.to_string()))?;
+    let loaded = crate::quiet::catch_quietly(|| model.load_record(record)).map_err(&unfit)?;
+    let found = param_shapes::<B, M>(&loaded);
+    let mismatches = shape_mismatches(&expected, &found);
+    if !mismatches.is_empty() {
+        return Err(InputError::new(format!(
+            "{source}: its weights do not fit the model the config describes: {}; the checkpoint was written \
+             for other model settings (image size, n_way, k_shot, heads, dim_head, mlp_dim or backbone): \
+             use the checkpoint's own settings",
+            mismatches.join("; ")
+        ))
+        .into());
+    }
+    Ok(loaded)
+}
+
+/// One line per parameter that is missing, extra or shaped differently (at most 8, then a count).
+fn shape_mismatches(expected: &BTreeMap<String, Vec<usize>>, found: &BTreeMap<String, Vec<usize>>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (path, shape) in expected {
+        match found.get(path) {
+            None => lines.push(format!("`{path}` is missing (the model has {shape:?})")),
+            Some(other) if other != shape => {
+                lines.push(format!("`{path}` has shape {other:?} in the checkpoint, {shape:?} in the model"))
+            }
+            Some(_) => {}
+        }
+    }
+    for path in found.keys().filter(|p| !expected.contains_key(*p)) {
+        lines.push(format!("`{path}` is not a parameter of the model"));
+    }
+    if lines.len() > 8 {
+        let more = lines.len() - 8;
+        lines.truncate(8);
+        lines.push(format!("and {more} more"));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mismatches_name_the_parameter_and_both_shapes() {
+        let expected: BTreeMap<_, _> = [("a.weight".to_string(), vec![4, 3]), ("b".to_string(), vec![2])].into();
+        let found: BTreeMap<_, _> = [("a.weight".to_string(), vec![5, 3]), ("c".to_string(), vec![1])].into();
+        let lines = shape_mismatches(&expected, &found);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].contains("`a.weight`") && lines[0].contains("[5, 3]") && lines[0].contains("[4, 3]"));
+        assert!(lines[1].contains("`b` is missing"));
+        assert!(lines[2].contains("`c` is not a parameter"));
+        assert!(shape_mismatches(&expected, &expected).is_empty());
+    }
+}
