@@ -94,7 +94,12 @@ impl Checkpoint {
             _ => Path::new("."),
         };
         let prefix = format!(".{}.", path.file_name().map_or("checkpoint".into(), |n| n.to_string_lossy()));
-        let tmp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(io)?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        // A checkpoint is a shareable file like any other (the umask applies), not a private temp file.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let tmp = builder.tempfile_in(dir).map_err(io)?;
         {
             let mut file = std::io::BufWriter::new(tmp.as_file());
             file.write_all(MAGIC).map_err(io)?;
