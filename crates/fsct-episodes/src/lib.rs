@@ -8,6 +8,17 @@
 //!     [`open_image_folder_lists`]);
 //!   - a synthetic glyph dataset drawn in code from a seed, no files needed
 //!     ([`synthetic_splits`]): the quickstart's default data and the end-to-end tests' data.
+//!
+//!   Opening validates fully, so that no dataset is silently wrong: every image must exist,
+//!   have a readable header and be complete (a JPEG cut in half, which the decoder would fill in
+//!   with grey, is an [`EpisodeError::Decode`] naming the file, at open time and in the loader;
+//!   see [`Verify`]); images are JPEG, PNG, WebP, BMP, GIF or TIFF ([`IMAGE_EXTENSIONS`]). What
+//!   is skipped (other files, dangling symbolic links, a file listed twice in its class) is
+//!   counted and logged as one warning per split; a file in two classes is an error. Splits must
+//!   not share a class or an image: [`open_json_splits`], [`open_image_folders`] and
+//!   [`open_image_folder_lists`] check it, and [`check_disjoint`] does for splits opened one by
+//!   one. Split files may start with a UTF-8 byte-order mark; any other encoding, a JSON syntax
+//!   error and a wrong structure are three different errors.
 //! - Transforms of the reference (spec §3.4): eval resize + centre crop (optionally the
 //!   published 2022 variant) and train augmentation (random resized crop, colour jitter, flip),
 //!   then ImageNet normalisation ([`TransformConfig`], [`default_image_size`]).
@@ -41,6 +52,7 @@ mod cache;
 mod episode;
 mod error;
 mod image_folder;
+mod integrity;
 mod json_split;
 mod loader;
 mod sampler;
@@ -61,7 +73,7 @@ pub use json_split::{open_json_split, open_json_splits};
 pub use loader::{EpisodeLoader, LoaderConfig};
 pub use sampler::{EpisodePlan, EpisodeSampler, EpisodeSpec};
 pub use seed::{stream, StreamRng};
-pub use split::{Class, Dataset, Item, OpenOptions, Splits, Verify};
+pub use split::{check_disjoint, Class, Dataset, Item, OpenOptions, Splits, Verify};
 pub use synthetic::{synthetic_splits, GlyphId, SyntheticConfig};
 pub use transform::{
     default_image_size, random_resized_crop_params, ColorJitterConfig, EvalResize, Transform,

@@ -436,6 +436,24 @@ mod tests {
     }
 
     #[test]
+    fn a_truncated_jpeg_is_an_error_naming_the_file_not_a_half_grey_image() {
+        let dir = tempfile::tempdir().unwrap();
+        coded_folder(dir.path(), 2, 3);
+        let path = crate::test_util::save(dir.path(), "c0/01.jpg", &crate::test_util::noisy(32, 32));
+        std::fs::remove_file(dir.path().join("c0/01.png")).unwrap();
+        crate::test_util::cut_in_half(&path);
+        let exists_only = OpenOptions { verify: Verify::Exists, threads: 1 };
+        let data = Arc::new(open_image_folder_split(dir.path(), "base", &exists_only).unwrap());
+        let spec = EpisodeSpec { n_way: 2, k_shot: 1, n_query: 2 };
+        let transform = TransformConfig::new(8, TransformMode::Eval);
+        let loader = EpisodeLoader::new(data, spec, transform, config(2, 0, true), 0..2).unwrap();
+        for r in loader {
+            let err = r.unwrap_err().to_string();
+            assert!(err.contains("01.jpg: cannot decode image: the file is truncated"), "{err}");
+        }
+    }
+
+    #[test]
     fn bad_settings_are_rejected_before_starting() {
         let data = synthetic();
         let transform = TransformConfig::new(16, TransformMode::Eval);

@@ -43,3 +43,50 @@ pub fn coded_folder(root: &Path, classes: usize, items: usize) {
         }
     }
 }
+
+/// A `w`×`h` image of deterministic noise: compressed formats cannot shrink it to a few bytes,
+/// so cutting the file in half cuts the pixel data.
+pub fn noisy(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let v = (x * 7919 + y * 104_729).wrapping_mul(2_654_435_761) >> 7;
+        Rgb([v as u8, (v >> 8) as u8, (x * 4 + y) as u8])
+    })
+}
+
+/// Cuts the file at `path` to half its length.
+pub fn cut_in_half(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+}
+
+/// Every extension of [`crate::IMAGE_EXTENSIONS`], each a format the `image` crate encodes.
+pub const ALL_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
+
+/// Runs `f` with a subscriber that records every event at DEBUG or above, and returns the
+/// records as text (one line per event, fields included).
+pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let sink = Sink(Arc::default());
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
+    (out, text)
+}
