@@ -259,3 +259,52 @@ fn test_opens_only_the_split_it_uses() {
     // Training on it still needs base.json and says so.
     expect(&["--config", s(&config), "--output", s(&dir.path().join("t"))], 2, &["base.json"]);
 }
+
+/// `root/{train,val,test}/<class>/<i>.<ext>` with 4 images a class, 20×20 px.
+fn folder_dataset(root: &Path, classes: [&[&str]; 3], ext: &str) {
+    for (split, names) in ["train", "val", "test"].into_iter().zip(classes) {
+        for (c, class) in names.iter().enumerate() {
+            for i in 0..4 {
+                let path = root.join(split).join(class).join(format!("{i}.{ext}"));
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let img = image::RgbImage::from_fn(20, 20, |x, y| image::Rgb([(x * 12) as u8, (y * 12) as u8, (c * 60 + i * 10) as u8]));
+                img.save(&path).unwrap();
+            }
+        }
+    }
+}
+
+fn folder_config(dir: &Path, root: &Path) -> PathBuf {
+    let text = TINY.replace("kind = \"synthetic\"", &format!("kind = \"folder\"\nroot = \"{}\"", s(root)));
+    write(dir, "folder.toml", &text)
+}
+
+#[test]
+fn datasets_that_are_silently_wrong_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let classes: [&[&str]; 3] = [&["a", "b", "c"], &["d", "e", "f"], &["g", "h", "i"]];
+    // A clean dataset of JPEGs trains.
+    let root = dir.path().join("jpegs");
+    folder_dataset(&root, classes, "jpg");
+    let config = folder_config(dir.path(), &root);
+    expect(&["--config", s(&config), "--output", s(&dir.path().join("ok"))], 0, &[]);
+    // A JPEG cut in half (the `image` crate would fill the missing part).
+    let cut = root.join("train/b/2.jpg");
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    expect(&["--config", s(&config), "--output", s(&dir.path().join("cut"))], 2, &["train/b/2.jpg"]);
+
+    // One class in training and testing.
+    let root = dir.path().join("overlap");
+    folder_dataset(&root, [&["a", "b", "c"], &["d", "e", "f"], &["g", "h", "a"]], "png");
+    let config = folder_config(dir.path(), &root);
+    expect(&["--config", s(&config), "--output", s(&dir.path().join("overlap_run"))], 2, &["class `a`", "two splits"]);
+
+    // WebP, BMP, GIF and TIFF are read, not skipped: a dataset of them trains.
+    for ext in ["webp", "bmp", "gif", "tiff"] {
+        let root = dir.path().join(ext);
+        folder_dataset(&root, classes, ext);
+        let config = folder_config(dir.path(), &root);
+        expect(&["--config", s(&config), "--output", s(&dir.path().join(format!("{ext}_run")))], 0, &[]);
+    }
+}
