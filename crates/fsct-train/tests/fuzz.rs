@@ -14,29 +14,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use toml::Value;
 
-const TINY: &str = r#"
-[data]
-kind = "synthetic"
-synthetic_classes = 20
-synthetic_images_per_class = 8
-synthetic_native_size = 24
-image_size = 16
-threads = 1
-[episodes]
-n_way = 3
-k_shot = 2
-n_query = 2
-train_episodes = 2
-val_episodes = 1
-test_episodes = 2
-[model]
-backbone = "Conv4"
-use_vic = true
-[memory]
-precision = "mixed-f16"
-[optim]
-epochs = 1
-"#;
+mod common;
+
+/// The common tiny run with VIC and mixed precision on, so mutations reach their fields too.
+fn tiny() -> String {
+    common::TINY.replace("[model]\n", "[model]\nuse_vic = true\n") + "\n[memory]\nprecision = \"mixed-f16\"\n"
+}
 
 /// Every config field as (section, key), from the default config's serialised form.
 fn fields() -> Vec<(String, String)> {
@@ -148,7 +131,7 @@ fn config_outcome(text: &str) -> Result<(), String> {
 fn mutated_configs_validate_or_fail_with_a_message_never_panic() {
     let fields = fields();
     let configs_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    let mut bases = vec![TINY.to_string()];
+    let mut bases = vec![tiny()];
     for name in ["quickstart.toml", "medium_16gb.toml", "miniimagenet.toml"] {
         bases.push(std::fs::read_to_string(configs_dir.join(name)).unwrap());
     }
@@ -214,7 +197,7 @@ fn leaves(value: &serde_json::Value, prefix: String, out: &mut Vec<String>) {
 #[test]
 fn mutated_checkpoint_headers_load_or_fail_with_a_message_never_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::parse(TINY, Path::new("tiny.toml")).unwrap();
+    let mut config = Config::parse(&tiny(), Path::new("tiny.toml")).unwrap();
     config.memory.precision = fsct_train::config::Precision::F32;
     config.run.output = dir.path().join("run");
     fsct_train::train::run_experiment::<burn::backend::Autodiff<Flex>>(&config, &Default::default()).unwrap();
@@ -281,7 +264,7 @@ fn mutated_configs_through_the_binary_run_or_exit_2() {
             case.set(case.get() + 1);
             let case = case.get();
             let mutations: Vec<Mutation> = sets.into_iter().map(|(i, v)| Mutation::Set(i, v)).collect();
-            let text = mutate(TINY, &fields, &mutations);
+            let text = mutate(&tiny(), &fields, &mutations);
             let config = dir.path().join(format!("case{case}.toml"));
             std::fs::write(&config, &text).unwrap();
             let out = Command::new(env!("CARGO_BIN_EXE_fsct-train"))
