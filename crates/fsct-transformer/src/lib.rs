@@ -7,7 +7,8 @@
 //! - [`Ctx`] (the reference's "CrossTransformer" baseline, §2.8), cosine and softmax.
 //! - [`FewShotModel`]: what a training loop needs from either (scores plus the live support and
 //!   query embeddings for VIC), with [`episode_loss`] and [`episode_accuracy`] (§2.6).
-//! - [`import`]: loading reference PyTorch checkpoints (`.tar` and plain state dicts).
+//! - [`import`]: loading reference PyTorch checkpoints (`.tar` and plain state dicts, zip or legacy
+//!   format, with wrapper prefixes or nested in trainers' checkpoints), damaged files refused cleanly.
 //!
 //! Build one around a backbone from `fsct-backbone` or your own type implementing [`Backbone`].
 

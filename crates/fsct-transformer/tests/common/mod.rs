@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
+/// Hand-written `torch.save` files (zip and legacy) claiming whatever sizes a test needs.
+pub mod torchfile;
+
 /// `../shared/fixtures` beside the repository (as laid out for developers and CI), or
 /// `$FSCT_SHARED_DIR/fixtures`.
 pub fn shared_fixture(name: &str) -> PathBuf {
