@@ -10,7 +10,6 @@
 //! - [`run_dir`]: claiming the output folder (writable, locked, no other run's files replaced).
 //! - [`resume`]: the resume policy (which config fields may change when a run resumes).
 //! - [`error`]: exit codes (2 bad input, 1 a failed run) and one-cause error messages.
-//! - [`quiet`]: dependency panics turned into errors, off the user's screen.
 //! - [`hugepages`]: the binary's global allocator (huge pages for large activation buffers).
 //! - [`model`], [`data`], [`stats`]: the model choice, the dataset splits, the CI formula.
 //!
@@ -25,7 +24,6 @@ pub mod error;
 pub mod hugepages;
 pub mod model;
 pub mod precision;
-pub mod quiet;
 pub mod resume;
 pub mod run_dir;
 pub mod stats;

@@ -23,7 +23,7 @@ use crate::checkpoint::{Checkpoint, Header, TrainerState};
 use crate::config::Config;
 use crate::data::{Splits, Stream, loader, open_splits};
 use crate::error::{Diverged, InputError};
-use crate::quiet::catch_quietly;
+use fsct_transformer::import::quietly;
 use crate::resume;
 use crate::run_dir::{Existing, RunDir};
 use crate::weights::{ModelRecorder, load_model_bytes, model_bytes};
@@ -151,10 +151,10 @@ pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -
         let source = format!("checkpoint `{}`", outputs.last.display());
         model = load_model_bytes(model, &ckpt.model, &source, device)?;
         let optimizer = ckpt.optimizer;
-        let record = catch_quietly(|| ModelRecorder::default().load(optimizer, device))
+        let record = quietly(|| ModelRecorder::default().load(optimizer, device))
             .map_err(|why| InputError::new(format!("{source}: its optimizer state cannot be read ({why})")))?
             .map_err(|err| InputError::new(format!("{source}: its optimizer state cannot be read ({err})")))?;
-        optim = catch_quietly(move || optim.load_record(record)).map_err(|why| {
+        optim = quietly(move || optim.load_record(record)).map_err(|why| {
             InputError::new(format!("{source}: its optimizer state does not fit the model ({why})"))
         })?;
         state = ckpt.header.state;

@@ -49,12 +49,13 @@ pub fn load_model_bytes<B: Backend, M: Module<B>>(model: M, bytes: &[u8], source
              use the config the checkpoint was written with (method, backbone, depth)"
         ))
     };
-    // Decoding builds tensors through asserting constructors: a crafted record that passed the
-    // checksums must still end as an error, not a panic.
-    let record = crate::quiet::catch_quietly(|| ModelRecorder::default().load(bytes.to_vec(), device))
+    // Decoding builds tensors through asserting constructors (`Tensor::from_data` checks rank
+    // and byte count): a crafted record that passed the checksums must still end as an error,
+    // with the panic's message kept off the user's screen.
+    let record = fsct_transformer::import::quietly(|| ModelRecorder::default().load(bytes.to_vec(), device))
         .map_err(&unfit)?
         .map_err(|err| unfit(err.to_string()))?;
-    let loaded = crate::quiet::catch_quietly(|| model.load_record(record)).map_err(&unfit)?;
+    let loaded = fsct_transformer::import::quietly(|| model.load_record(record)).map_err(&unfit)?;
     let found = param_shapes::<B, M>(&loaded);
     let mismatches = shape_mismatches(&expected, &found);
     if !mismatches.is_empty() {

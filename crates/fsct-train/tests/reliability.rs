@@ -289,3 +289,34 @@ fn datasets_that_are_silently_wrong_are_refused_naming_the_file() {
         expect(&["--config", s(&config), "--output", s(&dir.path().join(format!("{ext}_run")))], 0, &[]);
     }
 }
+
+fn transformer_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fsct-transformer/tests/fixtures").join(name)
+}
+
+#[test]
+fn reference_checkpoints_import_or_fail_with_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    // The reference's training checkpoint of a Conv4 3-way 2-shot model at 16 px: TINY's model.
+    let config = write(dir.path(), "tiny.toml", TINY);
+    let reference = transformer_fixture("tiny_conv4_cosine.tar");
+    let out = dir.path().join("imported.ckpt");
+    let ok = expect(&["import-pytorch", "--input", s(&reference), "--config", s(&config), "--output", s(&out)], 0, &[]);
+    assert!(ok.stdout.contains("epoch Some(7)"), "{}", ok.stdout);
+    expect(&["test", "--checkpoint", s(&out)], 0, &[]);
+    // Never replaced silently.
+    expect(&["import-pytorch", "--input", s(&reference), "--config", s(&config), "--output", s(&out)], 2, &["already exists", "--overwrite"]);
+    expect(&["import-pytorch", "--input", s(&reference), "--config", s(&config), "--output", s(&out), "--overwrite"], 0, &[]);
+    // A config that describes another model: the missing key is named.
+    let conv6 = write(dir.path(), "conv6.toml", &TINY.replace("Conv4", "Conv6"));
+    expect(&["import-pytorch", "--input", s(&reference), "--config", s(&conv6), "--output", s(&dir.path().join("x.ckpt"))], 2, &["tiny_conv4_cosine.tar"]);
+    // Damaged: cut short.
+    let bytes = std::fs::read(&reference).unwrap();
+    let cut = dir.path().join("cut.tar");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    expect(&["import-pytorch", "--input", s(&cut), "--config", s(&config), "--output", s(&dir.path().join("y.ckpt"))], 2, &["cut.tar"]);
+    // A pickle that tries to run code stays refused.
+    let evil = transformer_fixture("evil_os_system.pt");
+    expect(&["import-pytorch", "--input", s(&evil), "--config", s(&config), "--output", s(&dir.path().join("z.ckpt"))], 2, &["evil_os_system.pt"]);
+    assert!(!dir.path().join("z.ckpt").exists() && !dir.path().join("y.ckpt").exists());
+}

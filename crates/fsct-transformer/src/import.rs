@@ -54,6 +54,7 @@ mod keys;
 mod quiet;
 mod scan;
 
+pub use quiet::quietly;
 pub use scan::CheckpointFormat;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -37,7 +37,7 @@ fn install() {
 
 /// Runs `f`, returning its panic message instead of unwinding; nothing is printed for a panic
 /// of this thread while `f` runs.
-pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     install();
     SILENCED.with(|s| s.set(s.get() + 1));
     let result = panic::catch_unwind(AssertUnwindSafe(f));
