@@ -156,6 +156,30 @@ mod tests {
     }
 
     #[test]
+    fn the_scale_grows_after_the_interval_and_backs_off_on_overflow() {
+        let s = after(&[true, true]);
+        assert_eq!((s.scale, s.good_steps), (8.0, 2));
+        let s = after(&[true, true, true]);
+        assert_eq!((s.scale, s.good_steps), (16.0, 0), "doubles after growth_interval good steps");
+        let s = after(&[true, true, false]);
+        assert_eq!((s.scale, s.good_steps, s.skipped), (4.0, 0, 1), "halves and restarts the count");
+        let s = after(&[false; 10]);
+        assert_eq!(s.scale, MIN_LOSS_SCALE, "never below the floor");
+        assert_eq!(s.skipped, 10);
+    }
+
+    #[test]
+    fn the_scaler_resumes_exactly_and_reads_checkpoints_of_before_the_floor_count() {
+        let s = after(&[true, false, false, false, false, true]);
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<LossScaler>(&text).unwrap(), s);
+        // A checkpoint written before `skips_at_floor` existed.
+        let old = r#"{"scale":1024.0,"good_steps":3,"skipped":2,"growth_interval":200}"#;
+        let s: LossScaler = serde_json::from_str(old).unwrap();
+        assert_eq!((s.scale, s.skips_at_floor), (1024.0, 0));
+    }
+
+    #[test]
     fn calibration_is_not_divergence_but_overflow_at_the_floor_is() {
         // 8 → 4 → 2 → 1: three calibration skips, then good steps.
         assert!(!after(&[false, false, false, true, true]).diverged());
