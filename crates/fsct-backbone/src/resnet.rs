@@ -1,5 +1,5 @@
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, BatchNormConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 
@@ -159,11 +159,36 @@ impl<B: Backend> BasicBlock<B> {
         let mode = self.batch_norm;
         let out = batch_norm_relu(&self.bn1, self.conv1.forward(x.clone()), mode);
         let shortcut = match &self.downsample {
-            Some(d) => batch_norm(&d.bn, d.conv.forward(x), mode),
+            Some(d) => batch_norm(&d.bn, shortcut_conv(&d.conv, x), mode),
             None => x,
         };
         batch_norm_add_relu(&self.bn2, self.conv2.forward(out), shortcut, mode)
     }
+}
+
+/// The shortcut's 1×1 convolution with stride `s`. Off Flex it runs as the same function in two
+/// steps — keep every `s`-th row and column, then a 1×1 convolution with stride 1 — because
+/// burn-cubecl 0.21 (CUDA, Vulkan; its direct transposed convolution, used without autotune)
+/// returns a zero input gradient for a convolution whose kernel is smaller than its stride: the
+/// shortcut's gradient was silently dropped on every GPU. On Flex the strided convolution is
+/// exact and stays as it was.
+fn shortcut_conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [sh, sw] = conv.stride;
+    let plain = conv.kernel_size == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && matches!(conv.padding, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0));
+    if (sh == 1 && sw == 1) || !plain || crate::fused::is_flex::<B>() {
+        return conv.forward(x);
+    }
+    let [n, c, h, w] = x.dims();
+    let x = x.slice(s![0..n, 0..c, 0..h;sh as isize, 0..w;sw as isize]);
+    burn::tensor::module::conv2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+    )
 }
 
 /// A ResNet of [`BasicBlock`]s with reference parameter names (`conv1`, `bn1`,

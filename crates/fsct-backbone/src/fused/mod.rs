@@ -22,6 +22,12 @@ use burn::tensor::module::max_pool2d;
 
 use crate::norm::{BatchNormMode, batch_norm};
 
+/// Whether `B` is Flex or `Autodiff<Flex>` (with or without balanced checkpointing): the
+/// backends the fused tails run on.
+pub(crate) fn is_flex<B: Backend>() -> bool {
+    flex::Route::of::<B>().is_some()
+}
+
 /// `pool?(relu(batch_norm(x)))` with the batch norm in [`BatchNormMode::Standard`]: batch
 /// statistics (and running-statistic updates) on an autodiff backend, running statistics
 /// otherwise.
