@@ -73,7 +73,7 @@ pub struct TrainArgs {
     /// Seed of initialisation and episodes (`run.seed`).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// `cpu` or `cuda` (`run.device`).
+    /// `cpu`, `cuda` or `vulkan` (`run.device`; the GPU ones need a build with that feature).
     #[arg(long, value_parser = parse_device)]
     pub device: Option<DeviceKind>,
     /// Continue from the output folder's last checkpoint (`run.resume`; see the resume policy below).
@@ -110,7 +110,7 @@ pub struct TestArgs {
     /// A config whose `[data]` section replaces the checkpoint's (e.g. another dataset path).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// `cpu` or `cuda`.
+    /// `cpu` (`test` runs on the CPU in this version).
     #[arg(long, value_parser = parse_device)]
     pub device: Option<DeviceKind>,
 }
@@ -136,7 +136,8 @@ fn parse_device(s: &str) -> Result<DeviceKind, String> {
     match s.to_ascii_lowercase().as_str() {
         "cpu" => Ok(DeviceKind::Cpu),
         "cuda" | "gpu" => Ok(DeviceKind::Cuda),
-        _ => Err(format!("unknown device `{s}`: use cpu or cuda")),
+        "vulkan" => Ok(DeviceKind::Vulkan),
+        _ => Err(format!("unknown device `{s}`: use cpu, cuda or vulkan")),
     }
 }
 

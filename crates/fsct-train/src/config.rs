@@ -233,13 +233,14 @@ pub enum Precision {
     MixedF16,
     /// As `mixed-f16` with bf16 (no loss scaling needed, but kept on).
     MixedBf16,
-    /// Pure half precision: the backend's float type is f16 (`Cuda<f16>`), so parameters,
-    /// gradients and optimizer state are f16 too; norms, softmax, cosine normalisation, VIC
-    /// and the loss still compute in f32 casts. Dynamic loss scaling is on. CUDA only (Flex's
-    /// float type is f32): on the CPU use `mixed-f16`. Halves parameter and optimizer memory,
-    /// at the cost of f16 weight updates (small updates can round away).
+    /// Pure half precision: the backend's float type is f16 (`Cuda<f16>`, `Vulkan<f16>`), so
+    /// parameters, gradients and optimizer state are f16 too; norms, softmax, cosine
+    /// normalisation, VIC and the loss still compute in f32 casts. Dynamic loss scaling is on.
+    /// GPU only (Flex's float type is f32): on the CPU use `mixed-f16`. Halves parameter and
+    /// optimizer memory, at the cost of f16 weight updates (small updates can round away).
     F16,
-    /// As `f16` with bf16 (`Cuda<bf16>`): f32's range, fewer mantissa bits.
+    /// As `f16` with bf16 (`Cuda<bf16>`): f32's range, fewer mantissa bits. CUDA only (Vulkan
+    /// has no bf16 arithmetic).
     Bf16,
 }
 
@@ -258,7 +259,7 @@ pub struct MemoryConfig {
     /// the backward pass instead of kept.
     pub gradient_checkpoint: bool,
     /// `f32` (default), `mixed-f16` or `mixed-bf16` (f32 master weights, half compute), or
-    /// `f16` / `bf16` (pure half on the backend type; CUDA only).
+    /// `f16` / `bf16` (pure half on the backend type; GPU only, bf16 on CUDA only).
     pub precision: Precision,
     /// Release the backend's cached memory every this many steps (0 = never) and between train,
     /// validation and test.
@@ -287,8 +288,22 @@ impl Default for MemoryConfig {
 pub enum DeviceKind {
     /// Burn's Flex CPU backend.
     Cpu,
-    /// CUDA (needs a build with `--features cuda` and a GPU).
+    /// CUDA (needs a build with `--features cuda` and an NVIDIA GPU).
     Cuda,
+    /// Vulkan through wgpu (needs a build with `--features vulkan` and a Vulkan driver): AMD,
+    /// Intel and NVIDIA GPUs, Apple GPUs through MoltenVK, or Mesa's software device.
+    Vulkan,
+}
+
+impl DeviceKind {
+    /// The value as written in a config (`run.device`) or on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Vulkan => "vulkan",
+        }
+    }
 }
 
 /// `[run]`.
@@ -299,7 +314,7 @@ pub struct RunConfig {
     pub output: PathBuf,
     /// Seed of the model initialisation and of every episode.
     pub seed: u64,
-    /// `cpu` (default) or `cuda`.
+    /// `cpu` (default), `cuda` or `vulkan`.
     pub device: DeviceKind,
     /// Continue from `output/last.ckpt` if it exists.
     pub resume: bool,
@@ -477,9 +492,20 @@ impl Config {
         if self.memory.precision.is_pure_half() && self.run.device == DeviceKind::Cpu {
             return Err(invalid(
                 "memory.precision",
-                "is a pure half precision, which needs run.device = \"cuda\" (the CPU backend computes in f32): \
-                 use \"mixed-f16\" on the CPU"
+                "is a pure half precision, which needs a GPU, run.device = \"cuda\" or \"vulkan\" (the CPU \
+                 backend computes in f32): use \"mixed-f16\" on the CPU"
                     .into(),
+            ));
+        }
+        if self.run.device == DeviceKind::Vulkan && matches!(self.memory.precision, Precision::Bf16 | Precision::MixedBf16) {
+            return Err(invalid(
+                "memory.precision",
+                format!(
+                    "is \"{}\", but Vulkan has no bf16 arithmetic: use \"{}\" on run.device = \"vulkan\" (bf16 needs \
+                     run.device = \"cuda\")",
+                    if self.memory.precision == Precision::Bf16 { "bf16" } else { "mixed-bf16" },
+                    if self.memory.precision == Precision::Bf16 { "f16" } else { "mixed-f16" },
+                ),
             ));
         }
         if !(self.memory.loss_scale >= 1.0 && self.memory.loss_scale <= 16_777_216.0) {

@@ -1,5 +1,5 @@
-//! `fsct-train`: picks the backend (Flex on the CPU, CUDA with `--features cuda`), with or
-//! without gradient checkpointing, and reports every error as one line and an exit code: 2 for
+//! `fsct-train`: picks the backend (Flex on the CPU; CUDA with `--features cuda`, Vulkan with
+//! `--features vulkan`: the GPU part is in [`gpu`]), with or without gradient checkpointing, and reports every error as one line and an exit code: 2 for
 //! bad input or environment (config, flags, data, checkpoints, output folder), 1 for a valid run
 //! that failed (divergence, out of memory, an internal error). See [`fsct_train::error`].
 
@@ -9,14 +9,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex};
-#[cfg(feature = "cuda")]
-use burn::prelude::*;
 
 use clap::Parser;
 use fsct_backbone::BackboneName;
 use fsct_train::checkpoint::{Checkpoint, Header, TrainerState};
 use fsct_train::cli::{Cli, Command, ImportArgs, TestArgs, TrainArgs};
-use fsct_train::config::{Config, ConfigError, DeviceKind, Precision};
+use fsct_train::config::{Config, ConfigError, DeviceKind};
 use fsct_train::data::{Role, Stream, open_split};
 use fsct_train::error::{InputError, exit_code, render};
 use fsct_train::model::build_model;
@@ -24,13 +22,19 @@ use fsct_train::train::{RunSummary, append_line, evaluate, run_experiment};
 use fsct_train::weights::{load_model_bytes, model_bytes};
 use fsct_transformer::import::{ImportOptions, import_reference};
 
+mod gpu;
+
 /// Large activation buffers on huge pages: far fewer page faults per step (see the module).
 #[global_allocator]
 static GLOBAL: fsct_train::hugepages::HugePageAllocator = fsct_train::hugepages::HugePageAllocator;
 
+/// The log filter without `RUST_LOG`: fsct-train's own messages; the GPU runtimes' (wgpu, cubecl)
+/// only when they warn.
+const DEFAULT_LOG: &str = "info,wgpu=warn,wgpu_core=warn,wgpu_hal=warn,naga=warn,cubecl_wgpu=warn,cubecl_cuda=warn,cubecl_runtime=warn";
+
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
     // A panic is a bug in fsct-train (every input error is checked before it could reach one):
@@ -76,17 +80,16 @@ fn train(args: &TrainArgs) -> Result<RunSummary> {
     args.apply(&mut config);
     config.validate(&path).map_err(|e| args.blame(e))?;
     tracing::info!(config = %path.display(), output = %config.run.output.display(), "fsct-train");
-    let checkpointing = config.memory.gradient_checkpoint;
     match config.run.device {
         DeviceKind::Cpu => {
             let device = Default::default();
-            if checkpointing {
+            if config.memory.gradient_checkpoint {
                 run_experiment::<Autodiff<Flex, BalancedCheckpointing>>(&config, &device)
             } else {
                 run_experiment::<Autodiff<Flex>>(&config, &device)
             }
         }
-        DeviceKind::Cuda => cuda::train(&config, checkpointing, config.memory.precision),
+        DeviceKind::Cuda | DeviceKind::Vulkan => gpu::train_on(&config),
     }
 }
 
@@ -130,8 +133,8 @@ fn test_config(args: &TestArgs, saved: &Config) -> Result<Config> {
 fn test(args: &TestArgs) -> Result<()> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let config = test_config(args, &ckpt.header.config)?;
-    if args.device == Some(DeviceKind::Cuda) {
-        return Err(InputError::new("`test` runs on the CPU in this version; drop --device cuda").into());
+    if let Some(device @ (DeviceKind::Cuda | DeviceKind::Vulkan)) = args.device {
+        return Err(InputError::new(format!("`test` runs on the CPU in this version; drop --device {}", device.name())).into());
     }
     let device = Default::default();
     let source = format!("checkpoint `{}`", args.checkpoint.display());
@@ -177,54 +180,4 @@ fn import(args: &ImportArgs) -> Result<()> {
         args.output.display()
     );
     Ok(())
-}
-
-#[cfg(feature = "cuda")]
-mod cuda {
-    use super::*;
-    use burn::backend::Cuda;
-
-    /// Burn 0.21 panics in a worker thread at the first CUDA op when no GPU can be used; probe
-    /// once, quietly, and turn that into an error.
-    fn probe() -> Result<<Cuda as burn::tensor::backend::BackendTypes>::Device> {
-        let device = <Cuda as burn::tensor::backend::BackendTypes>::Device::default();
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let ok = std::panic::catch_unwind(|| Tensor::<Cuda, 1>::zeros([1], &Default::default()).into_data()).is_ok();
-        std::panic::set_hook(hook);
-        if ok {
-            Ok(device)
-        } else {
-            Err(InputError::new(
-                "run.device = \"cuda\" but no usable CUDA GPU was found (driver or libcuda missing): use --device cpu",
-            )
-            .into())
-        }
-    }
-
-    /// Picks the backend type: the float type is half for the pure half precisions.
-    pub fn train(config: &Config, checkpointing: bool, precision: Precision) -> Result<RunSummary> {
-        use burn::tensor::{bf16, f16};
-        let device = probe()?;
-        match (precision, checkpointing) {
-            (Precision::F16, true) => run_experiment::<Autodiff<Cuda<f16>, BalancedCheckpointing>>(config, &device),
-            (Precision::F16, false) => run_experiment::<Autodiff<Cuda<f16>>>(config, &device),
-            (Precision::Bf16, true) => run_experiment::<Autodiff<Cuda<bf16>, BalancedCheckpointing>>(config, &device),
-            (Precision::Bf16, false) => run_experiment::<Autodiff<Cuda<bf16>>>(config, &device),
-            (_, true) => run_experiment::<Autodiff<Cuda, BalancedCheckpointing>>(config, &device),
-            (_, false) => run_experiment::<Autodiff<Cuda>>(config, &device),
-        }
-    }
-}
-
-#[cfg(not(feature = "cuda"))]
-mod cuda {
-    use super::*;
-
-    pub fn train(_config: &Config, _checkpointing: bool, _precision: Precision) -> Result<RunSummary> {
-        Err(InputError::new(
-            "run.device = \"cuda\" but this build has no CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu",
-        )
-        .into())
-    }
 }
