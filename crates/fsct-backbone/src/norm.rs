@@ -53,8 +53,15 @@ fn batch_statistics_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, update_
     if update_running {
         update_running_statistics(bn, mean.clone().detach().reshape([c]), var.clone().detach().reshape([c]), n * h * w);
     }
-    let scale = var.add_scalar(bn.epsilon).sqrt().recip().mul(bn.gamma.val().reshape([1, c, 1]));
-    centered.mul(scale).add(bn.beta.val().reshape([1, c, 1])).reshape([n, c, h, w])
+    let scale = var.add_scalar(bn.epsilon).sqrt().recip().mul(as_f32(bn.gamma.val()).reshape([1, c, 1]));
+    centered.mul(scale).add(as_f32(bn.beta.val()).reshape([1, c, 1])).reshape([n, c, h, w])
+}
+
+/// A parameter or running statistic in f32, the dtype BatchNorm computes in. Under pure half
+/// precision (`Cuda<f16>`, `Vulkan<f16>`) they are stored in half: mixing them with f32 maps
+/// would make GPU kernels read half values as f32 (Flex refuses mixed ops; cubecl does not check).
+fn as_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if x.dtype() == DType::F32 { x } else { x.cast(FloatDType::F32) }
 }
 
 /// Moves the running statistics towards a batch's `mean` and biased `var` (both `[c]`, over
@@ -63,17 +70,20 @@ pub(crate) fn update_running_statistics<B: Backend>(bn: &BatchNorm<B>, mean: Ten
     let count = count as f64;
     let m = bn.momentum;
     let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
-    let running_mean = bn.running_mean.value_sync().mul_scalar(1.0 - m).add(mean.mul_scalar(m));
-    let running_var = bn.running_var.value_sync().mul_scalar(1.0 - m).add(var.mul_scalar(unbiased * m));
-    bn.running_mean.update(running_mean);
-    bn.running_var.update(running_var);
+    let (old_mean, old_var) = (bn.running_mean.value_sync(), bn.running_var.value_sync());
+    let stored = old_mean.dtype();
+    let back = |x: Tensor<B, 1>| if x.dtype() == stored { x } else { x.cast(float_dtype(stored)) };
+    let running_mean = as_f32(old_mean).mul_scalar(1.0 - m).add(as_f32(mean).mul_scalar(m));
+    let running_var = as_f32(old_var).mul_scalar(1.0 - m).add(as_f32(var).mul_scalar(unbiased * m));
+    bn.running_mean.update(back(running_mean));
+    bn.running_var.update(back(running_var));
 }
 
 /// Normalises with the running statistics (evaluation): one scale and one shift per channel.
 fn running_statistics_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
-    let scale = bn.running_var.value().add_scalar(bn.epsilon).sqrt().recip().mul(bn.gamma.val());
-    let shift = bn.beta.val().sub(bn.running_mean.value().mul(scale.clone()));
+    let scale = as_f32(bn.running_var.value()).add_scalar(bn.epsilon).sqrt().recip().mul(as_f32(bn.gamma.val()));
+    let shift = as_f32(bn.beta.val()).sub(as_f32(bn.running_mean.value()).mul(scale.clone()));
     x.reshape([n, c, h * w])
         .mul(scale.reshape([1, c, 1]))
         .add(shift.reshape([1, c, 1]))
