@@ -89,7 +89,13 @@ impl LossScaler {
     /// Unscales the gradients in place; returns `false` (and lowers the scale) if any is inf/NaN,
     /// in which case the step must be skipped.
     pub fn unscale<B: AutodiffBackend, M: AutodiffModule<B>>(&mut self, model: &M, grads: &mut GradientsParams) -> bool {
-        let mut visitor = Unscale::<B> { grads, factor: 1.0 / self.scale, finite: true, _b: Default::default() };
+        self.unscale_to(model, grads, 1.0)
+    }
+
+    /// As [`Self::unscale`], leaving the gradients multiplied by `target` instead of 1 (pure f16
+    /// hands AdamW gradients at a scale its f16 moments can hold: see [`crate::step`]).
+    pub fn unscale_to<B: AutodiffBackend, M: AutodiffModule<B>>(&mut self, model: &M, grads: &mut GradientsParams, target: f64) -> bool {
+        let mut visitor = Unscale::<B> { grads, factor: target / self.scale, finite: true, _b: Default::default() };
         model.visit(&mut visitor);
         self.record(visitor.finite);
         visitor.finite

@@ -41,11 +41,25 @@ pub fn half_dtype(precision: Precision) -> Option<FloatDType> {
     }
 }
 
-/// AdamW as configured, with PyTorch's eps.
+/// Pure f16 (`memory.precision = "f16"`) keeps AdamW's moments in f16, which cannot hold them as
+/// they are: ε = 1e-8 rounds to 0, and (1 − β₂)·g² underflows for |g| below about 8e-3, so the
+/// update m̂ / (√v̂ + ε) became m̂ / 0 = ±inf after the first step. AdamW's update does not depend
+/// on the gradients' scale (only ε's relative size does), so the loss scaler hands it the
+/// gradients multiplied by this factor, with [`HALF_ADAM_EPSILON`]: the same update as AdamW on
+/// the true gradients with ε = 2⁻⁷ / 32 ≈ 2.4e-4, and every moment within f16's range for
+/// |g| ≤ 8 (a larger gradient skips its update at the first step; at 250 its v̂ overflows).
+pub const HALF_ADAM_GRADIENT_SCALE: f64 = 32.0;
+
+/// AdamW's ε under pure f16, at [`HALF_ADAM_GRADIENT_SCALE`]'s scale (a normal f16 value, above
+/// the √v̂ of any gradient whose v̂ underflows).
+pub const HALF_ADAM_EPSILON: f64 = 1.0 / 128.0;
+
+/// AdamW as configured, with PyTorch's eps (under pure f16, [`HALF_ADAM_EPSILON`]).
 pub fn new_optimizer<B: AutodiffBackend>(config: &Config) -> Optim<B> {
+    let epsilon = if config.memory.precision == Precision::F16 { HALF_ADAM_EPSILON } else { 1e-8 };
     AdamWConfig::new()
         .with_weight_decay(config.optim.weight_decay as f32)
-        .with_epsilon(1e-8)
+        .with_epsilon(epsilon as f32)
         .init::<B, AnyModel<B>>()
 }
 
@@ -116,6 +130,9 @@ pub fn train_step_observed<B: AutodiffBackend>(
     let mut grads = GradientsParams::from_grads(scaled.backward(), &model);
     after_backward();
     let applied = match state.scaler.as_mut() {
+        Some(scaler) if config.memory.precision == Precision::F16 => {
+            scaler.unscale_to(&model, &mut grads, HALF_ADAM_GRADIENT_SCALE)
+        }
         Some(scaler) => scaler.unscale(&model, &mut grads),
         None => true,
     };
