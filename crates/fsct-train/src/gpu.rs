@@ -31,8 +31,12 @@ pub trait CubeGpu {
     /// The backend with f16 floats (`memory.precision = "f16"`).
     type F16: Backend<Device = Device<Self>>;
 
-    /// Opens the default device, or says what the machine lacks (an [`InputError`]: exit code 2).
+    /// Opens the default device without creating a tensor on it (the first tensor fixes the
+    /// device's float type, see [`start`]), or says what the machine lacks (an [`InputError`]).
     fn open() -> Result<Device<Self>>;
+
+    /// What to say when the device cannot run a first operation.
+    fn unusable(why: &str) -> String;
 
     /// Trains with pure bf16 (`memory.precision = "bf16"`) where the runtime has bf16 arithmetic.
     fn train_bf16(config: &Config, device: &Device<Self>) -> Result<RunSummary>;
@@ -42,6 +46,11 @@ pub trait CubeGpu {
 /// `Autodiff<G::F16>` (pure f16), with `BalancedCheckpointing` when gradient checkpointing is on.
 pub fn train<G: CubeGpu>(config: &Config) -> Result<RunSummary> {
     let device = G::open()?;
+    match config.memory.precision {
+        Precision::F16 => start::<G, G::F16>(&device)?,
+        Precision::Bf16 => {}
+        _ => start::<G, G::F32>(&device)?,
+    }
     stop_on_device_failure(G::NAME, config);
     match (config.memory.precision, config.memory.gradient_checkpoint) {
         (Precision::F16, true) => run_experiment::<Autodiff<G::F16, BalancedCheckpointing>>(config, &device),
@@ -49,6 +58,37 @@ pub fn train<G: CubeGpu>(config: &Config) -> Result<RunSummary> {
         (Precision::Bf16, _) => G::train_bf16(config, &device),
         (_, true) => run_experiment::<Autodiff<G::F32, BalancedCheckpointing>>(config, &device),
         (_, false) => run_experiment::<Autodiff<G::F32>>(config, &device),
+    }
+}
+
+/// Fixes the device's float type to `B`'s and runs a first operation on it.
+///
+/// Burn 0.21 keeps one default float type per device, set by the first tensor any backend
+/// creates there: `Cuda` and `Cuda<f16>` (or `Vulkan` and `Vulkan<f16>`) share the device, so a
+/// probe on the f32 backend would silently turn a pure-f16 run into an f32 one. And cubecl loads
+/// the driver (CUDA: libcuda, NVRTC) at the first operation, panicking on its device thread when
+/// it cannot: the probe runs with panics silenced and becomes an error.
+pub fn start<G: CubeGpu + ?Sized, B: Backend<Device = Device<G>>>(device: &Device<G>) -> Result<()> {
+    use burn::tensor::{DType, Element, Tensor, get_device_settings, set_default_dtypes};
+    let float: DType = <B::FloatElem as Element>::dtype();
+    let int: DType = <B::IntElem as Element>::dtype();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Already set (a second run in one process) is fine if it is the same type; checked below.
+        let _ = set_default_dtypes::<B>(device, float, int);
+        let settings = get_device_settings::<B>(device);
+        Tensor::<B, 1>::zeros([1], device).into_data();
+        settings.float_dtype
+    }));
+    std::panic::set_hook(hook);
+    match probe {
+        Ok(chosen) if DType::from(chosen) == float => Ok(()),
+        Ok(chosen) => Err(anyhow::anyhow!(
+            "internal error: the {} device already computes in {chosen:?}, not {float:?}",
+            G::NAME
+        )),
+        Err(payload) => Err(InputError::new(G::unusable(&panic_text(&*payload))).into()),
     }
 }
 
@@ -144,7 +184,7 @@ fn memory_advice(config: &Config) -> String {
 pub mod cuda {
     use super::*;
     use burn::backend::Cuda;
-    use burn::tensor::{Tensor, bf16, f16};
+    use burn::tensor::{bf16, f16};
 
     /// NVIDIA GPUs through CUDA.
     pub struct CudaGpu;
@@ -154,27 +194,22 @@ pub mod cuda {
         type F32 = Cuda;
         type F16 = Cuda<f16>;
 
-        /// Burn 0.21 panics in a worker thread at the first CUDA op when no GPU can be used
-        /// (cubecl loads the driver, NVRTC and the CUDA libraries at run time); probe once,
-        /// quietly, and turn that into an error.
+        /// cubecl-cuda loads the driver, NVRTC and the CUDA libraries at the first operation
+        /// ([`start`] probes it): nothing to do here.
         fn open() -> Result<Device<Self>> {
-            let device = Device::<Self>::default();
-            let hook = std::panic::take_hook();
-            std::panic::set_hook(Box::new(|_| {}));
-            let ok = std::panic::catch_unwind(|| Tensor::<Cuda, 1>::zeros([1], &Default::default()).into_data()).is_ok();
-            std::panic::set_hook(hook);
-            if ok {
-                Ok(device)
-            } else {
-                Err(InputError::new(
-                    "run.device = \"cuda\" but no usable CUDA GPU was found (the NVIDIA driver's libcuda, NVRTC or the \
-                     CUDA libraries are missing, or there is no GPU): use --device vulkan or --device cpu",
-                )
-                .into())
-            }
+            Ok(Device::<Self>::default())
+        }
+
+        fn unusable(why: &str) -> String {
+            format!(
+                "run.device = \"cuda\" but no usable CUDA GPU was found ({}): the NVIDIA driver's libcuda, NVRTC or \
+                 the CUDA libraries are missing, or there is no GPU; use --device vulkan or --device cpu",
+                why.lines().next().unwrap_or("the first operation failed")
+            )
         }
 
         fn train_bf16(config: &Config, device: &Device<Self>) -> Result<RunSummary> {
+            start::<Self, Cuda<bf16>>(device)?;
             if config.memory.gradient_checkpoint {
                 run_experiment::<Autodiff<Cuda<bf16>, BalancedCheckpointing>>(config, device)
             } else {
@@ -232,6 +267,13 @@ pub mod vulkan {
                 tracing::warn!("{} is a software Vulkan device: correct, but far slower than a GPU", info.name);
             }
             Ok(device)
+        }
+
+        fn unusable(why: &str) -> String {
+            format!(
+                "run.device = \"vulkan\": the Vulkan device cannot run a first operation ({})",
+                why.lines().next().unwrap_or("unknown cause")
+            )
         }
 
         fn train_bf16(_config: &Config, _device: &Device<Self>) -> Result<RunSummary> {

@@ -8,8 +8,11 @@
 //! cleanup, the binary's GPU and out-of-memory paths); it proves nothing about speed or about the
 //! memory figures of a real card.
 //!
-//! `cargo test -p fsct-train --features vulkan --test gpu -- --nocapture` prints every
-//! comparison's error.
+//! Pure f16 (`Vulkan<f16>`, `Cuda<f16>`) is in `tests/gpu_half.rs`: Burn 0.21 keeps one float type
+//! per device and process, so this binary pins the device to f32 first.
+//!
+//! `cargo test -p fsct-train --features vulkan --test gpu --test gpu_half -- --nocapture` prints
+//! every comparison's error.
 #![cfg(any(feature = "vulkan", feature = "cuda"))]
 
 use std::path::Path;
@@ -22,7 +25,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{FloatDType, f16};
+use burn::tensor::FloatDType;
 use fsct_train::config::{Config, Method, Precision};
 use fsct_train::model::{AnyModel, build_model};
 use fsct_train::step::{new_optimizer, new_trainer_state, train_step};
@@ -48,6 +51,7 @@ mod gpu {
                 let setup = init_setup::<graphics::Vulkan>(&WgpuDevice::DefaultDevice, Default::default());
                 let info = setup.adapter.get_info();
                 eprintln!("GPU tests on Vulkan: {} ({}, {})", info.name, info.driver, info.driver_info);
+                super::pin_f32(&WgpuDevice::DefaultDevice);
             })
         });
         if let Err(why) = opened {
@@ -66,10 +70,18 @@ mod gpu {
     /// `run.device` for the binary.
     pub const DEVICE: &str = "cuda";
 
-    /// The default CUDA device.
+    /// The default CUDA device, its float type pinned to f32.
     pub fn device() -> burn::backend::cuda::CudaDevice {
+        static PINNED: std::sync::Once = std::sync::Once::new();
+        PINNED.call_once(|| super::pin_f32(&Default::default()));
         Default::default()
     }
+}
+
+/// Fixes the device's float type to f32 before any tensor is created there (see the header).
+fn pin_f32(device: &<G as burn::tensor::backend::BackendTypes>::Device) {
+    use burn::tensor::DType;
+    burn::tensor::set_default_dtypes::<G>(device, DType::F32, DType::I32).expect("the device's float type is not fixed yet");
 }
 
 use gpu::G;
@@ -298,36 +310,37 @@ fn every_backbone_agrees_with_flex_forward_and_gradients() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// f16 keeps 11 significant bits (a relative rounding of 4.9e-4 per value) and the forward pass
-/// rounds after every op, so half-precision scores are held to a looser bound than f32's.
+/// Mixed f16 (the trainer's half copy of the f32 model) against Flex's f32: each relative error
+/// is held to this or, where larger, [`F16_VS_FLEX`] times what the same half copy does on Flex
+/// (f16 rounds after every op; the cosine head normalises across the classes, which amplifies
+/// rounding when a query's scores are close).
 const F16_TOLERANCE: f32 = 2e-2;
+/// Flex's f16 convolutions and matmuls accumulate in f32 and round once; cubecl's direct kernels
+/// (used without autotune) accumulate in f16 (tests/gpu_half.rs measured 6–9× Flex's error).
+const F16_VS_FLEX: f32 = 12.0;
+
+/// Training-mode scores of `model`'s half copy (mixed f16), as the trainer computes them.
+fn mixed_scores<B: AutodiffBackend>(model: &AnyModel<B>, x: &TensorData, device: &B::Device) -> Vec<f32> {
+    let x = Tensor::<B, 5>::from_data(x.clone(), device).cast(FloatDType::F16);
+    values(fsct_train::precision::half_copy(model, FloatDType::F16).forward_episode(x).scores)
+}
 
 #[test]
-fn half_precision_forward_is_close_to_flex_f32() {
+fn mixed_f16_forward_is_close_to_flex_f32() {
     let _guard = serial();
     let device = gpu::device();
     for (backbone, side) in [("Conv4", 16), ("ResNet18", 16)] {
         let config = small(backbone, side);
         let x = episode(&config, 11);
         let cpu = Default::default();
-        // Pure f16: the backend's own float type (parameters loaded from the f32 model).
-        let (reference, pure) = twins::<Autodiff<G<f16>>>(&config, &device);
+        let (reference, model) = twins::<Autodiff<G>>(&config, &device);
         let want = pass(&config, &reference, &x, &cpu);
-        let got = pass(&config, &pure, &x, &device);
-        // Mixed f16: the trainer's half copy of an f32 model.
-        let (_, master) = twins::<Autodiff<G>>(&config, &device);
-        let half = fsct_train::precision::half_copy(&master, FloatDType::F16);
-        let mixed = values(half.forward_episode(Tensor::<Autodiff<G>, 5>::from_data(x.clone(), &device).cast(FloatDType::F16)).scores);
-        let errors = [
-            ("pure f16 train scores", rel_err(&got.scores, &want.scores)),
-            ("pure f16 eval scores", rel_err(&got.eval_scores, &want.eval_scores)),
-            ("pure f16 loss", rel_err(&[got.loss], &[want.loss])),
-            ("mixed f16 train scores", rel_err(&mixed, &want.scores)),
-        ];
-        eprintln!("{backbone:<10} {}", errors.iter().map(|(w, e)| format!("{w} {e:.1e}")).collect::<Vec<_>>().join(", "));
-        for (what, err) in errors {
-            assert!(err <= F16_TOLERANCE, "{backbone}: {what} differ from Flex f32 by {err:.2e} (tolerance {F16_TOLERANCE:.0e})");
-        }
+        let mixed = mixed_scores(&model, &x, &device);
+        let flex_mixed = mixed_scores(&reference, &x, &cpu);
+        let (err, flex_err) = (rel_err(&mixed, &want.scores), rel_err(&flex_mixed, &want.scores));
+        let bound = F16_TOLERANCE.max(F16_VS_FLEX * flex_err);
+        eprintln!("{backbone:<9} mixed f16 scores {err:.1e} (mixed f16 on Flex {flex_err:.1e}; ≤ {bound:.1e})");
+        assert!(err <= bound, "{backbone}: mixed f16 scores differ from Flex f32 by {err:.2e} (tolerance {bound:.1e})");
     }
 }
 
@@ -350,18 +363,15 @@ fn train<B: AutodiffBackend>(config: &Config, steps: usize, device: &B::Device) 
 }
 
 #[test]
-fn mixed_and_pure_f16_train_with_the_loss_scaler() {
+fn f32_and_mixed_f16_train_a_few_steps_with_the_loss_scaler() {
     let _guard = serial();
     let device = gpu::device();
     let mut config = small("Conv4", 16);
     config.model.use_vic = true;
     let steps = 8;
-    for precision in [Precision::F32, Precision::MixedF16, Precision::F16] {
+    for precision in [Precision::F32, Precision::MixedF16] {
         config.memory.precision = precision;
-        let (outcomes, scale, params) = match precision {
-            Precision::F16 => train::<Autodiff<G<f16>>>(&config, steps, &device),
-            _ => train::<Autodiff<G>>(&config, steps, &device),
-        };
+        let (outcomes, scale, params) = train::<Autodiff<G>>(&config, steps, &device);
         eprintln!("{precision:?}: losses {outcomes:?}, loss scale {scale:?}");
         let applied: Vec<f64> = outcomes.iter().filter(|(_, a)| *a).map(|(l, _)| *l).collect();
         assert!(applied.len() >= steps / 2, "{precision:?}: only {} of {steps} steps were applied: {outcomes:?}", applied.len());
@@ -371,6 +381,7 @@ fn mixed_and_pure_f16_train_with_the_loss_scaler() {
         let (first, last) = (applied[0], *applied.last().unwrap());
         assert!(last < first, "{precision:?}: the loss did not fall over {steps} steps: {outcomes:?}");
         assert_eq!(scale.is_some(), precision != Precision::F32, "{precision:?}: a loss scaler exactly for half precision");
+        // Pure f16 trains in tests/gpu_half.rs.
     }
 }
 
