@@ -14,26 +14,31 @@
 //! - CPU (Flex): Conv4 and ResNet18 at 84 px. Memory from a counting global allocator: the peak
 //!   of heap bytes during the step above those held when it started (activations, gradients,
 //!   temporaries), and the absolute heap peak (model, optimizer state and episode included).
-//! - CUDA (`--features cuda`): ResNet18 and ResNet34 at 224 px. Memory from cubecl's allocator
-//!   (bytes in use and reserved, sampled after the backward pass: the step's peak) and the card's
-//!   used memory from `nvidia-smi` where it is installed.
+//! - GPU (`--features cuda` or `--features vulkan`: both cubecl runtimes, one code path in
+//!   `gpu.rs`): ResNet18 and ResNet34 at 224 px, plus the GPU-only pure-f16 rows (`+ pure f16`,
+//!   `all combined, pure f16`; those run in a child process, as Burn 0.21 keeps one float type per
+//!   device and process). Memory from cubecl's allocator (bytes in use and reserved, sampled after
+//!   the backward pass: the step's peak) and, on CUDA, the card's used memory from `nvidia-smi`.
 //!
 //! Run: `cargo bench --bench memory` (CPU; slow with stock Flex convolution: tens of minutes),
-//! `cargo bench --bench memory --features cuda` (GPU). The tables are printed and written to
-//! `target/fsct-memory-bench.md` (CPU) and `target/fsct-memory-bench-cuda.md` (GPU).
+//! `cargo bench --bench memory --features cuda` (or `vulkan`). The tables are printed and written
+//! to `target/fsct-memory-bench.md` (CPU) and `target/fsct-memory-bench-{cuda,vulkan}.md` (GPU).
 //!
 //! Environment:
-//! - `FSCT_BENCH_QUICK=1` (or `--quick`): Conv4 at 28 px, 1 warm-up + 2 steps; proves it runs (CI).
+//! - `FSCT_BENCH_QUICK=1` (or `--quick`): proves it runs (CI): on the CPU Conv4 at 28 px, 1 warm-up
+//!   + 2 steps; on a GPU Conv4 at 16 px with 4 queries per class, 1 warm-up + 1 step (a software
+//!   device is slow).
 //! - `FSCT_BENCH_STEPS=N`, `FSCT_BENCH_WARMUP=N`: measured and warm-up steps (full mode: 3 and 1
-//!   on the CPU, 10 and 2 on CUDA).
-//! - `FSCT_BENCH_BACKBONES=Conv4,ResNet18`: the backbones; `FSCT_BENCH_SIZE=84`: the image side.
-//! - `FSCT_BENCH_DEVICES=cpu,cuda`: where to run (default: `cuda` in a CUDA build, else `cpu`).
+//!   on the CPU, 10 and 2 on a GPU).
+//! - `FSCT_BENCH_BACKBONES=Conv4,ResNet18`: the backbones; `FSCT_BENCH_SIZE=84`: the image side;
+//!   `FSCT_BENCH_QUERIES=16`: query images per class (5-way 5-shot episodes).
+//! - `FSCT_BENCH_DEVICES=cpu,vulkan`: where to run (default: the GPU the build has, else `cpu`).
 //! - `FSCT_BENCH_CONFIGS=checkpointing,all`: only the configurations whose name contains one of
 //!   these (the baseline always runs); `FSCT_BENCH_VERBOSE=1`: each step's time, loss and VIC terms.
 
 mod counting_alloc;
-#[cfg(feature = "cuda")]
-mod cuda;
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
+mod gpu;
 mod measure;
 mod report;
 mod variants;
@@ -52,6 +57,16 @@ pub struct Plan {
     pub backbones: Vec<String>,
     pub image_size: usize,
     pub steps: Steps,
+    /// Query images per class (the episodes are 5-way 5-shot).
+    pub n_query: usize,
+}
+
+/// A device's defaults for the full or the quick mode.
+pub struct Defaults<'a> {
+    pub backbones: &'a [&'a str],
+    pub image_size: usize,
+    pub steps: Steps,
+    pub n_query: usize,
 }
 
 fn env_usize(name: &str) -> Option<usize> {
@@ -62,26 +77,23 @@ fn env_usize(name: &str) -> Option<usize> {
     }
 }
 
-/// The plan for a device from its full-mode defaults and the environment.
-pub fn plan(default_backbones: &[&str], default_size: usize, default_steps: Steps) -> Plan {
+/// The plan for a device from its full- and quick-mode defaults and the environment.
+pub fn plan(full: Defaults, quick_mode: Defaults) -> Plan {
     let quick = std::env::var("FSCT_BENCH_QUICK").is_ok_and(|v| v == "1") || std::env::args().any(|a| a == "--quick");
-    let (backbones, size, steps) = if quick {
-        (vec!["Conv4".to_string()], 28, Steps { warmup: 1, measured: 2 })
-    } else {
-        (default_backbones.iter().map(|s| s.to_string()).collect(), default_size, default_steps)
-    };
+    let d = if quick { quick_mode } else { full };
     let backbones = match std::env::var("FSCT_BENCH_BACKBONES") {
         Ok(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-        Err(_) => backbones,
+        Err(_) => d.backbones.iter().map(|s| s.to_string()).collect(),
     };
     Plan {
         quick,
         backbones,
-        image_size: env_usize("FSCT_BENCH_SIZE").unwrap_or(size),
+        image_size: env_usize("FSCT_BENCH_SIZE").unwrap_or(d.image_size),
         steps: Steps {
-            warmup: env_usize("FSCT_BENCH_WARMUP").unwrap_or(steps.warmup),
-            measured: env_usize("FSCT_BENCH_STEPS").unwrap_or(steps.measured).max(1),
+            warmup: env_usize("FSCT_BENCH_WARMUP").unwrap_or(d.steps.warmup),
+            measured: env_usize("FSCT_BENCH_STEPS").unwrap_or(d.steps.measured).max(1),
         },
+        n_query: env_usize("FSCT_BENCH_QUERIES").unwrap_or(d.n_query).max(1),
     }
 }
 
@@ -89,13 +101,14 @@ pub fn plan(default_backbones: &[&str], default_size: usize, default_steps: Step
 pub fn run_backbone(
     backbone: &str,
     plan: &Plan,
+    gpu: bool,
     mut measure_one: impl FnMut(&fsct_train::config::Config) -> Result<measure::Measured, String>,
     extra_note: impl Fn(&variants::Variant) -> Option<&'static str>,
     on_row: &mut dyn FnMut(&[Row]),
 ) -> Vec<Row> {
     let mut rows = Vec::new();
     let only = std::env::var("FSCT_BENCH_CONFIGS").ok();
-    for (i, variant) in variants::all().into_iter().enumerate() {
+    for (i, variant) in variants::all().into_iter().filter(|v| gpu || !v.gpu_only).enumerate() {
         // The baseline always runs: every ratio needs it.
         let chosen = only.as_ref().is_none_or(|only| {
             only.split(',').map(str::trim).any(|name| !name.is_empty() && variant.name.contains(name))
@@ -103,7 +116,7 @@ pub fn run_backbone(
         if i > 0 && !chosen {
             continue;
         }
-        let mut config = variants::baseline(backbone, plan.image_size);
+        let mut config = variants::baseline(backbone, plan.image_size, plan.n_query);
         (variant.apply)(&mut config);
         eprintln!("[memory bench] {backbone} {} px: {} ...", plan.image_size, variant.name);
         let result = measure_one(&config);
@@ -140,13 +153,17 @@ fn write_report(file: &str, text: &str) {
 
 fn run_cpu() {
     const FILE: &str = "fsct-memory-bench.md";
-    let plan = plan(&["Conv4", "ResNet18"], 84, Steps { warmup: 1, measured: 3 });
+    let plan = plan(
+        Defaults { backbones: &["Conv4", "ResNet18"], image_size: 84, steps: Steps { warmup: 1, measured: 3 }, n_query: 16 },
+        Defaults { backbones: &["Conv4"], image_size: 28, steps: Steps { warmup: 1, measured: 2 }, n_query: 16 },
+    );
     let load_before = report::load_average();
     let device = Default::default();
     let render = |tables: &str| {
         let info = RunInfo {
             device: format!("{} (CPU, Flex)", report::cpu_name()),
             image_size: plan.image_size,
+            n_query: plan.n_query,
             steps: plan.steps,
             quick: plan.quick,
             load_before: load_before.clone(),
@@ -167,6 +184,7 @@ fn run_cpu() {
         let rows = run_backbone(
             backbone,
             &plan,
+            false,
             |config| measure::<Flex>(config, &device, plan.steps, &mut CpuProbe::default()),
             |v| match v.name {
                 "+ cache clearing" | "all combined" => Some("memory_cleanup is a no-op on Flex"),
@@ -181,16 +199,37 @@ fn run_cpu() {
 }
 
 fn main() {
-    let default = if cfg!(feature = "cuda") { "cuda" } else { "cpu" };
+    #[cfg(any(feature = "cuda", feature = "vulkan"))]
+    if std::env::var_os(gpu::CHILD).is_some() {
+        match std::env::var(gpu::CHILD_DEVICE).as_deref() {
+            #[cfg(feature = "vulkan")]
+            Ok("vulkan") => gpu::run_child::<gpu::vulkan::VulkanGpu>(),
+            #[cfg(feature = "cuda")]
+            Ok("cuda") => gpu::run_child::<gpu::cuda::CudaGpu>(),
+            other => eprintln!("[memory bench] child: unknown device {other:?}"),
+        }
+        return;
+    }
+    let default = if cfg!(feature = "vulkan") {
+        "vulkan"
+    } else if cfg!(feature = "cuda") {
+        "cuda"
+    } else {
+        "cpu"
+    };
     let devices = std::env::var("FSCT_BENCH_DEVICES").unwrap_or_else(|_| default.into());
     for device in devices.split(',').map(str::trim) {
         match device {
             "cpu" => run_cpu(),
             #[cfg(feature = "cuda")]
-            "cuda" => cuda::run(),
+            "cuda" => gpu::run::<gpu::cuda::CudaGpu>(),
+            #[cfg(feature = "vulkan")]
+            "vulkan" => gpu::run::<gpu::vulkan::VulkanGpu>(),
             #[cfg(not(feature = "cuda"))]
             "cuda" => eprintln!("FSCT_BENCH_DEVICES names cuda but this build has no CUDA: add --features cuda"),
-            other => eprintln!("FSCT_BENCH_DEVICES: unknown device `{other}` (use cpu, cuda)"),
+            #[cfg(not(feature = "vulkan"))]
+            "vulkan" => eprintln!("FSCT_BENCH_DEVICES names vulkan but this build has no Vulkan: add --features vulkan"),
+            other => eprintln!("FSCT_BENCH_DEVICES: unknown device `{other}` (use cpu, cuda, vulkan)"),
         }
     }
 }

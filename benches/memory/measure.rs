@@ -9,7 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use fsct_train::config::Config;
 use fsct_train::model::build_model;
-use fsct_train::step::{new_optimizer, new_trainer_state, train_step_observed};
+use fsct_train::step::{StepPoint, new_optimizer, new_trainer_state, train_step_observed};
 
 use crate::counting_alloc;
 
@@ -42,7 +42,8 @@ pub struct StepMemory {
 /// Where the memory figures come from.
 pub trait Probe {
     fn step_start(&mut self);
-    fn after_backward(&mut self);
+    /// At each point of the step where a sampling probe looks (see `StepPoint`).
+    fn observe(&mut self, point: StepPoint);
     fn step_end(&mut self) -> StepMemory;
 }
 
@@ -57,7 +58,7 @@ impl Probe for CpuProbe {
         self.before = counting_alloc::reset_peak();
     }
 
-    fn after_backward(&mut self) {}
+    fn observe(&mut self, _point: StepPoint) {}
 
     fn step_end(&mut self) -> StepMemory {
         let peak = counting_alloc::peak();
@@ -145,7 +146,7 @@ fn run_steps<B: AutodiffBackend>(
         let cpu_started = process_cpu_seconds();
         let started = Instant::now();
         let (next, outcome) =
-            train_step_observed(config, model, &mut optim, &mut state, x.clone(), device, &mut || probe.after_backward())
+            train_step_observed(config, model, &mut optim, &mut state, x.clone(), device, &mut |point| probe.observe(point))
                 .map_err(|e| format!("{e:#}"))?;
         // GPU work is asynchronous: the step ends when the device is done with it.
         B::sync(device).map_err(|e| e.to_string())?;
@@ -191,6 +192,49 @@ fn run_steps<B: AutodiffBackend>(
         loss_scale: state.scaler.as_ref().map(|s| s.scale),
         last_loss,
     })
+}
+
+impl Measured {
+    /// One JSON line (a child bench's answer to its parent).
+    #[cfg_attr(not(any(feature = "cuda", feature = "vulkan")), allow(dead_code))]
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "median_seconds": self.median_seconds,
+            "median_cpu_seconds": self.median_cpu_seconds,
+            "above_start": self.memory.above_start,
+            "absolute": self.memory.absolute,
+            "reserved": self.memory.reserved,
+            "nvml": self.memory.nvml,
+            "skipped_steps": self.skipped_steps,
+            "extra_warmup": self.extra_warmup,
+            "loss_scale": self.loss_scale,
+            "last_loss": if self.last_loss.is_finite() { Some(self.last_loss) } else { None },
+        })
+        .to_string()
+    }
+
+    /// The inverse of [`Self::to_json`].
+    #[cfg_attr(not(any(feature = "cuda", feature = "vulkan")), allow(dead_code))]
+    pub fn from_json(line: &str) -> Result<Self, String> {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("the child's answer: {e}"))?;
+        let f = |k: &str| v[k].as_f64();
+        let u = |k: &str| v[k].as_u64();
+        Ok(Self {
+            median_seconds: f("median_seconds").ok_or("the child's answer has no median_seconds")?,
+            median_cpu_seconds: f("median_cpu_seconds"),
+            memory: StepMemory {
+                above_start: u("above_start").unwrap_or(0),
+                absolute: u("absolute").unwrap_or(0),
+                reserved: u("reserved"),
+                nvml: u("nvml"),
+                overhead: Duration::ZERO,
+            },
+            skipped_steps: u("skipped_steps").unwrap_or(0),
+            extra_warmup: u("extra_warmup").unwrap_or(0) as usize,
+            loss_scale: f("loss_scale"),
+            last_loss: f("last_loss").unwrap_or(f64::NAN),
+        })
+    }
 }
 
 /// User + system time of the whole process (every thread), from /proc/self/stat (Linux).

@@ -19,6 +19,7 @@ pub struct Row {
 pub struct RunInfo {
     pub device: String,
     pub image_size: usize,
+    pub n_query: usize,
     pub steps: Steps,
     pub quick: bool,
     pub load_before: String,
@@ -28,7 +29,7 @@ pub fn header(info: &RunInfo) -> String {
     let profile = if cfg!(debug_assertions) { "dev profile (debug assertions on)" } else { "optimised (bench) profile" };
     format!(
         "Measured {} UTC on {}; {}.\n\
-         Burn {BURN_VERSION}, {profile}{}. FS-CT cosine, 5-way 5-shot 16 queries (105 images per episode) at {} px, \
+         Burn {BURN_VERSION}, {profile}{}. FS-CT cosine, 5-way 5-shot {} queries ({} images per episode) at {} px, \
          random-normal episodes, reference transformer defaults (depth 1, 8 heads × 64, FFN 512), AdamW; \
          ResNets trained end to end. {} warm-up + {} measured training steps per configuration, each on a fresh model; \
          load average before: {}, after: {}.\n",
@@ -36,6 +37,8 @@ pub fn header(info: &RunInfo) -> String {
         info.device,
         threads(),
         if info.quick { ", quick mode (CI: proves the bench runs, the figures mean little)" } else { "" },
+        info.n_query,
+        5 * (5 + info.n_query),
         info.image_size,
         info.steps.warmup,
         info.steps.measured,
@@ -75,7 +78,7 @@ pub fn cpu_table(title: &str, rows: &[Row]) -> String {
 
 /// The GPU table: the allocator's bytes in use and reserved, sampled after the backward pass,
 /// and the card's used memory from nvidia-smi.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "cuda", feature = "vulkan")), allow(dead_code))]
 pub fn gpu_table(title: &str, rows: &[Row]) -> String {
     let base = rows.first().and_then(|r| r.result.as_ref().ok());
     let mut out = format!(

@@ -11,21 +11,30 @@ pub struct Variant {
     pub apply: fn(&mut Config),
     /// Printed in the note column whatever was measured.
     pub note: &'static str,
+    /// Only on a GPU (pure half: Flex computes in f32).
+    pub gpu_only: bool,
 }
 
 /// Baseline first: every ratio is taken against it.
 pub fn all() -> Vec<Variant> {
     vec![
-        Variant { name: "baseline f32", apply: |_| {}, note: "" },
+        Variant { name: "baseline f32", apply: |_| {}, note: "", gpu_only: false },
         Variant {
             name: "+ gradient checkpointing",
             apply: |c| c.memory.gradient_checkpoint = true,
             note: "Autodiff<_, BalancedCheckpointing>",
+            gpu_only: false,
         },
-        Variant { name: "+ mixed f16", apply: |c| c.memory.precision = Precision::MixedF16, note: "" },
-        Variant { name: "+ VIC naive", apply: |c| vic(c, CovarianceMode::Naive), note: "d×d covariance" },
-        Variant { name: "+ VIC Gram", apply: |c| vic(c, CovarianceMode::Gram), note: "n×n Gram form" },
-        Variant { name: "+ cache clearing", apply: |c| c.memory.cleanup_every = 1, note: "memory_cleanup every step" },
+        Variant { name: "+ mixed f16", apply: |c| c.memory.precision = Precision::MixedF16, note: "", gpu_only: false },
+        Variant { name: "+ pure f16", apply: |c| c.memory.precision = Precision::F16, note: "", gpu_only: true },
+        Variant { name: "+ VIC naive", apply: |c| vic(c, CovarianceMode::Naive), note: "d×d covariance", gpu_only: false },
+        Variant { name: "+ VIC Gram", apply: |c| vic(c, CovarianceMode::Gram), note: "n×n Gram form", gpu_only: false },
+        Variant {
+            name: "+ cache clearing",
+            apply: |c| c.memory.cleanup_every = 1,
+            note: "memory_cleanup every step",
+            gpu_only: false,
+        },
         Variant {
             name: "all combined",
             apply: |c| {
@@ -35,6 +44,18 @@ pub fn all() -> Vec<Variant> {
                 c.memory.cleanup_every = 1;
             },
             note: "checkpointing + mixed f16 + VIC Gram + cache clearing",
+            gpu_only: false,
+        },
+        Variant {
+            name: "all combined, pure f16",
+            apply: |c| {
+                c.memory.gradient_checkpoint = true;
+                c.memory.precision = Precision::F16;
+                vic(c, CovarianceMode::Gram);
+                c.memory.cleanup_every = 1;
+            },
+            note: "checkpointing + pure f16 + VIC Gram + cache clearing",
+            gpu_only: true,
         },
     ]
 }
@@ -44,13 +65,13 @@ fn vic(config: &mut Config, covariance: CovarianceMode) {
     config.vic.covariance = covariance;
 }
 
-/// The baseline: the reference's episode and transformer settings (spec §3.1: 5-way 5-shot 16
-/// queries, FS-CT cosine, depth 1, 8 heads of 64, FFN 512, AdamW 1e-3 / 1e-5), f32, no VIC, no
+/// The baseline: the reference's episode and transformer settings (spec §3.1: 5-way 5-shot, 16
+/// queries unless the plan says otherwise, FS-CT cosine, depth 1, 8 heads of 64, FFN 512, AdamW 1e-3 / 1e-5), f32, no VIC, no
 /// cleanup. ResNets are trained end to end, as in the memory guide's presets (the reference
 /// freezes its torchvision ResNets, which would leave nothing for checkpointing to save).
-pub fn baseline(backbone: &str, image_size: usize) -> Config {
+pub fn baseline(backbone: &str, image_size: usize, n_query: usize) -> Config {
     let mut config = Config::default();
-    (config.episodes.n_way, config.episodes.k_shot, config.episodes.n_query) = (5, 5, 16);
+    (config.episodes.n_way, config.episodes.k_shot, config.episodes.n_query) = (5, 5, n_query);
     config.model.method = Method::FsctCosine;
     config.model.backbone = backbone.to_string();
     config.model.train_backbone = true;

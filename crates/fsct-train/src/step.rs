@@ -91,12 +91,22 @@ pub fn train_step<B: AutodiffBackend>(
     x: Tensor<B, 5>,
     device: &B::Device,
 ) -> Result<(AnyModel<B>, StepOutcome)> {
-    train_step_observed(config, model, optim, state, x, device, &mut || {})
+    train_step_observed(config, model, optim, state, x, device, &mut |_| {})
 }
 
-/// As [`train_step`], calling `after_backward` once the gradients exist and before the optimizer
-/// consumes them. Activations and gradients are all alive there, so that is where a GPU's memory
-/// usage (which has no peak counter) must be sampled to see the step's peak.
+/// Where [`train_step_observed`] calls its observer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepPoint {
+    /// The loss exists and the backward pass has not started: every activation the backward pass
+    /// needs is alive (Burn frees them as the backward pass consumes the graph).
+    BeforeBackward,
+    /// The gradients exist and the optimizer has not consumed them.
+    AfterBackward,
+}
+
+/// As [`train_step`], calling `observe` at each [`StepPoint`]. A GPU's memory usage (cubecl has no
+/// peak counter) must be sampled there to come near the step's peak: before the backward pass for
+/// the activations, after it for the gradients.
 pub fn train_step_observed<B: AutodiffBackend>(
     config: &Config,
     model: AnyModel<B>,
@@ -104,7 +114,7 @@ pub fn train_step_observed<B: AutodiffBackend>(
     state: &mut TrainerState,
     x: Tensor<B, 5>,
     device: &B::Device,
-    after_backward: &mut dyn FnMut(),
+    observe: &mut dyn FnMut(StepPoint),
 ) -> Result<(AnyModel<B>, StepOutcome)> {
     model.check_episode(x.dims())?;
     let n_query = config.episodes.n_query;
@@ -127,8 +137,9 @@ pub fn train_step_observed<B: AutodiffBackend>(
         Some(scaler) => loss.mul_scalar(scaler.scale),
         None => loss,
     };
+    observe(StepPoint::BeforeBackward);
     let mut grads = GradientsParams::from_grads(scaled.backward(), &model);
-    after_backward();
+    observe(StepPoint::AfterBackward);
     let applied = match state.scaler.as_mut() {
         Some(scaler) if config.memory.precision == Precision::F16 => {
             scaler.unscale_to(&model, &mut grads, HALF_ADAM_GRADIENT_SCALE)
