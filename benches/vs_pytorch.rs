@@ -11,6 +11,9 @@
 //! `tools/compare_pytorch.py` alternates this and the PyTorch script and writes the table.
 //! `--backbone ResNet18` (or 34) trains a torchvision-layout ResNet end to end, against
 //! `tools/torch_resnet18.py` on the PyTorch side.
+//!
+//! `--device cuda` (build with `--features cuda`) or `--device vulkan` (`--features vulkan`) runs
+//! the same steps on the GPU; `tools/gpu-check.sh` pairs it with `tools/torch_gpu_bench.py`.
 
 use std::time::Instant;
 
@@ -19,10 +22,9 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use burn::tensor::backend::AutodiffBackend;
 use fsct::backbone::{Backbone, BackboneName};
 use fsct::transformer::{AttentionVariant, FewShotModel, FsctConfig, episode_loss};
-
-type B = Autodiff<Flex>;
 
 #[global_allocator]
 static GLOBAL: fsct_train::hugepages::HugePageAllocator = fsct_train::hugepages::HugePageAllocator;
@@ -36,6 +38,7 @@ struct Args {
     image: usize,
     episodes: usize,
     warmup: usize,
+    device: String,
 }
 
 fn parse_args() -> Args {
@@ -48,6 +51,7 @@ fn parse_args() -> Args {
         image: 84,
         episodes: 15,
         warmup: 3,
+        device: "cpu".into(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -63,6 +67,7 @@ fn parse_args() -> Args {
             "--image" => a.image = number(),
             "--episodes" => a.episodes = number(),
             "--warmup" => a.warmup = number(),
+            "--device" => a.device = value.clone(),
             // `cargo bench` passes `--bench`; ignore it and anything unknown without a value.
             _ => {
                 i += 1;
@@ -101,21 +106,49 @@ fn main() {
     if let Some(mb) = std::env::var("FSCT_ALLOC_CACHE_MB").ok().and_then(|v| v.parse::<usize>().ok()) {
         fsct_train::hugepages::HugePageAllocator::set_cache_limit(mb << 20);
     }
-    let device = Default::default();
-    B::seed(&device, 0);
+    match a.device.as_str() {
+        "cpu" => run::<Autodiff<Flex>>(&a, &Default::default()),
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            type G = burn::backend::Cuda;
+            let device = Default::default();
+            pin_f32::<G>(&device);
+            run::<Autodiff<G>>(&a, &device)
+        }
+        #[cfg(feature = "vulkan")]
+        "vulkan" => {
+            use burn::backend::wgpu::{WgpuDevice, graphics, init_setup};
+            type G = burn::backend::Vulkan;
+            let device = WgpuDevice::DefaultDevice;
+            init_setup::<graphics::Vulkan>(&device, Default::default());
+            pin_f32::<G>(&device);
+            run::<Autodiff<G>>(&a, &device)
+        }
+        other => fail(&format!("--device {other}: use cpu, or cuda / vulkan in a build with that feature")),
+    }
+}
+
+/// The device computes in f32 (Burn 0.21 fixes a device's float type at its first tensor).
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
+fn pin_f32<G: Backend>(device: &G::Device) {
+    let _ = burn::tensor::set_default_dtypes::<G>(device, burn::tensor::DType::F32, burn::tensor::DType::I32);
+}
+
+fn run<B: AutodiffBackend>(a: &Args, device: &B::Device) {
+    B::seed(device, 0);
     let name: BackboneName = a.backbone.parse().unwrap_or_else(|e| fail(&format!("--backbone {}: {e}", a.backbone)));
     // ResNets are trained end to end here (BatchNorm in train/eval modes), as
     // `tools/torch_resnet18.py` trains its PyTorch twin; no effect on Conv nets.
-    let backbone = name.init_with::<B>(true, &device);
+    let backbone = name.init_with::<B>(true, device);
     let dim = backbone.feature_dim([3, a.image, a.image]);
     let variant = match a.variant.as_str() {
         "softmax" => AttentionVariant::Softmax,
         _ => AttentionVariant::Cosine,
     };
-    let mut model = FsctConfig::new(a.way, a.shot, dim).with_variant(variant).init(backbone, &device);
+    let mut model = FsctConfig::new(a.way, a.shot, dim).with_variant(variant).init(backbone, device);
     let mut optim = AdamWConfig::new().with_weight_decay(1e-5).with_epsilon(1e-8).init();
     let episodes: Vec<Tensor<B, 5>> = (0..4)
-        .map(|_| Tensor::random([a.way, a.shot + a.query, 3, a.image, a.image], Distribution::Normal(0.0, 1.0), &device))
+        .map(|_| Tensor::random([a.way, a.shot + a.query, 3, a.image, a.image], Distribution::Normal(0.0, 1.0), device))
         .collect();
     let (mut train, mut evals) = (Vec::new(), Vec::new());
     for i in 0..a.warmup + a.episodes {
@@ -126,7 +159,7 @@ fn main() {
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-3, model, grads);
         // Flex is synchronous, but make the timing honest on any backend.
-        B::sync(&device).ok();
+        B::sync(device).ok();
         let t1 = Instant::now();
         let eval_model = model.valid();
         let scores = eval_model.forward_episode(x.inner()).scores;
@@ -141,7 +174,7 @@ fn main() {
     println!(
         "{}",
         serde_json::json!({
-            "impl": "fsct", "burn": "0.21.0", "threads": threads, "backbone": a.backbone, "variant": a.variant,
+            "impl": "fsct", "burn": "0.21.0", "device": a.device, "threads": threads, "backbone": a.backbone, "variant": a.variant,
             "way": a.way, "shot": a.shot, "query": a.query, "image": a.image,
             "train_step_s": median(train), "eval_step_s": median(evals), "peak_rss_mib": (peak_rss_mib() * 10.0).round() / 10.0,
         })
