@@ -21,10 +21,10 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Distribution;
 use fsct::backbone::{Backbone, BackboneName};
-use fsct::transformer::{AttentionVariant, FewShotModel, FsctConfig, episode_loss};
+use fsct::transformer::{episode_loss, AttentionVariant, FewShotModel, FsctConfig};
 
 #[global_allocator]
 static GLOBAL: fsct_train::hugepages::HugePageAllocator = fsct_train::hugepages::HugePageAllocator;
@@ -57,7 +57,11 @@ fn parse_args() -> Args {
     let mut i = 0;
     while i < argv.len() {
         let value = argv.get(i + 1).cloned().unwrap_or_default();
-        let number = || value.parse::<usize>().unwrap_or_else(|_| fail(&format!("{} needs a number, got `{value}`", argv[i])));
+        let number = || {
+            value
+                .parse::<usize>()
+                .unwrap_or_else(|_| fail(&format!("{} needs a number, got `{value}`", argv[i])))
+        };
         match argv[i].as_str() {
             "--backbone" => a.backbone = value.clone(),
             "--variant" => a.variant = value.clone(),
@@ -103,7 +107,9 @@ fn peak_rss_mib() -> f64 {
 
 fn main() {
     let a = parse_args();
-    if let Some(mb) = std::env::var("FSCT_ALLOC_CACHE_MB").ok().and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(mb) =
+        std::env::var("FSCT_ALLOC_CACHE_MB").ok().and_then(|v| v.parse::<usize>().ok())
+    {
         fsct_train::hugepages::HugePageAllocator::set_cache_limit(mb << 20);
     }
     match a.device.as_str() {
@@ -117,26 +123,33 @@ fn main() {
         }
         #[cfg(feature = "vulkan")]
         "vulkan" => {
-            use burn::backend::wgpu::{WgpuDevice, graphics, init_setup};
+            use burn::backend::wgpu::{graphics, init_setup, WgpuDevice};
             type G = burn::backend::Vulkan;
             let device = WgpuDevice::DefaultDevice;
             init_setup::<graphics::Vulkan>(&device, Default::default());
             pin_f32::<G>(&device);
             run::<Autodiff<G>>(&a, &device)
         }
-        other => fail(&format!("--device {other}: use cpu, or cuda / vulkan in a build with that feature")),
+        other => fail(&format!(
+            "--device {other}: use cpu, or cuda / vulkan in a build with that feature"
+        )),
     }
 }
 
 /// The device computes in f32 (Burn 0.21 fixes a device's float type at its first tensor).
 #[cfg(any(feature = "cuda", feature = "vulkan"))]
 fn pin_f32<G: Backend>(device: &G::Device) {
-    let _ = burn::tensor::set_default_dtypes::<G>(device, burn::tensor::DType::F32, burn::tensor::DType::I32);
+    let _ = burn::tensor::set_default_dtypes::<G>(
+        device,
+        burn::tensor::DType::F32,
+        burn::tensor::DType::I32,
+    );
 }
 
 fn run<B: AutodiffBackend>(a: &Args, device: &B::Device) {
     B::seed(device, 0);
-    let name: BackboneName = a.backbone.parse().unwrap_or_else(|e| fail(&format!("--backbone {}: {e}", a.backbone)));
+    let name: BackboneName =
+        a.backbone.parse().unwrap_or_else(|e| fail(&format!("--backbone {}: {e}", a.backbone)));
     // ResNets are trained end to end here (BatchNorm in train/eval modes), as
     // `tools/torch_resnet18.py` trains its PyTorch twin; no effect on Conv nets.
     let backbone = name.init_with::<B>(true, device);
@@ -145,10 +158,17 @@ fn run<B: AutodiffBackend>(a: &Args, device: &B::Device) {
         "softmax" => AttentionVariant::Softmax,
         _ => AttentionVariant::Cosine,
     };
-    let mut model = FsctConfig::new(a.way, a.shot, dim).with_variant(variant).init(backbone, device);
+    let mut model =
+        FsctConfig::new(a.way, a.shot, dim).with_variant(variant).init(backbone, device);
     let mut optim = AdamWConfig::new().with_weight_decay(1e-5).with_epsilon(1e-8).init();
     let episodes: Vec<Tensor<B, 5>> = (0..4)
-        .map(|_| Tensor::random([a.way, a.shot + a.query, 3, a.image, a.image], Distribution::Normal(0.0, 1.0), device))
+        .map(|_| {
+            Tensor::random(
+                [a.way, a.shot + a.query, 3, a.image, a.image],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            )
+        })
         .collect();
     let (mut train, mut evals) = (Vec::new(), Vec::new());
     for i in 0..a.warmup + a.episodes {

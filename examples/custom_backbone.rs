@@ -9,11 +9,11 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::activation::relu;
 use burn::tensor::module::avg_pool2d;
+use burn::tensor::Distribution;
 use fsct::backbone::Backbone;
-use fsct::transformer::{CtxConfig, FewShotModel, FsctConfig, episode_accuracy, episode_loss};
+use fsct::transformer::{episode_accuracy, episode_loss, CtxConfig, FewShotModel, FsctConfig};
 
 /// A tiny two-layer CNN with average pooling: the smallest useful backbone.
 #[derive(Module, Debug)]
@@ -24,7 +24,9 @@ struct TinyCnn<B: Backend> {
 
 impl<B: Backend> TinyCnn<B> {
     fn new(device: &B::Device) -> Self {
-        let conv = |cin, cout| Conv2dConfig::new([cin, cout], [3, 3]).with_padding(PaddingConfig2d::Same).init(device);
+        let conv = |cin, cout| {
+            Conv2dConfig::new([cin, cout], [3, 3]).with_padding(PaddingConfig2d::Same).init(device)
+        };
         Self { conv1: conv(3, 16), conv2: conv(16, 32) }
     }
 }
@@ -49,7 +51,11 @@ fn main() {
     let backbone = TinyCnn::<B>::new(&device);
     let dim = backbone.feature_dim([3, side, side]);
     let mut model = FsctConfig::new(n_way, k_shot, dim).init(backbone, &device);
-    let episode = Tensor::<B, 5>::random([n_way, k_shot + n_query, 3, side, side], Distribution::Normal(0.0, 1.0), &device);
+    let episode = Tensor::<B, 5>::random(
+        [n_way, k_shot + n_query, 3, side, side],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
     if let Err(err) = model.check_episode(episode.dims()) {
         eprintln!("error: {err}");
         std::process::exit(2);

@@ -15,7 +15,7 @@ use burn::tensor::{DType, Element};
 use fsct_train::config::{Config, Precision};
 use fsct_train::step::StepPoint;
 
-use crate::measure::{Measured, Probe, StepMemory, Steps, measure};
+use crate::measure::{measure, Measured, Probe, StepMemory, Steps};
 use crate::report::{self, RunInfo};
 
 /// A cubecl GPU runtime as the bench uses it.
@@ -84,7 +84,8 @@ impl<G: Gpu, B: Backend + BackendTypes<Device = G::Device>> Probe for GpuProbe<G
         let started = Instant::now();
         if let Some((in_use, reserved)) = self.usage() {
             self.sample.absolute = self.sample.absolute.max(in_use);
-            self.sample.above_start = self.sample.above_start.max(in_use.saturating_sub(self.in_use_before));
+            self.sample.above_start =
+                self.sample.above_start.max(in_use.saturating_sub(self.in_use_before));
             self.sample.reserved = Some(self.sample.reserved.unwrap_or(0).max(reserved));
         }
         if let Some(used) = G::driver_used_bytes() {
@@ -103,11 +104,19 @@ fn pin<B: Backend>(device: &B::Device) -> Result<(), String> {
     let float: DType = <B::FloatElem as Element>::dtype();
     let _ = burn::tensor::set_default_dtypes::<B>(device, float, <B::IntElem as Element>::dtype());
     let chosen = DType::from(burn::tensor::get_device_settings::<B>(device).float_dtype);
-    if chosen == float { Ok(()) } else { Err(format!("the device already computes in {chosen:?}, not {float:?}")) }
+    if chosen == float {
+        Ok(())
+    } else {
+        Err(format!("the device already computes in {chosen:?}, not {float:?}"))
+    }
 }
 
 /// Measures one configuration on `G`: the f32 backend here, the f16 one in a child process.
-fn measure_on<G: Gpu>(config: &Config, device: &G::Device, steps: Steps) -> Result<Measured, String> {
+fn measure_on<G: Gpu>(
+    config: &Config,
+    device: &G::Device,
+    steps: Steps,
+) -> Result<Measured, String> {
     if config.memory.precision.is_pure_half() {
         return measure_in_child::<G>(config, steps);
     }
@@ -147,7 +156,12 @@ pub fn run_child<G: Gpu>() {
     let result = (|| {
         let config: Config = serde_json::from_str(&text).map_err(|e| format!("{CHILD}: {e}"))?;
         let (device, _) = G::open()?;
-        let none = || crate::Defaults { backbones: &[], image_size: 0, steps: Steps { warmup: 1, measured: 1 }, n_query: 1 };
+        let none = || crate::Defaults {
+            backbones: &[],
+            image_size: 0,
+            steps: Steps { warmup: 1, measured: 1 },
+            n_query: 1,
+        };
         let steps = crate::plan(none(), none()).steps;
         match config.memory.precision {
             Precision::F16 => {
@@ -178,8 +192,18 @@ pub fn run<G: Gpu>() {
         return;
     }
     let plan = crate::plan(
-        crate::Defaults { backbones: &["ResNet18", "ResNet34"], image_size: 224, steps: Steps { warmup: 2, measured: 10 }, n_query: 16 },
-        crate::Defaults { backbones: &["Conv4"], image_size: 16, steps: Steps { warmup: 1, measured: 1 }, n_query: 4 },
+        crate::Defaults {
+            backbones: &["ResNet18", "ResNet34"],
+            image_size: 224,
+            steps: Steps { warmup: 2, measured: 10 },
+            n_query: 16,
+        },
+        crate::Defaults {
+            backbones: &["Conv4"],
+            image_size: 16,
+            steps: Steps { warmup: 1, measured: 1 },
+            n_query: 4,
+        },
     );
     let load_before = report::load_average();
     let render = |tables: &str| {
@@ -213,8 +237,17 @@ pub fn run<G: Gpu>() {
             &plan,
             true,
             |config| measure_on::<G>(config, &device, plan.steps),
-            |v| v.name.contains("pure f16").then_some("Autodiff<_<f16>>: parameters, gradients and AdamW state in f16"),
-            &mut |rows| crate::write_partial(&file, &render(&format!("{tables}{}", report::gpu_table(&title, rows)))),
+            |v| {
+                v.name
+                    .contains("pure f16")
+                    .then_some("Autodiff<_<f16>>: parameters, gradients and AdamW state in f16")
+            },
+            &mut |rows| {
+                crate::write_partial(
+                    &file,
+                    &render(&format!("{tables}{}", report::gpu_table(&title, rows))),
+                )
+            },
         );
         tables.push_str(&report::gpu_table(&title, &rows));
     }
@@ -224,8 +257,8 @@ pub fn run<G: Gpu>() {
 #[cfg(feature = "cuda")]
 pub mod cuda {
     use super::*;
-    use burn::backend::Cuda;
     use burn::backend::cuda::CudaDevice;
+    use burn::backend::Cuda;
     use burn::cubecl::cuda::CudaRuntime;
 
     /// NVIDIA GPUs through CUDA.
@@ -258,12 +291,15 @@ pub mod cuda {
                     return Err("the NVIDIA driver's libcuda, NVRTC or the CUDA libraries are missing, or there is no GPU".into());
                 }
             }
-            let card = nvidia_smi("name").unwrap_or_else(|| "unnamed CUDA GPU (nvidia-smi not found)".into());
+            let card = nvidia_smi("name")
+                .unwrap_or_else(|| "unnamed CUDA GPU (nvidia-smi not found)".into());
             Ok((device, card))
         }
 
         fn driver_used_bytes() -> Option<u64> {
-            nvidia_smi("memory.used").and_then(|s| s.parse::<u64>().ok()).map(|mib| mib * 1024 * 1024)
+            nvidia_smi("memory.used")
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|mib| mib * 1024 * 1024)
         }
     }
 
@@ -283,8 +319,8 @@ pub mod cuda {
 #[cfg(feature = "vulkan")]
 pub mod vulkan {
     use super::*;
+    use burn::backend::wgpu::{graphics, init_setup, WgpuDevice, WgpuRuntime};
     use burn::backend::Vulkan;
-    use burn::backend::wgpu::{WgpuDevice, WgpuRuntime, graphics, init_setup};
 
     /// Any Vulkan GPU through wgpu; also Mesa's software device (lavapipe).
     pub struct VulkanGpu;
@@ -302,10 +338,19 @@ pub mod vulkan {
             let device = WgpuDevice::DefaultDevice;
             let hook = std::panic::take_hook();
             std::panic::set_hook(Box::new(|_| {}));
-            let setup = std::panic::catch_unwind(|| init_setup::<graphics::Vulkan>(&WgpuDevice::DefaultDevice, Default::default()));
+            let setup = std::panic::catch_unwind(|| {
+                init_setup::<graphics::Vulkan>(&WgpuDevice::DefaultDevice, Default::default())
+            });
             std::panic::set_hook(hook);
-            let info = setup.map_err(|_| "no Vulkan adapter: install the GPU's Vulkan driver, or mesa-vulkan-drivers".to_string())?.adapter.get_info();
-            let kind = if format!("{:?}", info.device_type) == "Cpu" { ", a software device" } else { "" };
+            let info = setup
+                .map_err(|_| {
+                    "no Vulkan adapter: install the GPU's Vulkan driver, or mesa-vulkan-drivers"
+                        .to_string()
+                })?
+                .adapter
+                .get_info();
+            let kind =
+                if format!("{:?}", info.device_type) == "Cpu" { ", a software device" } else { "" };
             Ok((device, format!("{} ({}{kind})", info.name, info.driver_info)))
         }
     }

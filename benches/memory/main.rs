@@ -45,7 +45,7 @@ mod variants;
 
 use burn::backend::Flex;
 
-use measure::{CpuProbe, Steps, measure};
+use measure::{measure, CpuProbe, Steps};
 use report::{Row, RunInfo};
 
 #[global_allocator]
@@ -79,10 +79,13 @@ fn env_usize(name: &str) -> Option<usize> {
 
 /// The plan for a device from its full- and quick-mode defaults and the environment.
 pub fn plan(full: Defaults, quick_mode: Defaults) -> Plan {
-    let quick = std::env::var("FSCT_BENCH_QUICK").is_ok_and(|v| v == "1") || std::env::args().any(|a| a == "--quick");
+    let quick = std::env::var("FSCT_BENCH_QUICK").is_ok_and(|v| v == "1")
+        || std::env::args().any(|a| a == "--quick");
     let d = if quick { quick_mode } else { full };
     let backbones = match std::env::var("FSCT_BENCH_BACKBONES") {
-        Ok(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        Ok(list) => {
+            list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+        }
         Err(_) => d.backbones.iter().map(|s| s.to_string()).collect(),
     };
     Plan {
@@ -111,7 +114,9 @@ pub fn run_backbone(
     for (i, variant) in variants::all().into_iter().filter(|v| gpu || !v.gpu_only).enumerate() {
         // The baseline always runs: every ratio needs it.
         let chosen = only.as_ref().is_none_or(|only| {
-            only.split(',').map(str::trim).any(|name| !name.is_empty() && variant.name.contains(name))
+            only.split(',')
+                .map(str::trim)
+                .any(|name| !name.is_empty() && variant.name.contains(name))
         });
         if i > 0 && !chosen {
             continue;
@@ -129,7 +134,10 @@ pub fn run_backbone(
             ),
             Err(why) => eprintln!("[memory bench]   failed: {why}"),
         }
-        let note = [Some(variant.note), extra_note(&variant)].into_iter().flatten().filter(|s| !s.is_empty());
+        let note = [Some(variant.note), extra_note(&variant)]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty());
         rows.push(Row { name: variant.name, note: note.collect::<Vec<_>>().join("; "), result });
         on_row(&rows);
     }
@@ -139,7 +147,10 @@ pub fn run_backbone(
 /// Rewrites the report after each row (without printing), so that an interrupted run of tens of
 /// minutes still leaves what it measured.
 pub fn write_partial(file: &str, text: &str) {
-    let _ = std::fs::write(report::report_path(file), format!("**Partial: the run did not finish.**\n\n{text}"));
+    let _ = std::fs::write(
+        report::report_path(file),
+        format!("**Partial: the run did not finish.**\n\n{text}"),
+    );
 }
 
 fn write_report(file: &str, text: &str) {
@@ -154,8 +165,18 @@ fn write_report(file: &str, text: &str) {
 fn run_cpu() {
     const FILE: &str = "fsct-memory-bench.md";
     let plan = plan(
-        Defaults { backbones: &["Conv4", "ResNet18"], image_size: 84, steps: Steps { warmup: 1, measured: 3 }, n_query: 16 },
-        Defaults { backbones: &["Conv4"], image_size: 28, steps: Steps { warmup: 1, measured: 2 }, n_query: 16 },
+        Defaults {
+            backbones: &["Conv4", "ResNet18"],
+            image_size: 84,
+            steps: Steps { warmup: 1, measured: 3 },
+            n_query: 16,
+        },
+        Defaults {
+            backbones: &["Conv4"],
+            image_size: 28,
+            steps: Steps { warmup: 1, measured: 2 },
+            n_query: 16,
+        },
     );
     let load_before = report::load_average();
     let device = Default::default();
@@ -191,7 +212,12 @@ fn run_cpu() {
                 "+ mixed f16" => Some("f16 computes slower than f32 on the CPU"),
                 _ => None,
             },
-            &mut |rows| write_partial(FILE, &render(&format!("{tables}{}", report::cpu_table(&title, rows)))),
+            &mut |rows| {
+                write_partial(
+                    FILE,
+                    &render(&format!("{tables}{}", report::cpu_table(&title, rows))),
+                )
+            },
         );
         tables.push_str(&report::cpu_table(&title, &rows));
     }

@@ -1,15 +1,15 @@
 //! Runs training steps of one configuration on a fresh model and measures each step.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use fsct_train::config::Config;
 use fsct_train::model::build_model;
-use fsct_train::step::{StepPoint, new_optimizer, new_trainer_state, train_step_observed};
+use fsct_train::step::{new_optimizer, new_trainer_state, train_step_observed, StepPoint};
 
 use crate::counting_alloc;
 
@@ -130,7 +130,11 @@ fn run_steps<B: AutodiffBackend>(
     let e = &config.episodes;
     let side = config.image_size();
     // Random pixels: data loading is benched on its own (fsct-episodes' loader bench).
-    let x = Tensor::<B, 5>::random([e.n_way, e.k_shot + e.n_query, 3, side, side], Distribution::Normal(0.0, 1.0), device);
+    let x = Tensor::<B, 5>::random(
+        [e.n_way, e.k_shot + e.n_query, 3, side, side],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
     let mut optim = new_optimizer::<B>(config);
     let mut state = new_trainer_state(config);
     let mut times = Vec::with_capacity(steps.measured);
@@ -145,9 +149,16 @@ fn run_steps<B: AutodiffBackend>(
         probe.step_start();
         let cpu_started = process_cpu_seconds();
         let started = Instant::now();
-        let (next, outcome) =
-            train_step_observed(config, model, &mut optim, &mut state, x.clone(), device, &mut |point| probe.observe(point))
-                .map_err(|e| format!("{e:#}"))?;
+        let (next, outcome) = train_step_observed(
+            config,
+            model,
+            &mut optim,
+            &mut state,
+            x.clone(),
+            device,
+            &mut |point| probe.observe(point),
+        )
+        .map_err(|e| format!("{e:#}"))?;
         // GPU work is asynchronous: the step ends when the device is done with it.
         B::sync(device).map_err(|e| e.to_string())?;
         let elapsed = started.elapsed();
@@ -160,7 +171,10 @@ fn run_steps<B: AutodiffBackend>(
                 "[memory bench]     step {step}: {:.3} s, loss {:.4}{}{}",
                 elapsed.as_secs_f64(),
                 outcome.loss,
-                outcome.vic.map_or(String::new(), |v| format!(", VIC v {:.4} i {:.4} c {:.4}", v.variance, v.invariance, v.covariance)),
+                outcome.vic.map_or(String::new(), |v| format!(
+                    ", VIC v {:.4} i {:.4} c {:.4}",
+                    v.variance, v.invariance, v.covariance
+                )),
                 if outcome.applied { "" } else { ", update skipped" }
             );
         }
@@ -216,11 +230,13 @@ impl Measured {
     /// The inverse of [`Self::to_json`].
     #[cfg_attr(not(any(feature = "cuda", feature = "vulkan")), allow(dead_code))]
     pub fn from_json(line: &str) -> Result<Self, String> {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("the child's answer: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("the child's answer: {e}"))?;
         let f = |k: &str| v[k].as_f64();
         let u = |k: &str| v[k].as_u64();
         Ok(Self {
-            median_seconds: f("median_seconds").ok_or("the child's answer has no median_seconds")?,
+            median_seconds: f("median_seconds")
+                .ok_or("the child's answer has no median_seconds")?,
             median_cpu_seconds: f("median_cpu_seconds"),
             memory: StepMemory {
                 above_start: u("above_start").unwrap_or(0),
@@ -262,5 +278,9 @@ fn median(values: &mut [f64]) -> f64 {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
 }

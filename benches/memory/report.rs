@@ -26,7 +26,11 @@ pub struct RunInfo {
 }
 
 pub fn header(info: &RunInfo) -> String {
-    let profile = if cfg!(debug_assertions) { "dev profile (debug assertions on)" } else { "optimised (bench) profile" };
+    let profile = if cfg!(debug_assertions) {
+        "dev profile (debug assertions on)"
+    } else {
+        "optimised (bench) profile"
+    };
     format!(
         "Measured {} UTC on {}; {}.\n\
          Burn {BURN_VERSION}, {profile}{}. FS-CT cosine, 5-way 5-shot {} queries ({} images per episode) at {} px, \
@@ -63,14 +67,21 @@ pub fn cpu_table(title: &str, rows: &[Row]) -> String {
                 m.median_seconds,
                 ratio(m.median_seconds, base.map(|b| b.median_seconds)),
                 m.median_cpu_seconds.map_or("n/a".into(), |s| format!("{s:.2}")),
-                ratio(m.median_cpu_seconds.unwrap_or(f64::NAN), base.and_then(|b| b.median_cpu_seconds)),
+                ratio(
+                    m.median_cpu_seconds.unwrap_or(f64::NAN),
+                    base.and_then(|b| b.median_cpu_seconds)
+                ),
                 mib(m.memory.above_start),
                 ratio(m.memory.above_start as f64, base.map(|b| b.memory.above_start as f64)),
                 mib(m.memory.absolute),
                 ratio(m.memory.absolute as f64, base.map(|b| b.memory.absolute as f64)),
                 note(row, m),
             )),
-            Err(why) => out.push_str(&format!("| {} | failed | | | | | | | | {} |\n", row.name, why.replace('|', "/"))),
+            Err(why) => out.push_str(&format!(
+                "| {} | failed | | | | | | | | {} |\n",
+                row.name,
+                why.replace('|', "/")
+            )),
         }
     }
     out
@@ -100,7 +111,11 @@ pub fn gpu_table(title: &str, rows: &[Row]) -> String {
                 m.memory.nvml.map_or("n/a".into(), mib),
                 note(row, m),
             )),
-            Err(why) => out.push_str(&format!("| {} | failed | | | | | | | {} |\n", row.name, why.replace('|', "/"))),
+            Err(why) => out.push_str(&format!(
+                "| {} | failed | | | | | | | {} |\n",
+                row.name,
+                why.replace('|', "/")
+            )),
         }
     }
     out
@@ -112,13 +127,19 @@ fn note(row: &Row, m: &Measured) -> String {
         parts.push(row.note.clone());
     }
     if m.extra_warmup > 0 {
-        parts.push(format!("{} extra warm-up step(s) until the loss scale stopped overflowing", m.extra_warmup));
+        parts.push(format!(
+            "{} extra warm-up step(s) until the loss scale stopped overflowing",
+            m.extra_warmup
+        ));
     }
     if let Some(scale) = m.loss_scale {
         parts.push(format!("loss scale {scale}"));
     }
     if m.skipped_steps > 0 {
-        parts.push(format!("{} measured step(s) skipped by the loss scaler (no optimizer update)", m.skipped_steps));
+        parts.push(format!(
+            "{} measured step(s) skipped by the loss scaler (no optimizer update)",
+            m.skipped_steps
+        ));
     }
     parts.push(format!("last loss {:.4}", m.last_loss));
     parts.join("; ")
@@ -126,7 +147,11 @@ fn note(row: &Row, m: &Measured) -> String {
 
 fn mib(bytes: u64) -> String {
     let m = bytes as f64 / (1024.0 * 1024.0);
-    if m >= 100.0 { format!("{m:.0}") } else { format!("{m:.1}") }
+    if m >= 100.0 {
+        format!("{m:.0}")
+    } else {
+        format!("{m:.1}")
+    }
 }
 
 fn ratio(value: f64, base: Option<f64>) -> String {
@@ -167,7 +192,9 @@ pub fn load_average() -> String {
 
 /// Today's date (UTC), from the system clock: days since 1970 to a civil date.
 fn today() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let days = (secs / 86_400) as i64;
     // Howard Hinnant's days-to-civil algorithm.
     let z = days + 719_468;
@@ -188,7 +215,8 @@ pub fn report_path(file: &str) -> PathBuf {
         return PathBuf::from(dir).join(file);
     }
     // The bench binary lives in <target>/<profile>/deps/.
-    let from_exe = std::env::current_exe().ok().and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from));
+    let from_exe =
+        std::env::current_exe().ok().and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from));
     from_exe
         .filter(|dir| dir.join("CACHEDIR.TAG").exists() || dir.ends_with("target"))
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))

@@ -53,7 +53,11 @@ impl BackboneName {
     /// As [`Self::init`]; with `train_torchvision`, a torchvision ResNet is trained like any other
     /// layer (BatchNorm in the usual train/eval modes) instead of frozen on batch statistics —
     /// what the fork's memory guide does (spec §1.7). No effect on other backbones.
-    pub fn init_with<B: Backend>(&self, train_torchvision: bool, device: &B::Device) -> BuiltinBackbone<B> {
+    pub fn init_with<B: Backend>(
+        &self,
+        train_torchvision: bool,
+        device: &B::Device,
+    ) -> BuiltinBackbone<B> {
         match *self {
             Self::Conv { depth, no_pool, single_channel } => BuiltinBackbone::Conv(
                 ConvNetConfig::conv(depth)
@@ -88,7 +92,8 @@ impl FromStr for BackboneName {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let unknown = || BackboneError::UnknownName(s.to_string());
         if let Some(rest) = s.strip_prefix("Conv") {
-            let (depth, suffix) = rest.split_at(rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len()));
+            let (depth, suffix) =
+                rest.split_at(rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len()));
             let depth = match depth {
                 "4" => 4,
                 "6" => 6,
@@ -120,7 +125,9 @@ impl fmt::Display for BackboneName {
                 let np = if no_pool { "NP" } else { "" };
                 write!(f, "Conv{depth}{s}{np}")
             }
-            Self::ResNet { depth, feti } => write!(f, "ResNet{depth}{}", if feti { "-FETI" } else { "" }),
+            Self::ResNet { depth, feti } => {
+                write!(f, "ResNet{depth}{}", if feti { "-FETI" } else { "" })
+            }
         }
     }
 }

@@ -2,8 +2,8 @@
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
 
-use crate::init::{conv2d, normal};
 use crate::fused::batch_norm_relu_pool;
+use crate::init::{conv2d, normal};
 use burn::nn::conv::Conv2d;
 
 /// Configuration of a [`ConvBlock`]: 3×3 conv (with bias) → BatchNorm → ReLU → optional 2×2

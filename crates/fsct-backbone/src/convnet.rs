@@ -53,11 +53,8 @@ impl ConvNetConfig {
         let in_channels = if self.single_channel { 1 } else { 3 };
         let trunk = (0..self.depth)
             .map(|i| {
-                let (pool, padding) = if self.no_pool {
-                    (i < 2, if i < 2 { 0 } else { 1 })
-                } else {
-                    (i < 4, 1)
-                };
+                let (pool, padding) =
+                    if self.no_pool { (i < 2, if i < 2 { 0 } else { 1 }) } else { (i < 4, 1) };
                 let cin = if i == 0 { in_channels } else { self.width };
                 ConvBlockConfig::new(cin, self.width)
                     .with_pool(pool)
@@ -75,11 +72,7 @@ impl<B: Backend> ConvNet<B> {
     /// - output: `[n, width, h', w']` as given by [`Backbone::feature_shape`]
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let _span = tracing::trace_span!("convnet", blocks = self.trunk.len()).entered();
-        let mut x = if self.single_channel {
-            images.narrow(1, 0, 1)
-        } else {
-            images
-        };
+        let mut x = if self.single_channel { images.narrow(1, 0, 1) } else { images };
         for block in &self.trunk {
             x = block.forward(x);
         }
@@ -136,7 +129,11 @@ mod tests {
             for side in [84, 224] {
                 let out = net.features(Tensor::<B, 4>::zeros([1, 3, side, side], &device));
                 let [_, c, h, w] = out.dims();
-                assert_eq!([c, h, w], net.feature_shape([3, side, side]), "{name} forward at {side} px");
+                assert_eq!(
+                    [c, h, w],
+                    net.feature_shape([3, side, side]),
+                    "{name} forward at {side} px"
+                );
             }
         }
         // CIFAR (64 px) gives 4×4 and the S nets at 28 px give 1×1 (d = 64).
@@ -153,7 +150,8 @@ mod tests {
         let running_stats = 4 * 2 * 64;
         let conv4 = ConvNetConfig::conv(4).init::<B>(&device);
         assert_eq!(conv4.num_params() - running_stats, 113_088);
-        let conv4snp = ConvNetConfig::conv(4).with_no_pool(true).with_single_channel(true).init::<B>(&device);
+        let conv4snp =
+            ConvNetConfig::conv(4).with_no_pool(true).with_single_channel(true).init::<B>(&device);
         assert_eq!(conv4snp.num_params() - running_stats, 111_936);
     }
 
@@ -161,11 +159,14 @@ mod tests {
     fn single_channel_nets_use_only_channel_zero() {
         let device = Default::default();
         let net = ConvNetConfig::conv(4).with_single_channel(true).init::<B>(&device);
-        let x = Tensor::<B, 4>::random([2, 1, 28, 28], burn::tensor::Distribution::Default, &device);
-        let noise = Tensor::<B, 4>::random([2, 2, 28, 28], burn::tensor::Distribution::Default, &device);
+        let x =
+            Tensor::<B, 4>::random([2, 1, 28, 28], burn::tensor::Distribution::Default, &device);
+        let noise =
+            Tensor::<B, 4>::random([2, 2, 28, 28], burn::tensor::Distribution::Default, &device);
         let a = net.forward(Tensor::cat(vec![x.clone(), noise], 1));
         let b = net.forward(Tensor::cat(vec![x.clone(), x.clone(), x], 1));
-        a.into_data().assert_approx_eq::<f32>(&b.into_data(), burn::tensor::Tolerance::absolute(1e-6));
+        a.into_data()
+            .assert_approx_eq::<f32>(&b.into_data(), burn::tensor::Tolerance::absolute(1e-6));
     }
 
     #[test]

@@ -8,7 +8,9 @@ pub enum BackboneError {
     )]
     UnknownName(String),
     /// A backbone that cannot run on the requested input.
-    #[error("backbone {name} cannot take an input of {input:?} ([channels, height, width]): {why}")]
+    #[error(
+        "backbone {name} cannot take an input of {input:?} ([channels, height, width]): {why}"
+    )]
     InputTooSmall {
         /// The backbone's name.
         name: String,

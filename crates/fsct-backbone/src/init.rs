@@ -1,7 +1,7 @@
 //! Initialisation helpers that reproduce PyTorch's defaults where Burn's differ.
 use burn::module::Initializer;
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 
 /// A conv layer whose weight is drawn from `weight_init` and whose bias (if any) keeps PyTorch's

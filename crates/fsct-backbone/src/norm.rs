@@ -26,7 +26,11 @@ pub enum BatchNormMode {
 /// `BatchNorm::forward` swaps the batch and channel axes twice, which on the CPU cost more than
 /// the convolution it follows). Training-mode running statistics follow PyTorch: momentum 0.1 and
 /// the unbiased batch variance (Burn's module stores the biased one).
-pub(crate) fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, mode: BatchNormMode) -> Tensor<B, 4> {
+pub(crate) fn batch_norm<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    mode: BatchNormMode,
+) -> Tensor<B, 4> {
     let dtype = x.dtype();
     if dtype != DType::F32 {
         let y = batch_norm(bn, x.cast(FloatDType::F32), mode);
@@ -43,7 +47,11 @@ pub(crate) fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, mode: B
 
 /// Normalises with the batch's own mean and biased variance; updates the running statistics
 /// when `update_running` is set.
-fn batch_statistics_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, update_running: bool) -> Tensor<B, 4> {
+fn batch_statistics_norm<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    update_running: bool,
+) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let count = (n * h * w) as f64;
     let x = x.reshape([n, c, h * w]);
@@ -51,9 +59,15 @@ fn batch_statistics_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, update_
     let centered = x.sub(mean.clone());
     let var = centered.clone().square().sum_dim(2).sum_dim(0).div_scalar(count); // [1, c, 1]
     if update_running {
-        update_running_statistics(bn, mean.clone().detach().reshape([c]), var.clone().detach().reshape([c]), n * h * w);
+        update_running_statistics(
+            bn,
+            mean.clone().detach().reshape([c]),
+            var.clone().detach().reshape([c]),
+            n * h * w,
+        );
     }
-    let scale = var.add_scalar(bn.epsilon).sqrt().recip().mul(as_f32(bn.gamma.val()).reshape([1, c, 1]));
+    let scale =
+        var.add_scalar(bn.epsilon).sqrt().recip().mul(as_f32(bn.gamma.val()).reshape([1, c, 1]));
     centered.mul(scale).add(as_f32(bn.beta.val()).reshape([1, c, 1])).reshape([n, c, h, w])
 }
 
@@ -61,12 +75,21 @@ fn batch_statistics_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, update_
 /// precision (`Cuda<f16>`, `Vulkan<f16>`) they are stored in half: mixing them with f32 maps
 /// would make GPU kernels read half values as f32 (Flex refuses mixed ops; cubecl does not check).
 fn as_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if x.dtype() == DType::F32 { x } else { x.cast(FloatDType::F32) }
+    if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(FloatDType::F32)
+    }
 }
 
 /// Moves the running statistics towards a batch's `mean` and biased `var` (both `[c]`, over
 /// `count` values per channel) as PyTorch does: momentum `bn.momentum`, unbiased variance.
-pub(crate) fn update_running_statistics<B: Backend>(bn: &BatchNorm<B>, mean: Tensor<B, 1>, var: Tensor<B, 1>, count: usize) {
+pub(crate) fn update_running_statistics<B: Backend>(
+    bn: &BatchNorm<B>,
+    mean: Tensor<B, 1>,
+    var: Tensor<B, 1>,
+    count: usize,
+) {
     let count = count as f64;
     let m = bn.momentum;
     let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
@@ -82,7 +105,11 @@ pub(crate) fn update_running_statistics<B: Backend>(bn: &BatchNorm<B>, mean: Ten
 /// Normalises with the running statistics (evaluation): one scale and one shift per channel.
 fn running_statistics_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
-    let scale = as_f32(bn.running_var.value()).add_scalar(bn.epsilon).sqrt().recip().mul(as_f32(bn.gamma.val()));
+    let scale = as_f32(bn.running_var.value())
+        .add_scalar(bn.epsilon)
+        .sqrt()
+        .recip()
+        .mul(as_f32(bn.gamma.val()));
     let shift = as_f32(bn.beta.val()).sub(as_f32(bn.running_mean.value()).mul(scale.clone()));
     x.reshape([n, c, h * w])
         .mul(scale.reshape([1, c, 1]))
@@ -109,18 +136,39 @@ mod tests {
     type AD = Autodiff<Flex>;
 
     /// An f64 reference computed element by element.
-    fn reference(x: &[f32], [n, c, hw]: [usize; 3], gamma: &[f32], beta: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    fn reference(
+        x: &[f32],
+        [n, c, hw]: [usize; 3],
+        gamma: &[f32],
+        beta: &[f32],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let count = (n * hw) as f64;
         let at = |i: usize, ch: usize, p: usize| x[(i * c + ch) * hw + p] as f64;
-        let mean: Vec<f64> = (0..c).map(|ch| (0..n).flat_map(|i| (0..hw).map(move |p| (i, p))).map(|(i, p)| at(i, ch, p)).sum::<f64>() / count).collect();
+        let mean: Vec<f64> = (0..c)
+            .map(|ch| {
+                (0..n)
+                    .flat_map(|i| (0..hw).map(move |p| (i, p)))
+                    .map(|(i, p)| at(i, ch, p))
+                    .sum::<f64>()
+                    / count
+            })
+            .collect();
         let var: Vec<f64> = (0..c)
-            .map(|ch| (0..n).flat_map(|i| (0..hw).map(move |p| (i, p))).map(|(i, p)| (at(i, ch, p) - mean[ch]).powi(2)).sum::<f64>() / count)
+            .map(|ch| {
+                (0..n)
+                    .flat_map(|i| (0..hw).map(move |p| (i, p)))
+                    .map(|(i, p)| (at(i, ch, p) - mean[ch]).powi(2))
+                    .sum::<f64>()
+                    / count
+            })
             .collect();
         let mut y = vec![0.0; x.len()];
         for i in 0..n {
             for ch in 0..c {
                 for p in 0..hw {
-                    y[(i * c + ch) * hw + p] = (at(i, ch, p) - mean[ch]) / (var[ch] + 1e-5).sqrt() * gamma[ch] as f64 + beta[ch] as f64;
+                    y[(i * c + ch) * hw + p] = (at(i, ch, p) - mean[ch]) / (var[ch] + 1e-5).sqrt()
+                        * gamma[ch] as f64
+                        + beta[ch] as f64;
                 }
             }
         }
@@ -141,12 +189,22 @@ mod tests {
         let (y_ref, mean, var) = reference(&xs, [n, c, h * w], &gamma, &beta);
 
         let y = batch_norm(&bn, x, BatchNormMode::Standard);
-        y.into_data().assert_approx_eq::<f32>(&TensorData::new(y_ref, [n, c, h, w]), Tolerance::absolute(1e-4));
+        y.into_data().assert_approx_eq::<f32>(
+            &TensorData::new(y_ref, [n, c, h, w]),
+            Tolerance::absolute(1e-4),
+        );
         let count = (n * h * w) as f64;
         let running_mean: Vec<f64> = mean.iter().map(|m| 0.1 * m).collect();
-        let running_var: Vec<f64> = var.iter().map(|v| 0.9 + 0.1 * v * count / (count - 1.0)).collect();
-        bn.running_mean.value_sync().into_data().assert_approx_eq::<f32>(&TensorData::new(running_mean, [c]), Tolerance::absolute(1e-5));
-        bn.running_var.value_sync().into_data().assert_approx_eq::<f32>(&TensorData::new(running_var, [c]), Tolerance::absolute(1e-5));
+        let running_var: Vec<f64> =
+            var.iter().map(|v| 0.9 + 0.1 * v * count / (count - 1.0)).collect();
+        bn.running_mean.value_sync().into_data().assert_approx_eq::<f32>(
+            &TensorData::new(running_mean, [c]),
+            Tolerance::absolute(1e-5),
+        );
+        bn.running_var
+            .value_sync()
+            .into_data()
+            .assert_approx_eq::<f32>(&TensorData::new(running_var, [c]), Tolerance::absolute(1e-5));
     }
 
     #[test]
@@ -154,15 +212,19 @@ mod tests {
         let device = Default::default();
         let (n, c, h, w) = (2, 3, 4, 4);
         let bn = BatchNormConfig::new(c).init::<AD>(&device);
-        let x = Tensor::<AD, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let x = Tensor::<AD, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
 
         // Gradients through this implementation equal those through Burn's module.
-        let weights = Tensor::<AD, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let weights =
+            Tensor::<AD, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
         let ours = batch_norm(&bn, x.clone(), BatchNormMode::Standard).mul(weights.clone()).sum();
         let theirs = bn.forward(x.clone()).mul(weights).sum();
         let g_ours = x.grad(&ours.backward()).unwrap();
         let g_theirs = x.grad(&theirs.backward()).unwrap();
-        g_ours.into_data().assert_approx_eq::<f32>(&g_theirs.into_data(), Tolerance::absolute(1e-5));
+        g_ours
+            .into_data()
+            .assert_approx_eq::<f32>(&g_theirs.into_data(), Tolerance::absolute(1e-5));
 
         // The inner backend normalises with the running statistics: (x - rm) / sqrt(rv + eps).
         let valid = burn::module::AutodiffModule::valid(&bn);
@@ -170,6 +232,8 @@ mod tests {
         let rm = valid.running_mean.value().reshape([1, c, 1, 1]);
         let rv = valid.running_var.value().reshape([1, c, 1, 1]);
         let expected = xi.clone().sub(rm).div(rv.add_scalar(1e-5).sqrt());
-        batch_norm(&valid, xi, BatchNormMode::Standard).into_data().assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
+        batch_norm(&valid, xi, BatchNormMode::Standard)
+            .into_data()
+            .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
     }
 }

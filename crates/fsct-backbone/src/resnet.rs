@@ -4,9 +4,9 @@ use burn::prelude::*;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 
 use crate::backbone::Backbone;
-use crate::init::{conv2d, normal};
 use crate::fused::{batch_norm_add_relu, batch_norm_relu};
-use crate::norm::{BatchNormMode, batch_norm};
+use crate::init::{conv2d, normal};
+use crate::norm::{batch_norm, BatchNormMode};
 
 /// The stem (and head) layout of a [`ResNet`].
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -71,7 +71,13 @@ impl ResNetConfig {
             let stride = if index == 0 { 1 } else { 2 };
             let blocks: Vec<BasicBlock<B>> = (0..self.blocks[index])
                 .map(|j| {
-                    let block = BasicBlock::new(in_channels, width, if j == 0 { stride } else { 1 }, self.batch_norm, device);
+                    let block = BasicBlock::new(
+                        in_channels,
+                        width,
+                        if j == 0 { stride } else { 1 },
+                        self.batch_norm,
+                        device,
+                    );
                     in_channels = width;
                     block
                 })
@@ -137,7 +143,13 @@ pub struct BasicBlock<B: Backend> {
 }
 
 impl<B: Backend> BasicBlock<B> {
-    fn new(cin: usize, cout: usize, stride: usize, mode: BatchNormMode, device: &B::Device) -> Self {
+    fn new(
+        cin: usize,
+        cout: usize,
+        stride: usize,
+        mode: BatchNormMode,
+        device: &B::Device,
+    ) -> Self {
         let downsample = (stride != 1 || cin != cout).then(|| Downsample {
             conv: kaiming_conv(cin, cout, 1, stride, 0, device),
             bn: BatchNormConfig::new(cout).init(device),
@@ -227,7 +239,9 @@ impl<B: Backend> ResNet<B> {
         if self.stem == ResNetStem::TorchVision {
             x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
         }
-        for (i, stage) in [&self.layer1, &self.layer2, &self.layer3, &self.layer4].into_iter().enumerate() {
+        for (i, stage) in
+            [&self.layer1, &self.layer2, &self.layer3, &self.layer4].into_iter().enumerate()
+        {
             let _span = tracing::trace_span!("resnet.layer", index = i + 1).entered();
             for block in stage {
                 x = block.forward(x);
@@ -247,10 +261,7 @@ impl<B: Backend> ResNet<B> {
 
     fn width(&self) -> usize {
         let stages = [&self.layer1, &self.layer2, &self.layer3, &self.layer4];
-        stages
-            .iter()
-            .rposition(|s| !s.is_empty())
-            .map_or(64, |i| 64 << i)
+        stages.iter().rposition(|s| !s.is_empty()).map_or(64, |i| 64 << i)
     }
 }
 
@@ -266,10 +277,8 @@ impl<B: Backend> Backbone<B> for ResNet<B> {
 
     fn feature_shape(&self, input: [usize; 3]) -> [usize; 3] {
         let side = |s: usize| -> usize {
-            let strided_stages = [&self.layer2, &self.layer3, &self.layer4]
-                .iter()
-                .filter(|l| !l.is_empty())
-                .count();
+            let strided_stages =
+                [&self.layer2, &self.layer3, &self.layer4].iter().filter(|l| !l.is_empty()).count();
             let stem = match self.stem {
                 ResNetStem::Feti => out_side(s, 5, 2, 1),
                 ResNetStem::TorchVision => out_side(s, 7, 2, 3).and_then(|s| out_side(s, 3, 2, 1)),
@@ -301,7 +310,8 @@ mod tests {
         // Burn also counts BatchNorm running statistics, which PyTorch's figure leaves out.
         let trainable = |net: ResNet<B>| {
             let mut bn_channels = 64;
-            for block in net.layer1.iter().chain(&net.layer2).chain(&net.layer3).chain(&net.layer4) {
+            for block in net.layer1.iter().chain(&net.layer2).chain(&net.layer3).chain(&net.layer4)
+            {
                 let width = block.bn1.gamma.val().dims()[0];
                 bn_channels += 2 * width + block.downsample.as_ref().map_or(0, |_| width);
             }
@@ -330,7 +340,11 @@ mod tests {
             for side in [84, 224] {
                 let out = net.features(Tensor::<B, 4>::zeros([1, 3, side, side], &device));
                 let [_, c, h, w] = out.dims();
-                assert_eq!([c, h, w], net.feature_shape([3, side, side]), "{name} forward at {side}");
+                assert_eq!(
+                    [c, h, w],
+                    net.feature_shape([3, side, side]),
+                    "{name} forward at {side}"
+                );
             }
         }
         // CIFAR's 112 px through a torchvision ResNet: 4×4 (d = 8192).
@@ -342,7 +356,8 @@ mod tests {
     fn torchvision_resnets_are_frozen_and_use_batch_statistics() {
         let device = Default::default();
         let net = BackboneName::ResNet { depth: 18, feti: false }.init::<Autodiff<B>>(&device);
-        let x = Tensor::<Autodiff<B>, 4>::random([2, 3, 32, 32], Distribution::Default, &device).require_grad();
+        let x = Tensor::<Autodiff<B>, 4>::random([2, 3, 32, 32], Distribution::Default, &device)
+            .require_grad();
         let grads = net.features(x.clone()).sum().backward();
         assert!(x.grad(&grads).is_some(), "gradients still flow through to the input");
         let BuiltinBackbone::ResNet(resnet) = &net else { panic!("expected a ResNet") };
@@ -351,16 +366,23 @@ mod tests {
         // On the inner backend (validation/test), BN still normalises with the batch's statistics:
         // scaling the input changes nothing after the (bias-free) stem conv and its BN, whereas
         // running statistics (mean 0, var 1) would pass the scale through.
-        let stem_only = |mode| ResNetConfig::new([0, 0, 0, 0]).with_stem(ResNetStem::TorchVision).with_batch_norm(mode);
+        let stem_only = |mode| {
+            ResNetConfig::new([0, 0, 0, 0]).with_stem(ResNetStem::TorchVision).with_batch_norm(mode)
+        };
         let x = Tensor::<B, 4>::random([3, 3, 32, 32], Distribution::Default, &device);
         let batch = stem_only(BatchNormMode::BatchStatistics).init::<B>(&device);
         let a = batch.forward(x.clone());
         let b = batch.forward(x.clone().mul_scalar(5.0));
         // Only BN's epsilon (1e-5 against a small variance) separates the two.
-        a.clone().into_data().assert_approx_eq::<f32>(&b.into_data(), burn::tensor::Tolerance::rel_abs(2e-3, 1e-5));
+        a.clone()
+            .into_data()
+            .assert_approx_eq::<f32>(&b.into_data(), burn::tensor::Tolerance::rel_abs(2e-3, 1e-5));
         let standard = stem_only(BatchNormMode::Standard).init::<B>(&device);
         let scaled = standard.forward(x.clone().mul_scalar(5.0)).sum().into_scalar();
         let ratio = scaled / standard.forward(x).sum().into_scalar();
-        assert!((ratio - 5.0).abs() < 1e-3, "running statistics keep the input scale (ratio {ratio})");
+        assert!(
+            (ratio - 5.0).abs() < 1e-3,
+            "running statistics keep the input scale (ratio {ratio})"
+        );
     }
 }

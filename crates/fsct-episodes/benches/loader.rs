@@ -23,13 +23,7 @@ fn write_dataset(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
         let dir = root.join(format!("c{class:02}"));
         std::fs::create_dir_all(&dir)?;
         for instance in 0..IMAGES {
-            let image = GlyphId {
-                seed: 7,
-                class,
-                instance,
-                size: SIDE,
-            }
-            .render();
+            let image = GlyphId { seed: 7, class, instance, size: SIDE }.render();
             let file = std::io::BufWriter::new(std::fs::File::create(
                 dir.join(format!("{instance:02}.jpg")),
             )?);
@@ -60,17 +54,8 @@ fn measure(
     cache: bool,
     episodes: u64,
 ) -> Result<(u64, f64), Box<dyn std::error::Error>> {
-    let spec = EpisodeSpec {
-        n_way: 5,
-        k_shot: 5,
-        n_query: 16,
-    };
-    let config = LoaderConfig {
-        threads,
-        prefetch: 4,
-        seed: 1,
-        cache,
-    };
+    let spec = EpisodeSpec { n_way: 5, k_shot: 5, n_query: 16 };
+    let config = LoaderConfig { threads, prefetch: 4, seed: 1, cache };
     if cache {
         // Fill the cache first (it is shared by loaders of the same Arc<Dataset> and size), so
         // the timed run shows the warm, cached rate.
@@ -115,13 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (pipeline, mode) in [("eval", TransformMode::Eval), ("train aug", TransformMode::Train)] {
         for (threads, cache) in [(1, false), (2, false), (2, true)] {
             let (episodes, seconds) = measure(&data, mode, threads, cache, episodes)?;
-            rows.push(Row {
-                pipeline,
-                threads,
-                cache,
-                episodes,
-                seconds,
-            });
+            rows.push(Row { pipeline, threads, cache, episodes, seconds });
         }
     }
 

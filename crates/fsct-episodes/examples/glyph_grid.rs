@@ -7,10 +7,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let size: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(32);
     let out = args.next().unwrap_or_else(|| format!("glyphs_{size}.png"));
-    let splits = synthetic_splits(&SyntheticConfig {
-        native_size: size,
-        ..SyntheticConfig::default()
-    });
+    let splits =
+        synthetic_splits(&SyntheticConfig { native_size: size, ..SyntheticConfig::default() });
     let (rows, cols) = (10usize, 8usize);
     let side = size as u32;
     let mut grid = image::RgbImage::new(cols as u32 * side, rows as u32 * side);

@@ -80,18 +80,13 @@ pub(crate) fn shared_cache(dataset: &Arc<Dataset>, image_size: u32) -> Arc<Image
     // Drop the caches of datasets that no longer exist (their memory is otherwise held forever).
     registry.retain(|e| e.dataset.strong_count() > 0);
     let weak = Arc::downgrade(dataset);
-    if let Some(entry) = registry
-        .iter()
-        .find(|e| e.image_size == image_size && Weak::ptr_eq(&e.dataset, &weak))
+    if let Some(entry) =
+        registry.iter().find(|e| e.image_size == image_size && Weak::ptr_eq(&e.dataset, &weak))
     {
         return Arc::clone(&entry.cache);
     }
     let cache = Arc::new(ImageCache::new(dataset, usize::MAX));
-    registry.push(Entry {
-        dataset: weak,
-        image_size,
-        cache: Arc::clone(&cache),
-    });
+    registry.push(Entry { dataset: weak, image_size, cache: Arc::clone(&cache) });
     cache
 }
 
@@ -102,11 +97,8 @@ mod tests {
 
     #[test]
     fn registry_shares_per_dataset_and_size_and_forgets_dropped_datasets() {
-        let config = SyntheticConfig {
-            classes: 5,
-            images_per_class: 4,
-            ..SyntheticConfig::default()
-        };
+        let config =
+            SyntheticConfig { classes: 5, images_per_class: 4, ..SyntheticConfig::default() };
         let a = Arc::new(synthetic_splits(&config).base);
         let b = Arc::new(synthetic_splits(&config).base);
         let cache = shared_cache(&a, 16);
@@ -114,14 +106,11 @@ mod tests {
         assert!(!Arc::ptr_eq(&cache, &shared_cache(&a, 32)));
         assert!(!Arc::ptr_eq(&cache, &shared_cache(&b, 16)));
 
-        let image = cache
-            .get_or_load(1, 2, || a.load(1, 2))
-            .expect("synthetic images load");
+        let image = cache.get_or_load(1, 2, || a.load(1, 2)).expect("synthetic images load");
         assert_eq!(cache.used_bytes(), image.as_raw().len());
         // Served from the cache: the loader is not called again.
-        let again = shared_cache(&a, 16)
-            .get_or_load(1, 2, || panic!("should be cached"))
-            .expect("cached");
+        let again =
+            shared_cache(&a, 16).get_or_load(1, 2, || panic!("should be cached")).expect("cached");
         assert!(Arc::ptr_eq(&image, &again));
 
         let weak = Arc::downgrade(&cache);

@@ -46,9 +46,7 @@ impl Episode {
     /// Query targets in the order FS-CT flattens queries (`[N · M]`, query `b` is class `⌊b/M⌋`).
     pub fn query_targets(&self) -> Vec<i64> {
         let m = self.shape[1] - self.k_shot;
-        (0..self.shape[0] as i64)
-            .flat_map(|n| std::iter::repeat_n(n, m))
-            .collect()
+        (0..self.shape[0] as i64).flat_map(|n| std::iter::repeat_n(n, m)).collect()
     }
 
     /// [`query_targets`](Self::query_targets) as an Int tensor on `device`.

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 /// [`std::error::Error::source`], so a printed chain (`{:#}` in anyhow) does not repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum EpisodeError {
-    #[error("{path}: cannot read the split file: {error}; fix: check the path and its permissions")]
+    #[error(
+        "{path}: cannot read the split file: {error}; fix: check the path and its permissions"
+    )]
     SplitRead { path: PathBuf, error: std::io::Error },
 
     #[error(
@@ -20,24 +22,14 @@ pub enum EpisodeError {
         "{path}: not valid JSON: {problem} at line {line}, column {column}; fix: repair the \
          JSON there (was the file cut short or edited by hand?)"
     )]
-    SplitSyntax {
-        path: PathBuf,
-        problem: String,
-        line: usize,
-        column: usize,
-    },
+    SplitSyntax { path: PathBuf, problem: String, line: usize, column: usize },
 
     #[error(
         "{path}: not a valid split file: {problem} (line {line}, column {column}); fix: it must \
          be a JSON object with `image_names` (list of paths) and `image_labels` (list of \
          integers), and optionally `label_names` (list of strings)"
     )]
-    SplitParse {
-        path: PathBuf,
-        problem: String,
-        line: usize,
-        column: usize,
-    },
+    SplitParse { path: PathBuf, problem: String, line: usize, column: usize },
 
     #[error("{path}: the split lists no images; fix: list the split's images in `image_names`")]
     EmptySplit { path: PathBuf },
@@ -46,32 +38,19 @@ pub enum EpisodeError {
         "{path}: entry {index} of `image_names` ({name:?}) is not a file name; fix: give the \
          image's path, absolute or relative to the split file's folder"
     )]
-    BadImageName {
-        path: PathBuf,
-        index: usize,
-        name: String,
-    },
+    BadImageName { path: PathBuf, index: usize, name: String },
 
     #[error(
         "{path}: the same image is listed in two classes, `{first}` and `{second}` (in \
          {listed_in}); fix: an image belongs to one class: remove one of the entries"
     )]
-    FileInTwoClasses {
-        path: PathBuf,
-        listed_in: PathBuf,
-        first: String,
-        second: String,
-    },
+    FileInTwoClasses { path: PathBuf, listed_in: PathBuf, first: String, second: String },
 
     #[error(
         "{path}: `image_names` has {names} entries but `image_labels` has {labels}; fix: give \
          exactly one label per image"
     )]
-    LengthMismatch {
-        path: PathBuf,
-        names: usize,
-        labels: usize,
-    },
+    LengthMismatch { path: PathBuf, names: usize, labels: usize },
 
     #[error(
         "{path}: image does not exist (listed in {listed_in}){more}; fix: restore the file, or \
@@ -105,17 +84,11 @@ pub enum EpisodeError {
     )]
     MissingClassFolder { path: PathBuf, class: String },
 
-
     #[error(
         "{path}: class `{class}` is listed in more than one split ({first} and {second}); fix: \
          each class must belong to one split"
     )]
-    ClassInTwoSplits {
-        path: PathBuf,
-        class: String,
-        first: String,
-        second: String,
-    },
+    ClassInTwoSplits { path: PathBuf, class: String, first: String, second: String },
 
     #[error("{path}: class `{class}` is listed twice; fix: list each class folder once")]
     DuplicateClass { path: PathBuf, class: String },
@@ -156,11 +129,7 @@ pub enum EpisodeError {
         "{path}: splits `{first}` and `{second}` are both read from this file; fix: give each \
          split its own file"
     )]
-    SplitsShareFile {
-        path: PathBuf,
-        first: String,
-        second: String,
-    },
+    SplitsShareFile { path: PathBuf, first: String, second: String },
 
     #[error("{path}: no class folders found; fix: put images in `{path}/<class>/<image>`")]
     NoClasses { path: PathBuf },
@@ -169,41 +138,22 @@ pub enum EpisodeError {
         "{path}: cannot decode image: {reason}; fix: re-encode the file (JPEG, PNG, WebP, BMP, \
          GIF or TIFF) or remove it from {listed_in}"
     )]
-    Decode {
-        path: PathBuf,
-        listed_in: PathBuf,
-        reason: String,
-    },
+    Decode { path: PathBuf, listed_in: PathBuf, reason: String },
 
     #[error(
         "class `{class}` of `{split}` ({source_path}) has {have} images but an episode needs \
          k_shot + n_query = {need}; fix: lower k_shot or n_query, or remove the class from `{split}`"
     )]
-    TooFewImages {
-        split: String,
-        source_path: PathBuf,
-        class: String,
-        have: usize,
-        need: usize,
-    },
+    TooFewImages { split: String, source_path: PathBuf, class: String, have: usize, need: usize },
 
     #[error(
         "`{split}` ({source_path}) has {have} classes but n_way = {n_way}; fix: lower n_way to at \
          most {have} or add classes to `{split}`"
     )]
-    TooFewClasses {
-        split: String,
-        source_path: PathBuf,
-        have: usize,
-        n_way: usize,
-    },
+    TooFewClasses { split: String, source_path: PathBuf, have: usize, n_way: usize },
 
     #[error("invalid configuration: `{field}` {problem}; fix: {fix}")]
-    Config {
-        field: &'static str,
-        problem: String,
-        fix: &'static str,
-    },
+    Config { field: &'static str, problem: String, fix: &'static str },
 
     #[error("episode loader worker stopped unexpectedly; fix: this is a bug, please report it")]
     WorkerLost,
@@ -211,10 +161,6 @@ pub enum EpisodeError {
 
 impl EpisodeError {
     pub(crate) fn decode(path: PathBuf, listed_in: PathBuf, reason: impl ToString) -> Self {
-        Self::Decode {
-            path,
-            listed_in,
-            reason: reason.to_string(),
-        }
+        Self::Decode { path, listed_in, reason: reason.to_string() }
     }
 }

@@ -52,9 +52,7 @@ pub fn open_image_folder_split(
         .map(|dir| class_from_dir(dir, &mut skipped))
         .collect::<Result<Vec<_>, _>>()?;
     if classes.is_empty() {
-        return Err(EpisodeError::NoClasses {
-            path: root.to_path_buf(),
-        });
+        return Err(EpisodeError::NoClasses { path: root.to_path_buf() });
     }
     assemble(name, root, classes, skipped, options)
 }
@@ -130,10 +128,7 @@ pub fn open_image_folder_classes(
             }
             let dir = root.join(class);
             if !dir.is_dir() {
-                return Err(EpisodeError::MissingClassFolder {
-                    path: dir,
-                    class: class.clone(),
-                });
+                return Err(EpisodeError::MissingClassFolder { path: dir, class: class.clone() });
             }
             class_from_dir(&dir, &mut skipped)
         })
@@ -171,9 +166,7 @@ fn class_from_dir(dir: &Path, skipped: &mut Skipped) -> Result<Class, EpisodeErr
     }
     files.sort();
     Ok(Class {
-        name: dir
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        name: dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
         items: files.into_iter().map(Item::File).collect(),
     })
 }
@@ -189,10 +182,7 @@ enum Kind {
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, Kind)>, EpisodeError> {
-    let err = |error| EpisodeError::DirRead {
-        path: dir.to_path_buf(),
-        error,
-    };
+    let err = |error| EpisodeError::DirRead { path: dir.to_path_buf(), error };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(err)? {
         let entry = entry.map_err(err)?;
@@ -218,8 +208,7 @@ fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, Kind)>, EpisodeError> {
 }
 
 fn is_hidden(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
 fn has_image_extension(path: &Path) -> bool {
@@ -332,14 +321,20 @@ mod tests {
         std::fs::write(dir.path().join("emu/.DS_Store"), "hidden").unwrap();
         #[cfg(unix)]
         {
-            std::os::unix::fs::symlink(dir.path().join("gone.png"), dir.path().join("cat/link.png")).unwrap();
-            std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("ghost")).unwrap();
+            std::os::unix::fs::symlink(
+                dir.path().join("gone.png"),
+                dir.path().join("cat/link.png"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("ghost"))
+                .unwrap();
         }
         std::fs::write(dir.path().join("README.txt"), "about").unwrap();
         let (data, logs) = capture_logs(|| Dataset::open_folder(dir.path(), None).unwrap());
         assert_eq!(data.num_images(), 9);
         assert_eq!(logs.matches("WARN").count(), 1, "{logs}");
-        let (warning, debug): (Vec<&str>, Vec<&str>) = logs.lines().partition(|l| l.contains("WARN"));
+        let (warning, debug): (Vec<&str>, Vec<&str>) =
+            logs.lines().partition(|l| l.contains("WARN"));
         let hidden = debug.iter().find(|l| l.contains("hidden")).unwrap();
         assert!(hidden.contains("skipped 2 hidden files or folders (e.g. "), "{logs}");
         let logs = warning[0];
@@ -370,14 +365,27 @@ mod tests {
     #[test]
     fn a_file_reached_from_two_classes_is_an_error_and_twice_in_one_is_kept_once() {
         let dir = folder();
-        std::os::unix::fs::symlink(dir.path().join("dog/0.png"), dir.path().join("dog/again.png")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("dog/0.png"), dir.path().join("dog/again.png"))
+            .unwrap();
         let (data, logs) = capture_logs(|| Dataset::open_folder(dir.path(), None).unwrap());
         assert_eq!(data.classes[1].items.len(), 3);
-        assert!(logs.contains("1 repeated entries of a file already in its class (e.g. "), "{logs}");
+        assert!(
+            logs.contains("1 repeated entries of a file already in its class (e.g. "),
+            "{logs}"
+        );
         assert!(logs.contains("dog/again.png"), "{logs}");
-        std::os::unix::fs::symlink(dir.path().join("dog/1.JPG"), dir.path().join("emu/borrowed.jpg")).unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("dog/1.JPG"),
+            dir.path().join("emu/borrowed.jpg"),
+        )
+        .unwrap();
         let err = Dataset::open_folder(dir.path(), None).unwrap_err().to_string();
-        assert!(err.contains("emu/borrowed.jpg: the same image is listed in two classes, `dog` and `emu`"), "{err}");
+        assert!(
+            err.contains(
+                "emu/borrowed.jpg: the same image is listed in two classes, `dog` and `emu`"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -403,9 +411,16 @@ mod tests {
         // The same image under two class names, through a symbolic link.
         #[cfg(unix)]
         {
-            std::os::unix::fs::symlink(dir.path().join("train/dog/0.png"), dir.path().join("val/cat/7.png")).unwrap();
+            std::os::unix::fs::symlink(
+                dir.path().join("train/dog/0.png"),
+                dir.path().join("val/cat/7.png"),
+            )
+            .unwrap();
             let err = open().unwrap_err().to_string();
-            assert!(err.contains("val/cat/7.png: the same image is in split `val` (class `cat`"), "{err}");
+            assert!(
+                err.contains("val/cat/7.png: the same image is in split `val` (class `cat`"),
+                "{err}"
+            );
             assert!(err.contains("split `base` (class `dog`"), "{err}");
         }
     }

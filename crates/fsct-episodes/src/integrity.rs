@@ -199,7 +199,8 @@ fn jpeg_walk_scans<R: Read + Seek>(reader: &mut R, len: u64, sos: u64) -> Result
     loop {
         if skip_segment {
             // Read past the marker and its segment.
-            let (Some(_), Some(_), Some(hi), Some(lo)) = (byte()?, byte()?, byte()?, byte()?) else {
+            let (Some(_), Some(_), Some(hi), Some(lo)) = (byte()?, byte()?, byte()?, byte()?)
+            else {
                 return cut();
             };
             let size = u16::from_be_bytes([hi, lo]);
@@ -498,11 +499,14 @@ fn tiff<R: Read + Seek>(reader: &mut R, len: u64, head: &[u8]) -> Result<(), Pro
             return corrupt("the TIFF's IFD chain loops");
         }
         let mut count = [0u8; 8];
-        if ifd.saturating_add(count_size) > len || read_at(reader, ifd, &mut count[..count_size as usize])? < count_size as usize {
+        if ifd.saturating_add(count_size) > len
+            || read_at(reader, ifd, &mut count[..count_size as usize])? < count_size as usize
+        {
             return truncated(format!("IFD {index} at byte {ifd} lies past the end"));
         }
         let count = if big { t.u64(&count) } else { u64::from(t.u16(&count[..2])) };
-        let entries_end = ifd.saturating_add(count_size).saturating_add(count.saturating_mul(entry_size));
+        let entries_end =
+            ifd.saturating_add(count_size).saturating_add(count.saturating_mul(entry_size));
         if entries_end.saturating_add(offset_size) > len {
             return truncated(format!("IFD {index} at byte {ifd} runs past the end"));
         }
@@ -522,10 +526,9 @@ fn tiff<R: Read + Seek>(reader: &mut R, len: u64, head: &[u8]) -> Result<(), Pro
             arrays[slot] = Some(t.array(reader, len, entry, big)?);
         }
         let [strip_offsets, strip_counts, tile_offsets, tile_counts] = arrays;
-        for (offsets, counts, what) in [
-            (strip_offsets, strip_counts, "strip"),
-            (tile_offsets, tile_counts, "tile"),
-        ] {
+        for (offsets, counts, what) in
+            [(strip_offsets, strip_counts, "strip"), (tile_offsets, tile_counts, "tile")]
+        {
             let Some(offsets) = offsets else { continue };
             let counts = counts.unwrap_or_default();
             for (i, &offset) in offsets.iter().enumerate() {
@@ -553,17 +556,29 @@ struct Tiff {
 impl Tiff {
     fn u16(&self, b: &[u8]) -> u16 {
         let b = [b[0], b[1]];
-        if self.little { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) }
+        if self.little {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        }
     }
 
     fn u32(&self, b: &[u8]) -> u32 {
         let b = [b[0], b[1], b[2], b[3]];
-        if self.little { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) }
+        if self.little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
     }
 
     fn u64(&self, b: &[u8]) -> u64 {
         let b = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
-        if self.little { u64::from_le_bytes(b) } else { u64::from_be_bytes(b) }
+        if self.little {
+            u64::from_le_bytes(b)
+        } else {
+            u64::from_be_bytes(b)
+        }
     }
 
     /// An entry's value, when it does not fit in the entry, must lie inside the file.
@@ -684,7 +699,8 @@ mod tests {
             let cuts = (16..bytes.len()).step_by(step).chain([bytes.len() / 2, bytes.len() - 1]);
             for cut in cuts {
                 let err = check(&bytes[..cut]).err();
-                let err = err.unwrap_or_else(|| panic!("{format:?} cut at {cut} of {} passed", bytes.len()));
+                let err = err
+                    .unwrap_or_else(|| panic!("{format:?} cut at {cut} of {} passed", bytes.len()));
                 assert!(err.contains("truncated") || err.contains("corrupt"), "{format:?}: {err}");
             }
         }

@@ -48,10 +48,8 @@ pub fn open_json_split(
 ) -> Result<Dataset, EpisodeError> {
     let path = path.as_ref();
     let _span = tracing::info_span!("open_json_split", path = %path.display()).entered();
-    let bytes = std::fs::read(path).map_err(|error| EpisodeError::SplitRead {
-        path: path.to_path_buf(),
-        error,
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|error| EpisodeError::SplitRead { path: path.to_path_buf(), error })?;
     let text = utf8_text(path, &bytes)?;
     let file: SplitFile = serde_json::from_str(text).map_err(|e| parse_error(path, &e))?;
     if file.image_names.len() != file.image_labels.len() {
@@ -62,9 +60,7 @@ pub fn open_json_split(
         });
     }
     if file.image_names.is_empty() {
-        return Err(EpisodeError::EmptySplit {
-            path: path.to_path_buf(),
-        });
+        return Err(EpisodeError::EmptySplit { path: path.to_path_buf() });
     }
     if let Some(index) = file.image_names.iter().position(|n| n.is_empty() || n.contains('\0')) {
         return Err(EpisodeError::BadImageName {
@@ -77,10 +73,7 @@ pub fn open_json_split(
     let folder = path.parent().unwrap_or(Path::new("."));
     let mut by_label: BTreeMap<i64, Vec<Item>> = BTreeMap::new();
     for (name, &label) in file.image_names.iter().zip(&file.image_labels) {
-        by_label
-            .entry(label)
-            .or_default()
-            .push(Item::File(folder.join(name)));
+        by_label.entry(label).or_default().push(Item::File(folder.join(name)));
     }
     let classes = by_label
         .into_iter()
@@ -93,9 +86,8 @@ pub fn open_json_split(
         })
         .collect();
 
-    let name = path
-        .file_stem()
-        .map_or_else(|| "split".to_string(), |s| s.to_string_lossy().into_owned());
+    let name =
+        path.file_stem().map_or_else(|| "split".to_string(), |s| s.to_string_lossy().into_owned());
     let split = assemble(&name, path, classes, Skipped::default(), options)?;
     tracing::info!(classes = split.num_classes(), images = split.num_images(), "split opened");
     Ok(split)
@@ -104,10 +96,8 @@ pub fn open_json_split(
 /// The file's text: UTF-8, with a leading byte-order mark skipped. Anything else is an encoding
 /// error here, so it is not reported later as a JSON syntax or structure problem.
 fn utf8_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, EpisodeError> {
-    let encoding = |problem: String| EpisodeError::SplitEncoding {
-        path: path.to_path_buf(),
-        problem,
-    };
+    let encoding =
+        |problem: String| EpisodeError::SplitEncoding { path: path.to_path_buf(), problem };
     if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
         return Err(encoding("it is UTF-16: it starts with a UTF-16 byte-order mark".into()));
     }
@@ -133,24 +123,19 @@ fn parse_error(path: &Path, e: &serde_json::Error) -> EpisodeError {
     let problem = message.strip_suffix(&suffix).unwrap_or(&message).to_string();
     let (path, line, column) = (path.to_path_buf(), e.line(), e.column());
     match e.classify() {
-        serde_json::error::Category::Data => EpisodeError::SplitParse {
-            path,
-            problem,
-            line,
-            column,
-        },
-        _ => EpisodeError::SplitSyntax {
-            path,
-            problem,
-            line,
-            column,
-        },
+        serde_json::error::Category::Data => {
+            EpisodeError::SplitParse { path, problem, line, column }
+        }
+        _ => EpisodeError::SplitSyntax { path, problem, line, column },
     }
 }
 
 /// Opens `dir/base.json`, `dir/val.json` and `dir/novel.json`, and checks that no class or image
 /// is in two of them ([`crate::check_disjoint`]).
-pub fn open_json_splits(dir: impl AsRef<Path>, options: &OpenOptions) -> Result<Splits, EpisodeError> {
+pub fn open_json_splits(
+    dir: impl AsRef<Path>,
+    options: &OpenOptions,
+) -> Result<Splits, EpisodeError> {
     let dir = dir.as_ref();
     let file = |name: &str| -> PathBuf { dir.join(name) };
     let splits = Splits {
@@ -256,7 +241,8 @@ mod tests {
     fn a_listed_dangling_link_is_named_as_such() {
         let dir = tempfile::tempdir().unwrap();
         save(dir.path(), "ok.png", &solid(4, 4, [0; 3]));
-        std::os::unix::fs::symlink(dir.path().join("moved.png"), dir.path().join("link.png")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("moved.png"), dir.path().join("link.png"))
+            .unwrap();
         let path = write_json(
             dir.path(),
             "base.json",
@@ -299,7 +285,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (i, name) in ["base.json", "val.json", "novel.json"].iter().enumerate() {
             save(dir.path(), &format!("x{i}.png"), &solid(4, 4, [0; 3]));
-            write_json(dir.path(), name, json!({"image_names": [format!("x{i}.png")], "image_labels": [i]}));
+            write_json(
+                dir.path(),
+                name,
+                json!({"image_names": [format!("x{i}.png")], "image_labels": [i]}),
+            );
         }
         let splits = open_json_splits(dir.path(), &OpenOptions::default()).unwrap();
         assert_eq!(
@@ -316,9 +306,21 @@ mod tests {
         }
         let names = json!(["ant", "bee", "cow", "doe"]);
         let write = |val_label: i64, val_file: &str| {
-            write_json(dir.path(), "base.json", json!({"label_names": names, "image_names": ["x0.png"], "image_labels": [0]}));
-            write_json(dir.path(), "val.json", json!({"label_names": names, "image_names": [val_file], "image_labels": [val_label]}));
-            write_json(dir.path(), "novel.json", json!({"label_names": names, "image_names": ["x2.png"], "image_labels": [2]}));
+            write_json(
+                dir.path(),
+                "base.json",
+                json!({"label_names": names, "image_names": ["x0.png"], "image_labels": [0]}),
+            );
+            write_json(
+                dir.path(),
+                "val.json",
+                json!({"label_names": names, "image_names": [val_file], "image_labels": [val_label]}),
+            );
+            write_json(
+                dir.path(),
+                "novel.json",
+                json!({"label_names": names, "image_names": ["x2.png"], "image_labels": [2]}),
+            );
         };
         write(1, "x1.png");
         open_json_splits(dir.path(), &OpenOptions::default()).unwrap();
@@ -341,7 +343,10 @@ mod tests {
         // One file given for two splits.
         let again = Dataset::open_json(&dir.path().join("base.json")).unwrap();
         let err = crate::check_disjoint(&[&base, &again]).unwrap_err().to_string();
-        assert!(err.contains("base.json: splits `base` and `base` are both read from this file"), "{err}");
+        assert!(
+            err.contains("base.json: splits `base` and `base` are both read from this file"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -350,7 +355,9 @@ mod tests {
         save(dir.path(), "x.png", &solid(4, 4, [0; 3]));
         let path = dir.path().join("base.json");
         let mut bytes = b"\xEF\xBB\xBF".to_vec();
-        bytes.extend_from_slice(json!({"image_names": ["x.png"], "image_labels": [3]}).to_string().as_bytes());
+        bytes.extend_from_slice(
+            json!({"image_names": ["x.png"], "image_labels": [3]}).to_string().as_bytes(),
+        );
         std::fs::write(&path, bytes).unwrap();
         let data = Dataset::open_json(&path).unwrap();
         assert_eq!(data.classes[0].name, "3");
@@ -376,7 +383,10 @@ mod tests {
             let err = Dataset::open_json(&path).unwrap_err();
             assert!(matches!(err, EpisodeError::SplitEncoding { .. }), "{err}");
             let err = err.to_string();
-            assert!(err.starts_with(&format!("{}: the split file is not UTF-8 text (", path.display())), "{err}");
+            assert!(
+                err.starts_with(&format!("{}: the split file is not UTF-8 text (", path.display())),
+                "{err}"
+            );
             assert!(err.contains(says), "{err}");
             assert!(err.contains("fix: save it as UTF-8"), "{err}");
             if says.contains("0xE9") {
@@ -393,7 +403,10 @@ mod tests {
         let text = json!({"image_names": ["a.png"], "image_labels": [0]}).to_string();
         std::fs::write(&path, &text[..text.len() - 5]).unwrap();
         let err = Dataset::open_json(&path).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("{}: not valid JSON: EOF while parsing", path.display())), "{err}");
+        assert!(
+            err.starts_with(&format!("{}: not valid JSON: EOF while parsing", path.display())),
+            "{err}"
+        );
         assert!(err.contains("at line 1, column"), "{err}");
         assert!(!err.contains("must be a JSON object"), "{err}");
         // Said once: no position repeated, nothing left for a printed chain to repeat.
@@ -423,12 +436,20 @@ mod tests {
     #[test]
     fn an_empty_split_or_path_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write_json(dir.path(), "val.json", json!({"image_names": [], "image_labels": []}));
+        let path =
+            write_json(dir.path(), "val.json", json!({"image_names": [], "image_labels": []}));
         let err = Dataset::open_json(&path).unwrap_err().to_string();
         assert!(err.contains("val.json: the split lists no images"), "{err}");
-        let path = write_json(dir.path(), "val.json", json!({"image_names": ["a.png", ""], "image_labels": [0, 0]}));
+        let path = write_json(
+            dir.path(),
+            "val.json",
+            json!({"image_names": ["a.png", ""], "image_labels": [0, 0]}),
+        );
         let err = Dataset::open_json(&path).unwrap_err().to_string();
-        assert!(err.contains("val.json: entry 1 of `image_names` (\"\") is not a file name"), "{err}");
+        assert!(
+            err.contains("val.json: entry 1 of `image_names` (\"\") is not a file name"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -458,18 +479,28 @@ mod tests {
             json!({"image_names": ["imgs/0.png", "imgs/1.png", "imgs/../imgs/1.png"], "image_labels": [4, 4, 5]}),
         );
         let err = Dataset::open_json(&path).unwrap_err().to_string();
-        assert!(err.contains("imgs/../imgs/1.png: the same image is listed in two classes, `4` and `5` (in "), "{err}");
+        assert!(
+            err.contains(
+                "imgs/../imgs/1.png: the same image is listed in two classes, `4` and `5` (in "
+            ),
+            "{err}"
+        );
         assert!(err.contains("base.json)"), "{err}");
     }
 
     #[test]
     fn every_image_format_is_read_from_a_split() {
         let dir = tempfile::tempdir().unwrap();
-        let names: Vec<String> = crate::test_util::ALL_EXTENSIONS.iter().map(|e| format!("i.{e}")).collect();
+        let names: Vec<String> =
+            crate::test_util::ALL_EXTENSIONS.iter().map(|e| format!("i.{e}")).collect();
         for name in &names {
             save(dir.path(), name, &solid(5, 4, [0, 0, 250]));
         }
-        let path = write_json(dir.path(), "base.json", json!({"image_names": names, "image_labels": vec![0; names.len()]}));
+        let path = write_json(
+            dir.path(),
+            "base.json",
+            json!({"image_names": names, "image_labels": vec![0; names.len()]}),
+        );
         let data = Dataset::open_json(&path).unwrap();
         for (i, name) in names.iter().enumerate() {
             assert!(data.load(0, i).unwrap().get_pixel(1, 1).0[2] > 200, "{name}");
@@ -525,16 +556,19 @@ mod fuzz {
             (0..6usize, prop_oneof![any::<i64>(), Just(i64::MIN), Just(i64::MAX), -3..100i64])
                 .prop_map(|(i, l)| Edit::Label(i, l)),
             (0..6usize, value()).prop_map(|(i, v)| Edit::LabelValue(i, v)),
-            (0..6usize, prop_oneof![
-                Just(String::new()),
-                Just("/".to_string()),
-                Just("..".to_string()),
-                Just("a\0b.png".to_string()),
-                Just("img/0.png".to_string()),
-                Just("./img/1.png".to_string()),
-                ".{0,12}",
-            ])
-            .prop_map(|(i, n)| Edit::Name(i, n)),
+            (
+                0..6usize,
+                prop_oneof![
+                    Just(String::new()),
+                    Just("/".to_string()),
+                    Just("..".to_string()),
+                    Just("a\0b.png".to_string()),
+                    Just("img/0.png".to_string()),
+                    Just("./img/1.png".to_string()),
+                    ".{0,12}",
+                ]
+            )
+                .prop_map(|(i, n)| Edit::Name(i, n)),
             ("[a-z]{1,6}", value()).prop_map(|(k, v)| Edit::ExtraKey(k, v)),
         ]
     }
@@ -603,7 +637,9 @@ mod fuzz {
         match how {
             Bytes::Keep => {}
             Bytes::Bom => bytes.splice(0..0, [0xEF, 0xBB, 0xBF]).for_each(drop),
-            Bytes::DoubleBom => bytes.splice(0..0, [0xEF, 0xBB, 0xBF, 0xEF, 0xBB, 0xBF]).for_each(drop),
+            Bytes::DoubleBom => {
+                bytes.splice(0..0, [0xEF, 0xBB, 0xBF, 0xEF, 0xBB, 0xBF]).for_each(drop)
+            }
             Bytes::Utf16Bom => {
                 let text = String::from_utf8_lossy(&bytes).into_owned();
                 bytes = vec![0xFF, 0xFE];

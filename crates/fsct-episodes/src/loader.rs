@@ -39,12 +39,7 @@ pub struct LoaderConfig {
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        Self {
-            threads: 2,
-            prefetch: 4,
-            seed: 0,
-            cache: false,
-        }
+        Self { threads: 2, prefetch: 4, seed: 0, cache: false }
     }
 }
 
@@ -90,16 +85,9 @@ impl EpisodeLoader {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let cache = config
-            .cache
-            .then(|| shared_cache(&dataset, transform.image_size));
-        let inner = Arc::new(Inner {
-            dataset,
-            sampler,
-            transform,
-            cache,
-            prefetch: config.prefetch,
-        });
+        let cache = config.cache.then(|| shared_cache(&dataset, transform.image_size));
+        let inner =
+            Arc::new(Inner { dataset, sampler, transform, cache, prefetch: config.prefetch });
         let iter = EpisodeIter::start(Arc::clone(&inner), episodes, threads);
         Ok(Self { inner, iter })
     }
@@ -161,7 +149,8 @@ impl Inner {
             for (j, &item) in items.iter().enumerate() {
                 let t = (n * per_class + j) as u64;
                 let load = || {
-                    let decoded = load_item(&self.dataset.classes[class].items[item], &self.dataset.source)?;
+                    let decoded =
+                        load_item(&self.dataset.classes[class].items[item], &self.dataset.source)?;
                     Ok(self.transform.prepare(&decoded))
                 };
                 let prepared = match &self.cache {
@@ -308,7 +297,6 @@ impl Iterator for EpisodeIter {
     }
 }
 
-
 impl Drop for EpisodeIter {
     fn drop(&mut self) {
         {
@@ -358,11 +346,15 @@ mod tests {
         let data = Arc::new(Dataset::open_folder(dir.path(), None).unwrap());
         let spec = EpisodeSpec { n_way: 3, k_shot: 2, n_query: 3 };
         let transform = TransformConfig::new(8, TransformMode::Eval);
-        let loader = EpisodeLoader::new(data.clone(), spec, transform, config(2, 9, false), 10..16).unwrap();
+        let loader =
+            EpisodeLoader::new(data.clone(), spec, transform, config(2, 9, false), 10..16).unwrap();
         assert_eq!(loader.len(), 6);
         let sampler = EpisodeSampler::new(&data, spec, 9).unwrap();
         let episodes = collect(loader);
-        assert_eq!(episodes.iter().map(|e| e.index).collect::<Vec<_>>(), (10..16).collect::<Vec<_>>());
+        assert_eq!(
+            episodes.iter().map(|e| e.index).collect::<Vec<_>>(),
+            (10..16).collect::<Vec<_>>()
+        );
         let mut seen_classes = std::collections::HashSet::new();
         for e in &episodes {
             assert_eq!(e.shape, [3, 5, 3, 8, 8]);
@@ -378,7 +370,9 @@ mod tests {
                     for c in 0..3 {
                         let want = (f32::from(rgb[c]) / 255.0 - [0.485, 0.456, 0.406][c])
                             / [0.229, 0.224, 0.225][c];
-                        assert!(image[c * 64..(c + 1) * 64].iter().all(|v| (v - want).abs() < 1e-5));
+                        assert!(image[c * 64..(c + 1) * 64]
+                            .iter()
+                            .all(|v| (v - want).abs() < 1e-5));
                     }
                 }
             }
@@ -392,7 +386,16 @@ mod tests {
         let spec = EpisodeSpec { n_way: 5, k_shot: 2, n_query: 3 };
         let transform = TransformConfig::new(16, TransformMode::Train);
         let run = |threads, cache, range| {
-            collect(EpisodeLoader::new(data.clone(), spec, transform.clone(), config(threads, 4, cache), range).unwrap())
+            collect(
+                EpisodeLoader::new(
+                    data.clone(),
+                    spec,
+                    transform.clone(),
+                    config(threads, 4, cache),
+                    range,
+                )
+                .unwrap(),
+            )
         };
         let one = run(1, false, 0..8);
         let two = run(2, false, 0..8);
@@ -403,7 +406,9 @@ mod tests {
         assert_eq!(run(2, false, 5..8)[..], one[5..]);
         // Episodes differ from each other and from another seed.
         assert_ne!(one[0].images, one[1].images);
-        let other = collect(EpisodeLoader::new(data.clone(), spec, transform, config(2, 5, false), 0..1).unwrap());
+        let other = collect(
+            EpisodeLoader::new(data.clone(), spec, transform, config(2, 5, false), 0..1).unwrap(),
+        );
         assert_ne!(other[0].images, one[0].images);
     }
 
@@ -412,7 +417,8 @@ mod tests {
         let data = synthetic();
         let spec = EpisodeSpec { n_way: 5, k_shot: 1, n_query: 1 };
         let transform = TransformConfig::new(16, TransformMode::Eval);
-        let mut loader = EpisodeLoader::new(data, spec, transform, config(1, 0, true), 0..3).unwrap();
+        let mut loader =
+            EpisodeLoader::new(data, spec, transform, config(1, 0, true), 0..3).unwrap();
         assert!(loader.next().unwrap().is_ok());
         // Resize(16) of a 20-px glyph: 16 × 16 × 3 bytes each, at least the 10 images used.
         assert!(loader.cached_bytes() >= 10 * 16 * 16 * 3);
@@ -427,7 +433,8 @@ mod tests {
         let data = Arc::new(open_image_folder_split(dir.path(), "base", &exists_only).unwrap());
         let spec = EpisodeSpec { n_way: 2, k_shot: 1, n_query: 2 };
         let transform = TransformConfig::new(8, TransformMode::Eval);
-        let results: Vec<_> = EpisodeLoader::new(data, spec, transform, config(2, 0, false), 0..3).unwrap().collect();
+        let results: Vec<_> =
+            EpisodeLoader::new(data, spec, transform, config(2, 0, false), 0..3).unwrap().collect();
         assert_eq!(results.len(), 3);
         for r in results {
             let err = r.unwrap_err().to_string();
@@ -439,7 +446,8 @@ mod tests {
     fn a_truncated_jpeg_is_an_error_naming_the_file_not_a_half_grey_image() {
         let dir = tempfile::tempdir().unwrap();
         coded_folder(dir.path(), 2, 3);
-        let path = crate::test_util::save(dir.path(), "c0/01.jpg", &crate::test_util::noisy(32, 32));
+        let path =
+            crate::test_util::save(dir.path(), "c0/01.jpg", &crate::test_util::noisy(32, 32));
         std::fs::remove_file(dir.path().join("c0/01.png")).unwrap();
         crate::test_util::cut_in_half(&path);
         let exists_only = OpenOptions { verify: Verify::Exists, threads: 1 };
@@ -481,7 +489,8 @@ mod tests {
         let data = synthetic();
         let spec = EpisodeSpec { n_way: 5, k_shot: 1, n_query: 1 };
         let transform = TransformConfig::new(16, TransformMode::Eval);
-        let mut loader = EpisodeLoader::new(data, spec, transform, config(2, 0, false), 0..1_000_000).unwrap();
+        let mut loader =
+            EpisodeLoader::new(data, spec, transform, config(2, 0, false), 0..1_000_000).unwrap();
         assert_eq!(loader.next().unwrap().unwrap().index, 0);
         assert_eq!(loader.next().unwrap().unwrap().index, 1);
         drop(loader); // joins the workers; would hang if they ignored the stop flag

@@ -21,11 +21,7 @@ pub struct EpisodeSpec {
 impl Default for EpisodeSpec {
     /// 5-way 5-shot 16-query, the reference's default.
     fn default() -> Self {
-        Self {
-            n_way: 5,
-            k_shot: 5,
-            n_query: 16,
-        }
+        Self { n_way: 5, k_shot: 5, n_query: 16 }
     }
 }
 
@@ -42,11 +38,8 @@ impl EpisodeSpec {
 
     /// Rejects shapes no dataset can serve (N = 0 or K = 0).
     pub fn check(&self) -> Result<(), EpisodeError> {
-        let zero = |field| EpisodeError::Config {
-            field,
-            problem: "is 0".into(),
-            fix: "use at least 1",
-        };
+        let zero =
+            |field| EpisodeError::Config { field, problem: "is 0".into(), fix: "use at least 1" };
         if self.n_way == 0 {
             return Err(zero("n_way"));
         }

@@ -109,10 +109,7 @@ impl Dataset {
     /// least `k_shot + n_query` images in every class, and every listed file still exists.
     pub fn validate(&self, spec: &EpisodeSpec) -> Result<(), EpisodeError> {
         self.check_spec(spec)?;
-        self.verify_files(&OpenOptions {
-            verify: Verify::Exists,
-            threads: 1,
-        })
+        self.verify_files(&OpenOptions { verify: Verify::Exists, threads: 1 })
     }
 
     /// [`validate`](Self::validate) without touching the file system.
@@ -248,7 +245,8 @@ pub(crate) fn load_item(item: &Item, listed_in: &Path) -> Result<RgbImage, Episo
                     .map_err(|e| fail(&e))
             };
             // A panicking decoder is a decode failure of this file, not a lost worker.
-            let image = catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|_| Err(fail(&"the decoder panicked")))?;
+            let image = catch_unwind(AssertUnwindSafe(decode))
+                .unwrap_or_else(|_| Err(fail(&"the decoder panicked")))?;
             Ok(image.into_rgb8())
         }
     }
@@ -379,7 +377,8 @@ impl Canonical {
     pub(crate) fn of(&mut self, path: &Path) -> PathBuf {
         let plain = std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_symlink());
         if let (true, Some(name)) = (plain, path.file_name()) {
-            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let parent =
+                path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             if let Some(dir) = self.dirs.get(parent) {
                 return dir.join(name);
             }
@@ -503,11 +502,7 @@ pub(crate) fn assemble(
 ) -> Result<Dataset, EpisodeError> {
     dedup_files(&mut classes, source, &mut Canonical::default(), &mut skipped)?;
     skipped.log(name, source);
-    let split = Dataset {
-        name: name.to_string(),
-        source: source.to_path_buf(),
-        classes,
-    };
+    let split = Dataset { name: name.to_string(), source: source.to_path_buf(), classes };
     split.verify_files(options)?;
     Ok(split)
 }
@@ -617,7 +612,8 @@ mod tests {
         let exists = OpenOptions { verify: Verify::Exists, threads: 1 };
         let data = crate::open_image_folder_split(dir.path(), "base", &exists).unwrap();
         for verify in [Verify::Header, Verify::Decode] {
-            let err = data.verify_files(&OpenOptions { verify, threads: 2 }).unwrap_err().to_string();
+            let err =
+                data.verify_files(&OpenOptions { verify, threads: 2 }).unwrap_err().to_string();
             assert!(err.contains("0.png: cannot decode image: the file is truncated"), "{err}");
         }
         // Loading it later is the same typed error, not a panic.
@@ -636,12 +632,18 @@ mod tests {
             Dataset::open_folder(dir.path(), None).unwrap_or_else(|e| panic!("{ext}: {e}"));
             cut_in_half(&path);
             let err = Dataset::open_folder(dir.path(), None).unwrap_err().to_string();
-            assert!(err.contains(&format!("1.{ext}: cannot decode image: the file is truncated")), "{ext}: {err}");
+            assert!(
+                err.contains(&format!("1.{ext}: cannot decode image: the file is truncated")),
+                "{ext}: {err}"
+            );
             let exists = OpenOptions { verify: Verify::Exists, threads: 1 };
             let data = crate::open_image_folder_split(dir.path(), "base", &exists).unwrap();
             data.load(0, 0).unwrap();
             let err = data.load(0, 1).unwrap_err().to_string();
-            assert!(err.contains(&format!("1.{ext}: cannot decode image: the file is truncated")), "{ext}: {err}");
+            assert!(
+                err.contains(&format!("1.{ext}: cannot decode image: the file is truncated")),
+                "{ext}: {err}"
+            );
         }
     }
 
@@ -692,10 +694,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = save(dir.path(), "a.png", &solid(4, 4, [0; 3]));
         let b = save(dir.path(), "b.png", &solid(4, 4, [0; 3]));
-        let base = file_split("base", &[("dog", vec![a.clone()]), ("cat", vec![a.with_file_name("x.png")])]);
-        let novel = file_split("novel", &[("emu", vec![b.clone()]), ("dog", vec![b.with_file_name("y.png")])]);
+        let base = file_split(
+            "base",
+            &[("dog", vec![a.clone()]), ("cat", vec![a.with_file_name("x.png")])],
+        );
+        let novel = file_split(
+            "novel",
+            &[("emu", vec![b.clone()]), ("dog", vec![b.with_file_name("y.png")])],
+        );
         let err = check_disjoint(&[&base, &novel]).unwrap_err().to_string();
-        assert!(err.contains("class `dog` is in two splits: `base` (/data/base) and `novel` (/data/novel)"), "{err}");
+        assert!(
+            err.contains(
+                "class `dog` is in two splits: `base` (/data/base) and `novel` (/data/novel)"
+            ),
+            "{err}"
+        );
         assert!(err.contains("fix: each class must belong to one split"), "{err}");
         assert!(!err.contains("more shared"), "{err}");
     }
@@ -712,8 +725,17 @@ mod tests {
         let novel = file_split("novel", &[("emu", vec![dotted.clone()])]);
         check_disjoint(&[&base, &val]).unwrap();
         let err = check_disjoint(&[&base, &val, &novel]).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("{}: the same image is in split `novel` (class `emu`", dotted.display())), "{err}");
-        assert!(err.contains(&format!("split `base` (class `dog`, /data/base), as {}", a.display())), "{err}");
+        assert!(
+            err.starts_with(&format!(
+                "{}: the same image is in split `novel` (class `emu`",
+                dotted.display()
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("split `base` (class `dog`, /data/base), as {}", a.display())),
+            "{err}"
+        );
         #[cfg(unix)]
         {
             let link = dir.path().join("link.png");

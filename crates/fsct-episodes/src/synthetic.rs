@@ -30,12 +30,7 @@ pub struct SyntheticConfig {
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        Self {
-            seed: 0,
-            classes: 100,
-            images_per_class: 60,
-            native_size: 32,
-        }
+        Self { seed: 0, classes: 100, images_per_class: 60, native_size: 32 }
     }
 }
 
@@ -100,10 +95,7 @@ fn gauss(rng: &mut StreamRng) -> f32 {
 }
 
 fn point(rng: &mut StreamRng, extent: f32) -> P {
-    [
-        rng.random_range(-extent..extent),
-        rng.random_range(-extent..extent),
-    ]
+    [rng.random_range(-extent..extent), rng.random_range(-extent..extent)]
 }
 
 fn class_strokes(seed: u64, class: u32) -> Vec<Stroke> {
@@ -112,11 +104,7 @@ fn class_strokes(seed: u64, class: u32) -> Vec<Stroke> {
     (0..count)
         .map(|_| match rng.random_range(0..4) {
             0 => Stroke::Line([point(&mut rng, 0.7), point(&mut rng, 0.7)]),
-            1 => Stroke::Curve([
-                point(&mut rng, 0.7),
-                point(&mut rng, 0.9),
-                point(&mut rng, 0.7),
-            ]),
+            1 => Stroke::Curve([point(&mut rng, 0.7), point(&mut rng, 0.9), point(&mut rng, 0.7)]),
             2 => Stroke::Arc {
                 center: point(&mut rng, 0.35),
                 radius: rng.random_range(0.2..0.5),
@@ -161,10 +149,7 @@ fn instance_segments(strokes: &[Stroke], rng: &mut StreamRng) -> Vec<[P; 2]> {
                     .map(|i| {
                         let t = i as f32 / 8.0;
                         let (u, v, w) = ((1.0 - t) * (1.0 - t), 2.0 * t * (1.0 - t), t * t);
-                        [
-                            u * a[0] + v * b[0] + w * c[0],
-                            u * a[1] + v * b[1] + w * c[1],
-                        ]
+                        [u * a[0] + v * b[0] + w * c[0], u * a[1] + v * b[1] + w * c[1]]
                     })
                     .collect();
                 polyline(&pts, false, &mut segments);
@@ -236,11 +221,7 @@ fn dist_to_segment(p: P, [a, b]: [P; 2]) -> f32 {
     let (abx, aby) = (b[0] - a[0], b[1] - a[1]);
     let (apx, apy) = (p[0] - a[0], p[1] - a[1]);
     let len2 = abx * abx + aby * aby;
-    let t = if len2 > 0.0 {
-        ((apx * abx + apy * aby) / len2).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let t = if len2 > 0.0 { ((apx * abx + apy * aby) / len2).clamp(0.0, 1.0) } else { 0.0 };
     let (dx, dy) = (apx - t * abx, apy - t * aby);
     (dx * dx + dy * dy).sqrt()
 }
@@ -251,11 +232,7 @@ impl GlyphId {
         let strokes = class_strokes(self.seed, self.class);
         let mut rng = stream(
             self.seed,
-            &[
-                tag::GLYPH_INSTANCE,
-                u64::from(self.class),
-                u64::from(self.instance),
-            ],
+            &[tag::GLYPH_INSTANCE, u64::from(self.class), u64::from(self.instance)],
         );
         let mut segments = instance_segments(&strokes, &mut rng);
 
@@ -288,21 +265,16 @@ impl GlyphId {
         let pixel = 2.0 / size as f32;
         let mut img = RgbImage::new(size, size);
         for (x, y, px) in img.enumerate_pixels_mut() {
-            let p = [
-                (x as f32 + 0.5) * pixel - 1.0,
-                (y as f32 + 0.5) * pixel - 1.0,
-            ];
-            let d = segments
-                .iter()
-                .map(|&seg| dist_to_segment(p, seg))
-                .fold(f32::INFINITY, f32::min);
+            let p = [(x as f32 + 0.5) * pixel - 1.0, (y as f32 + 0.5) * pixel - 1.0];
+            let d =
+                segments.iter().map(|&seg| dist_to_segment(p, seg)).fold(f32::INFINITY, f32::min);
             let cover = ((half_width - d) / pixel + 0.5).clamp(0.0, 1.0);
             let g = 0.5 * (p[0] * gc + p[1] * gs);
             let mut out = [0u8; 3];
             for ch in 0..3 {
                 let back = bg[ch] + g * delta[ch];
-                let v = back + cover * (fg[ch] - back)
-                    + noise * 3.464 * (rng.random::<f32>() - 0.5);
+                let v =
+                    back + cover * (fg[ch] - back) + noise * 3.464 * (rng.random::<f32>() - 0.5);
                 out[ch] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
             }
             *px = Rgb(out);
@@ -316,21 +288,12 @@ mod tests {
     use super::*;
 
     fn glyph(class: u32, instance: u32) -> GlyphId {
-        GlyphId {
-            seed: 0,
-            class,
-            instance,
-            size: 32,
-        }
+        GlyphId { seed: 0, class, instance, size: 32 }
     }
 
     fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f32 {
-        let sum: u64 = a
-            .as_raw()
-            .iter()
-            .zip(b.as_raw())
-            .map(|(&x, &y)| u64::from(x.abs_diff(y)))
-            .sum();
+        let sum: u64 =
+            a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| u64::from(x.abs_diff(y))).sum();
         sum as f32 / a.as_raw().len() as f32
     }
 
@@ -382,12 +345,7 @@ mod difficulty_tests {
     use rand::seq::index;
 
     fn glyph(class: u32, instance: u32, size: u32) -> GlyphId {
-        GlyphId {
-            seed: 0,
-            class,
-            instance,
-            size,
-        }
+        GlyphId { seed: 0, class, instance, size }
     }
 
     /// Grey pixels, centred, sign chosen so the (minority) strokes are positive whatever the
@@ -445,10 +403,7 @@ mod difficulty_tests {
             }
         }
         let accuracy = correct as f32 / total as f32;
-        assert!(
-            (0.4..0.85).contains(&accuracy),
-            "raw-pixel prototype accuracy {accuracy}"
-        );
+        assert!((0.4..0.85).contains(&accuracy), "raw-pixel prototype accuracy {accuracy}");
     }
 
     #[test]

@@ -74,11 +74,7 @@ pub struct TransformConfig {
 impl TransformConfig {
     /// A 3-channel transform of side `image_size` in `mode`.
     pub fn new(image_size: usize, mode: TransformMode) -> Self {
-        Self {
-            image_size,
-            mode,
-            single_channel: false,
-        }
+        Self { image_size, mode, single_channel: false }
     }
 
     /// The pipeline with the reference's constants, after checking the size.
@@ -232,13 +228,7 @@ pub(crate) fn adjust_saturation(hwc: &mut [f32], factor: f32) {
 impl Transform {
     /// Rejects settings that cannot work (an image size of 0, a non-positive std, …).
     pub fn validate(&self) -> Result<(), EpisodeError> {
-        let bad = |field, problem: String, fix| {
-            Err(EpisodeError::Config {
-                field,
-                problem,
-                fix,
-            })
-        };
+        let bad = |field, problem: String, fix| Err(EpisodeError::Config { field, problem, fix });
         if self.image_size == 0 {
             return bad("image_size", "is 0".into(), "use a positive size such as 84");
         }
@@ -269,10 +259,7 @@ impl Transform {
             );
         }
         let j = &self.jitter;
-        if [j.brightness, j.contrast, j.saturation]
-            .iter()
-            .any(|&s| s < 0.0 || !s.is_finite())
-        {
+        if [j.brightness, j.contrast, j.saturation].iter().any(|&s| s < 0.0 || !s.is_finite()) {
             return bad("jitter", format!("is {j:?}"), "use strengths >= 0");
         }
         Ok(())
@@ -333,14 +320,10 @@ impl Transform {
         let mut order = [0usize, 1, 2];
         order.shuffle(rng);
         let factor = |rng: &mut dyn rand::RngCore, strength: f32| {
-            (strength > 0.0)
-                .then(|| rng.random_range((1.0 - strength).max(0.0)..=1.0 + strength))
+            (strength > 0.0).then(|| rng.random_range((1.0 - strength).max(0.0)..=1.0 + strength))
         };
-        let factors = [
-            factor(rng, j.brightness),
-            factor(rng, j.contrast),
-            factor(rng, j.saturation),
-        ];
+        let factors =
+            [factor(rng, j.brightness), factor(rng, j.contrast), factor(rng, j.saturation)];
         for i in order {
             match (i, factors[i]) {
                 (0, Some(f)) => adjust_brightness(&mut hwc, f),
@@ -412,7 +395,11 @@ mod tests {
     /// Pixel (x, y) of a test pattern: every channel and position distinct.
     fn pattern(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| {
-            Rgb([((10 * x + y) % 256) as u8, ((40 + 7 * y) % 256) as u8, ((200 + 3 * x) % 256) as u8])
+            Rgb([
+                ((10 * x + y) % 256) as u8,
+                ((40 + 7 * y) % 256) as u8,
+                ((200 + 3 * x) % 256) as u8,
+            ])
         })
     }
 
@@ -541,10 +528,7 @@ mod tests {
         assert_eq!(a, t.apply(&img, &mut stream(1, &[7])));
         assert!(a.iter().all(|v| v.is_finite()));
         let outputs: Vec<Vec<f32>> = (0..20).map(|i| t.apply(&img, &mut stream(1, &[i]))).collect();
-        let distinct = outputs
-            .iter()
-            .enumerate()
-            .all(|(i, o)| outputs[..i].iter().all(|p| p != o));
+        let distinct = outputs.iter().enumerate().all(|(i, o)| outputs[..i].iter().all(|p| p != o));
         assert!(distinct, "20 augmentations of one image should all differ");
         let e = eval(16, TransformMode::Eval);
         assert_ne!(a, e.apply(&img, &mut stream(1, &[7])));
@@ -554,7 +538,10 @@ mod tests {
     fn single_channel_keeps_channel_zero() {
         let img = pattern(9, 9);
         let three = eval(8, TransformMode::Eval).apply(&img, &mut stream(0, &[]));
-        let cfg = TransformConfig { single_channel: true, ..TransformConfig::new(8, TransformMode::Eval) };
+        let cfg = TransformConfig {
+            single_channel: true,
+            ..TransformConfig::new(8, TransformMode::Eval)
+        };
         let one = cfg.pipeline().unwrap().apply(&img, &mut stream(0, &[]));
         assert_eq!(one.len(), 64);
         assert_eq!(one[..], three[..64]);

@@ -93,7 +93,8 @@ impl Checkpoint {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        let prefix = format!(".{}.", path.file_name().map_or("checkpoint".into(), |n| n.to_string_lossy()));
+        let prefix =
+            format!(".{}.", path.file_name().map_or("checkpoint".into(), |n| n.to_string_lossy()));
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(".tmp");
         // A checkpoint is a shareable file like any other (the umask applies), not a private temp file.
@@ -124,7 +125,8 @@ impl Checkpoint {
     /// the file and the damaged block when it is not an fsct checkpoint, is truncated, fails a
     /// checksum, or its header is not a valid config and trainer state.
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.into(), source })?;
+        let bytes = std::fs::read(path)
+            .map_err(|source| CheckpointError::Io { path: path.into(), source })?;
         let format = |why: &str| CheckpointError::Format { path: path.into(), why: why.into() };
         if bytes.len() < 12 || &bytes[..8] != MAGIC {
             return Err(format("missing the FSCTCKPT header"));
@@ -140,7 +142,11 @@ impl Checkpoint {
                 );
                 false
             }
-            _ => return Err(format(&format!("format version {version}, this build reads {VERSION_UNCHECKED} and {VERSION}"))),
+            _ => {
+                return Err(format(&format!(
+                    "format version {version}, this build reads {VERSION_UNCHECKED} and {VERSION}"
+                )))
+            }
         };
         let mut rest = &bytes[12..];
         let mut blocks = Vec::with_capacity(3);
@@ -171,8 +177,8 @@ impl Checkpoint {
         let optimizer = blocks.pop().unwrap_or_default();
         let model = blocks.pop().unwrap_or_default();
         let header_bytes = blocks.pop().unwrap_or_default();
-        let header: Header =
-            serde_json::from_slice(&header_bytes).map_err(|e| format(&format!("bad header: {e}")))?;
+        let header: Header = serde_json::from_slice(&header_bytes)
+            .map_err(|e| format(&format!("bad header: {e}")))?;
         Ok(Self { header, model, optimizer })
     }
 }
@@ -182,8 +188,19 @@ mod tests {
     use super::*;
 
     fn sample() -> Checkpoint {
-        let state = TrainerState { epochs_done: 3, best_val_acc: 61.5, best_epoch: Some(2), steps: 600, vic: None, scaler: None };
-        Checkpoint { header: Header { config: Config::default(), state }, model: vec![1, 2, 3, 4, 5], optimizer: vec![9; 10] }
+        let state = TrainerState {
+            epochs_done: 3,
+            best_val_acc: 61.5,
+            best_epoch: Some(2),
+            steps: 600,
+            vic: None,
+            scaler: None,
+        };
+        Checkpoint {
+            header: Header { config: Config::default(), state },
+            model: vec![1, 2, 3, 4, 5],
+            optimizer: vec![9; 10],
+        }
     }
 
     #[test]
@@ -192,8 +209,13 @@ mod tests {
         let path = dir.path().join("last.ckpt");
         let ckpt = sample();
         ckpt.save(&path).unwrap();
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("last.ckpt")], "the temp file is renamed away");
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("last.ckpt")],
+            "the temp file is renamed away"
+        );
         let back = Checkpoint::load(&path).unwrap();
         assert_eq!(back.header.state, ckpt.header.state);
         assert_eq!(back.header.config, Config::default());
@@ -217,12 +239,18 @@ mod tests {
         let header_len = u64::from_le_bytes(good[12..20].try_into().unwrap()) as usize;
         let model_start = 20 + header_len + 4 + 8;
         let optimizer_start = model_start + ckpt.model.len() + 4 + 8;
-        for (offset, block) in [(30, "header"), (model_start + 2, "model"), (optimizer_start + 7, "optimizer")] {
+        for (offset, block) in
+            [(30, "header"), (model_start + 2, "model"), (optimizer_start + 7, "optimizer")]
+        {
             let mut bad = good.clone();
             bad[offset] ^= 0x10;
             std::fs::write(&path, &bad).unwrap();
             let err = Checkpoint::load(&path).err().unwrap().to_string();
-            assert!(err.contains("best.ckpt") && err.contains(&format!("the {block} block fails its checksum")), "{err}");
+            assert!(
+                err.contains("best.ckpt")
+                    && err.contains(&format!("the {block} block fails its checksum")),
+                "{err}"
+            );
         }
     }
 
@@ -233,7 +261,9 @@ mod tests {
         let ckpt = sample();
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&VERSION_UNCHECKED.to_le_bytes());
-        for block in [serde_json::to_vec(&ckpt.header).unwrap(), ckpt.model.clone(), ckpt.optimizer.clone()] {
+        for block in
+            [serde_json::to_vec(&ckpt.header).unwrap(), ckpt.model.clone(), ckpt.optimizer.clone()]
+        {
             bytes.extend_from_slice(&(block.len() as u64).to_le_bytes());
             bytes.extend_from_slice(&block);
         }

@@ -142,9 +142,9 @@ fn parse_device(s: &str) -> Result<DeviceKind, String> {
 }
 
 fn parse_method(s: &str) -> Result<Method, String> {
-    toml::Value::String(s.into())
-        .try_into::<Method>()
-        .map_err(|_| format!("unknown method `{s}`: use FSCT_cosine, FSCT_softmax, CTX_cosine or CTX_softmax"))
+    toml::Value::String(s.into()).try_into::<Method>().map_err(|_| {
+        format!("unknown method `{s}`: use FSCT_cosine, FSCT_softmax, CTX_cosine or CTX_softmax")
+    })
 }
 
 impl TrainArgs {

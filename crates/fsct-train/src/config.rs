@@ -120,7 +120,14 @@ pub struct EpisodesConfig {
 
 impl Default for EpisodesConfig {
     fn default() -> Self {
-        Self { n_way: 5, k_shot: 5, n_query: 16, train_episodes: 200, val_episodes: None, test_episodes: 600 }
+        Self {
+            n_way: 5,
+            k_shot: 5,
+            n_query: 16,
+            train_episodes: 200,
+            val_episodes: None,
+            test_episodes: 600,
+        }
     }
 }
 
@@ -326,7 +333,13 @@ pub struct RunConfig {
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { output: PathBuf::from("runs/experiment"), seed: 4040, device: DeviceKind::Cpu, resume: false, overwrite: false }
+        Self {
+            output: PathBuf::from("runs/experiment"),
+            seed: 4040,
+            device: DeviceKind::Cpu,
+            resume: false,
+            overwrite: false,
+        }
     }
 }
 
@@ -381,7 +394,8 @@ impl Config {
 
     /// Reads and parses a TOML file without validating it (a UTF-8 byte-order mark is accepted).
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let bytes = std::fs::read(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let text = String::from_utf8(bytes).map_err(|e| ConfigError::Parse {
             path: path.into(),
             message: format!(
@@ -395,7 +409,10 @@ impl Config {
     /// Parses TOML text (`path` is only used in messages; a leading byte-order mark is skipped).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().to_string(),
+        })
     }
 
     /// The backbone, parsed.
@@ -406,15 +423,24 @@ impl Config {
     /// The image side: the configured one, or the reference's default for backbone and dataset.
     pub fn image_size(&self) -> usize {
         let resnet = self.backbone().map(|b| b.is_resnet()).unwrap_or(false);
-        self.data.image_size.unwrap_or_else(|| fsct_episodes::default_image_size(&self.data.name, resnet))
+        self.data
+            .image_size
+            .unwrap_or_else(|| fsct_episodes::default_image_size(&self.data.name, resnet))
     }
 
     /// Checks every value that would otherwise fail later, with the field and the fix.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |field: &str, why: String| ConfigError::Invalid { path: path.into(), field: field.into(), why };
+        let invalid = |field: &str, why: String| ConfigError::Invalid {
+            path: path.into(),
+            field: field.into(),
+            why,
+        };
         let e = &self.episodes;
         if e.n_way < 2 {
-            return Err(invalid("episodes.n_way", format!("is {}; use at least 2 classes per episode", e.n_way)));
+            return Err(invalid(
+                "episodes.n_way",
+                format!("is {}; use at least 2 classes per episode", e.n_way),
+            ));
         }
         for (field, value) in [
             ("episodes.k_shot", e.k_shot),
@@ -460,9 +486,13 @@ impl Config {
             }
         }
         if self.data.synthetic_native_size < 8 {
-            return Err(invalid("data.synthetic_native_size", format!("is {}; use at least 8 pixels", self.data.synthetic_native_size)));
+            return Err(invalid(
+                "data.synthetic_native_size",
+                format!("is {}; use at least 8 pixels", self.data.synthetic_native_size),
+            ));
         }
-        let episode_bytes = (e.n_way * (e.k_shot + e.n_query)) as u128 * 3 * (self.image_size() as u128).pow(2) * 4;
+        let episode_bytes =
+            (e.n_way * (e.k_shot + e.n_query)) as u128 * 3 * (self.image_size() as u128).pow(2) * 4;
         if episode_bytes > 16 << 30 {
             return Err(invalid(
                 "episodes",
@@ -480,14 +510,23 @@ impl Config {
         if self.optim.optimizer.to_ascii_lowercase() != "adamw" {
             return Err(invalid(
                 "optim.optimizer",
-                format!("is `{}`; only `adamw` (the reference's default) is implemented", self.optim.optimizer),
+                format!(
+                    "is `{}`; only `adamw` (the reference's default) is implemented",
+                    self.optim.optimizer
+                ),
             ));
         }
         if !(self.optim.learning_rate > 0.0 && self.optim.learning_rate.is_finite()) {
-            return Err(invalid("optim.learning_rate", format!("is {}; use a positive number such as 1e-3", self.optim.learning_rate)));
+            return Err(invalid(
+                "optim.learning_rate",
+                format!("is {}; use a positive number such as 1e-3", self.optim.learning_rate),
+            ));
         }
         if !(self.optim.weight_decay >= 0.0 && self.optim.weight_decay.is_finite()) {
-            return Err(invalid("optim.weight_decay", format!("is {}; use 0 or a positive number such as 1e-5", self.optim.weight_decay)));
+            return Err(invalid(
+                "optim.weight_decay",
+                format!("is {}; use 0 or a positive number such as 1e-5", self.optim.weight_decay),
+            ));
         }
         if self.memory.precision.is_pure_half() && self.run.device == DeviceKind::Cpu {
             return Err(invalid(
@@ -497,7 +536,9 @@ impl Config {
                     .into(),
             ));
         }
-        if self.run.device == DeviceKind::Vulkan && matches!(self.memory.precision, Precision::Bf16 | Precision::MixedBf16) {
+        if self.run.device == DeviceKind::Vulkan
+            && matches!(self.memory.precision, Precision::Bf16 | Precision::MixedBf16)
+        {
             return Err(invalid(
                 "memory.precision",
                 format!(
@@ -509,28 +550,46 @@ impl Config {
             ));
         }
         if !(self.memory.loss_scale >= 1.0 && self.memory.loss_scale <= 16_777_216.0) {
-            return Err(invalid("memory.loss_scale", format!("is {}; use a power of two from 1 to 2^24 such as 65536", self.memory.loss_scale)));
+            return Err(invalid(
+                "memory.loss_scale",
+                format!(
+                    "is {}; use a power of two from 1 to 2^24 such as 65536",
+                    self.memory.loss_scale
+                ),
+            ));
         }
         if self.memory.loss_scale_growth_interval == 0 {
-            return Err(invalid("memory.loss_scale_growth_interval", "is 0; use a number of steps such as 200".into()));
+            return Err(invalid(
+                "memory.loss_scale_growth_interval",
+                "is 0; use a number of steps such as 200".into(),
+            ));
         }
         let size = self.image_size();
         if size < 8 {
             return Err(invalid("data.image_size", format!("is {size}; use at least 8 pixels")));
         }
         if self.data.kind != DatasetKind::Synthetic && self.data.root.is_none() {
-            return Err(invalid("data.root", "is missing; set it to the dataset's folder (or use kind = \"synthetic\")".into()));
+            return Err(invalid(
+                "data.root",
+                "is missing; set it to the dataset's folder (or use kind = \"synthetic\")".into(),
+            ));
         }
         if self.data.kind == DatasetKind::Synthetic {
             let needed = e.k_shot + e.n_query;
             if self.data.synthetic_images_per_class < needed {
                 return Err(invalid(
                     "data.synthetic_images_per_class",
-                    format!("is {}; each class needs k_shot + n_query = {needed} images", self.data.synthetic_images_per_class),
+                    format!(
+                        "is {}; each class needs k_shot + n_query = {needed} images",
+                        self.data.synthetic_images_per_class
+                    ),
                 ));
             }
             if self.data.synthetic_classes < 10 {
-                return Err(invalid("data.synthetic_classes", "must be at least 10 (split 64/16/20 %)".into()));
+                return Err(invalid(
+                    "data.synthetic_classes",
+                    "must be at least 10 (split 64/16/20 %)".into(),
+                ));
             }
         }
         if self.model.use_vic {
@@ -541,7 +600,8 @@ impl Config {
 
     /// The results-file setting name, as the reference writes it: `dataset-backbone-method[-aug][-FETI]-NwKs`.
     pub fn setting_name(&self) -> String {
-        let mut s = format!("{}-{}-{}", self.data.name, self.model.backbone, self.model.method.name());
+        let mut s =
+            format!("{}-{}-{}", self.data.name, self.model.backbone, self.model.method.name());
         if self.data.train_aug {
             s.push_str("-aug");
         }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use fsct_episodes::{
-    Dataset, EpisodeError, EpisodeLoader, EpisodeSpec, LoaderConfig, SyntheticConfig, TransformConfig, TransformMode,
-    synthetic_splits,
+    synthetic_splits, Dataset, EpisodeError, EpisodeLoader, EpisodeSpec, LoaderConfig,
+    SyntheticConfig, TransformConfig, TransformMode,
 };
 
 use crate::config::{Config, DatasetKind};
@@ -121,7 +121,8 @@ pub fn loader(
         _ if config.data.eval_reference_2022 => TransformMode::EvalReference2022,
         _ => TransformMode::Eval,
     };
-    let transform = TransformConfig { image_size: config.image_size(), mode, single_channel: false };
+    let transform =
+        TransformConfig { image_size: config.image_size(), mode, single_channel: false };
     let loader_config = LoaderConfig {
         threads: config.data.threads,
         prefetch: config.data.prefetch,

@@ -32,7 +32,11 @@ pub struct Diverged(pub String);
 
 /// The process exit code for an error: 2 when the input or environment is at fault, else 1.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if is_input_error(err) { 2 } else { 1 }
+    if is_input_error(err) {
+        2
+    } else {
+        1
+    }
 }
 
 /// Whether any cause in the chain is an input error (and none says the run diverged).
@@ -76,7 +80,10 @@ mod tests {
     fn an_os_error_is_said_once() {
         let io = std::io::Error::from(std::io::ErrorKind::NotFound);
         let text = io.to_string();
-        let err = anyhow::Error::new(crate::config::ConfigError::Read { path: "a.toml".into(), source: io });
+        let err = anyhow::Error::new(crate::config::ConfigError::Read {
+            path: "a.toml".into(),
+            source: io,
+        });
         let line = render(&err);
         assert_eq!(line.matches(&text).count(), 1, "{line}");
         assert!(line.contains("a.toml"), "{line}");
@@ -88,7 +95,8 @@ mod tests {
         let err = anyhow::Error::new(InputError::new("bad field")).context("opening the dataset");
         assert_eq!(render(&err), "opening the dataset: bad field");
         assert_eq!(exit_code(&err), 2);
-        let err: anyhow::Error = Err::<(), _>(Diverged("the loss became NaN".into())).context("epoch 3").unwrap_err();
+        let err: anyhow::Error =
+            Err::<(), _>(Diverged("the loss became NaN".into())).context("epoch 3").unwrap_err();
         assert_eq!(exit_code(&err), 1);
         assert_eq!(exit_code(&anyhow::anyhow!("something else")), 1);
     }

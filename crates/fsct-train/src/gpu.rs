@@ -12,12 +12,12 @@
 #![cfg_attr(not(any(feature = "cuda", feature = "vulkan")), allow(dead_code, unused_imports))]
 
 use anyhow::Result;
-use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::backend::Autodiff;
 use burn::tensor::backend::{Backend, BackendTypes};
 use fsct_train::config::{Config, DeviceKind, Precision};
 use fsct_train::error::InputError;
-use fsct_train::train::{RunSummary, run_experiment};
+use fsct_train::train::{run_experiment, RunSummary};
 
 /// The device type of a GPU runtime.
 pub type Device<G> = <<G as CubeGpu>::F32 as BackendTypes>::Device;
@@ -53,7 +53,9 @@ pub fn train<G: CubeGpu>(config: &Config) -> Result<RunSummary> {
     }
     stop_on_device_failure(G::NAME, config);
     match (config.memory.precision, config.memory.gradient_checkpoint) {
-        (Precision::F16, true) => run_experiment::<Autodiff<G::F16, BalancedCheckpointing>>(config, &device),
+        (Precision::F16, true) => {
+            run_experiment::<Autodiff<G::F16, BalancedCheckpointing>>(config, &device)
+        }
         (Precision::F16, false) => run_experiment::<Autodiff<G::F16>>(config, &device),
         (Precision::Bf16, _) => G::train_bf16(config, &device),
         (_, true) => run_experiment::<Autodiff<G::F32, BalancedCheckpointing>>(config, &device),
@@ -68,8 +70,10 @@ pub fn train<G: CubeGpu>(config: &Config) -> Result<RunSummary> {
 /// probe on the f32 backend would silently turn a pure-f16 run into an f32 one. And cubecl loads
 /// the driver (CUDA: libcuda, NVRTC) at the first operation, panicking on its device thread when
 /// it cannot: the probe runs with panics silenced and becomes an error.
-pub fn start<G: CubeGpu + ?Sized, B: Backend<Device = Device<G>>>(device: &Device<G>) -> Result<()> {
-    use burn::tensor::{DType, Element, Tensor, get_device_settings, set_default_dtypes};
+pub fn start<G: CubeGpu + ?Sized, B: Backend<Device = Device<G>>>(
+    device: &Device<G>,
+) -> Result<()> {
+    use burn::tensor::{get_device_settings, set_default_dtypes, DType, Element, Tensor};
     let float: DType = <B::FloatElem as Element>::dtype();
     let int: DType = <B::IntElem as Element>::dtype();
     let hook = std::panic::take_hook();
@@ -102,7 +106,10 @@ pub fn stop_on_device_failure(name: &'static str, config: &Config) {
     std::panic::set_hook(Box::new(move |info| {
         let message = panic_text(info.payload());
         if is_out_of_memory(&message) {
-            eprintln!("error: out of memory on the {name} device ({}); {advice} (no result was written)", summary(&message));
+            eprintln!(
+                "error: out of memory on the {name} device ({}); {advice} (no result was written)",
+                summary(&message)
+            );
             exit_now(1);
         }
         previous(info);
@@ -143,16 +150,26 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// `CUDA_ERROR_OUT_OF_MEMORY`), the CUDA error itself, wgpu's and Vulkan's out-of-memory errors.
 pub fn is_out_of_memory(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    ["can't allocate buffer", "out of memory", "out_of_memory", "outofmemory", "not enough memory", "buffertoobig"]
-        .iter()
-        .any(|needle| m.contains(needle))
+    [
+        "can't allocate buffer",
+        "out of memory",
+        "out_of_memory",
+        "outofmemory",
+        "not enough memory",
+        "buffertoobig",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
 }
 
 /// The cause in a few words: the first line, without `unwrap`'s preamble; sizes in MiB.
 fn summary(message: &str) -> String {
     let line = message.lines().next().unwrap_or_default();
     let line = line.rsplit("value: ").next().unwrap_or(line).trim();
-    if let Some(size) = line.strip_prefix("can't allocate buffer of size: ").and_then(|s| s.trim().parse::<u64>().ok()) {
+    if let Some(size) = line
+        .strip_prefix("can't allocate buffer of size: ")
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    {
         return format!("a buffer of {:.1} MiB could not be allocated", size as f64 / 1048576.0);
     }
     line.chars().take(200).collect()
@@ -165,7 +182,10 @@ fn memory_advice(config: &Config) -> String {
         switches.push("memory.gradient_checkpoint = true".to_string());
     }
     if config.memory.precision == Precision::F32 {
-        switches.push("memory.precision = \"mixed-f16\" (or \"f16\" for half the parameter memory too)".to_string());
+        switches.push(
+            "memory.precision = \"mixed-f16\" (or \"f16\" for half the parameter memory too)"
+                .to_string(),
+        );
     }
     let e = &config.episodes;
     switches.push(format!("a smaller data.image_size (now {} px)", config.image_size()));
@@ -222,8 +242,10 @@ pub mod cuda {
 #[cfg(feature = "vulkan")]
 pub mod vulkan {
     use super::*;
+    use burn::backend::wgpu::{
+        graphics, init_setup, MemoryConfiguration, RuntimeOptions, WgpuDevice,
+    };
     use burn::backend::Vulkan;
-    use burn::backend::wgpu::{MemoryConfiguration, RuntimeOptions, WgpuDevice, graphics, init_setup};
     use burn::tensor::f16;
     use cubecl_runtime::memory_management::{MemoryPoolOptions, PoolType};
 
@@ -246,7 +268,9 @@ pub mod vulkan {
             let device = WgpuDevice::DefaultDevice;
             let mut options = RuntimeOptions::default();
             if let Some(cap) = max_allocation()? {
-                tracing::warn!("{MAX_ALLOCATION_VAR}={cap}: no device allocation may exceed {cap} bytes");
+                tracing::warn!(
+                    "{MAX_ALLOCATION_VAR}={cap}: no device allocation may exceed {cap} bytes"
+                );
                 options.memory_config = MemoryConfiguration::Custom {
                     pool_options: vec![MemoryPoolOptions {
                         pool_type: PoolType::ExclusivePages { max_alloc_size: cap },
@@ -264,7 +288,10 @@ pub mod vulkan {
             let info = setup.adapter.get_info();
             tracing::info!(adapter = %info.name, driver = %info.driver, driver_info = %info.driver_info, "Vulkan device");
             if format!("{:?}", info.device_type) == "Cpu" {
-                tracing::warn!("{} is a software Vulkan device: correct, but far slower than a GPU", info.name);
+                tracing::warn!(
+                    "{} is a software Vulkan device: correct, but far slower than a GPU",
+                    info.name
+                );
             }
             Ok(device)
         }
@@ -286,7 +313,10 @@ pub mod vulkan {
         let Ok(value) = std::env::var(MAX_ALLOCATION_VAR) else { return Ok(None) };
         match value.trim().parse::<u64>() {
             Ok(bytes) if bytes > 0 => Ok(Some(bytes)),
-            _ => Err(InputError::new(format!("{MAX_ALLOCATION_VAR}=`{value}`: expected a number of bytes above 0, or unset it")).into()),
+            _ => Err(InputError::new(format!(
+                "{MAX_ALLOCATION_VAR}=`{value}`: expected a number of bytes above 0, or unset it"
+            ))
+            .into()),
         }
     }
 }
@@ -317,7 +347,9 @@ mod tests {
         assert!(is_out_of_memory(cubecl));
         assert_eq!(summary(cubecl), "a buffer of 10.0 MiB could not be allocated");
         assert!(is_out_of_memory("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")"));
-        assert!(is_out_of_memory("wgpu error: Validation Error\n\nCaused by:\n  Not enough memory left."));
+        assert!(is_out_of_memory(
+            "wgpu error: Validation Error\n\nCaused by:\n  Not enough memory left."
+        ));
         assert!(!is_out_of_memory("index out of bounds: the len is 3 but the index is 7"));
     }
 
@@ -325,11 +357,17 @@ mod tests {
     fn the_advice_names_the_switches_not_yet_on() {
         let mut config = Config::default();
         let advice = memory_advice(&config);
-        assert!(advice.contains("gradient_checkpoint = true") && advice.contains("mixed-f16"), "{advice}");
+        assert!(
+            advice.contains("gradient_checkpoint = true") && advice.contains("mixed-f16"),
+            "{advice}"
+        );
         assert!(advice.contains("image_size") && advice.contains("n_query"), "{advice}");
         config.memory.gradient_checkpoint = true;
         config.memory.precision = Precision::MixedF16;
         let advice = memory_advice(&config);
-        assert!(!advice.contains("gradient_checkpoint") && !advice.contains("mixed-f16"), "{advice}");
+        assert!(
+            !advice.contains("gradient_checkpoint") && !advice.contains("mixed-f16"),
+            "{advice}"
+        );
     }
 }

@@ -16,8 +16,8 @@
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Buffers at least this large are advised and cached (smaller ones rarely span a whole huge
 /// page, and glibc already recycles them).
@@ -146,7 +146,13 @@ fn advise(ptr: *mut u8, len: usize) {
 /// A fresh large block from the system.
 unsafe fn fresh(class: usize, zeroed: bool) -> *mut u8 {
     let layout = block_layout(class);
-    let ptr = unsafe { if zeroed { System.alloc_zeroed(layout) } else { System.alloc(layout) } };
+    let ptr = unsafe {
+        if zeroed {
+            System.alloc_zeroed(layout)
+        } else {
+            System.alloc(layout)
+        }
+    };
     if !ptr.is_null() {
         advise(ptr, class);
     }

@@ -15,12 +15,12 @@ use fsct_backbone::BackboneName;
 use fsct_train::checkpoint::{Checkpoint, Header, TrainerState};
 use fsct_train::cli::{Cli, Command, ImportArgs, TestArgs, TrainArgs};
 use fsct_train::config::{Config, ConfigError, DeviceKind};
-use fsct_train::data::{Role, Stream, open_split};
-use fsct_train::error::{InputError, exit_code, render};
+use fsct_train::data::{open_split, Role, Stream};
+use fsct_train::error::{exit_code, render, InputError};
 use fsct_train::model::build_model;
-use fsct_train::train::{RunSummary, append_line, evaluate, run_experiment};
+use fsct_train::train::{append_line, evaluate, run_experiment, RunSummary};
 use fsct_train::weights::{load_model_bytes, model_bytes};
-use fsct_transformer::import::{ImportOptions, import_reference};
+use fsct_transformer::import::{import_reference, ImportOptions};
 
 mod gpu;
 
@@ -36,7 +36,12 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
     // A panic is a bug in fsct-train (every input error is checked before it could reach one):
     // one line that says so, no backtrace, exit code 1.
     std::panic::set_hook(Box::new(|info| {
@@ -46,7 +51,8 @@ fn main() -> ExitCode {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("unknown cause");
-        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let place =
+            info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("error: internal error in fsct-train ({message}{place}); please report it with the command and config");
     }));
     let cli = Cli::parse();
@@ -69,10 +75,11 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn train(args: &TrainArgs) -> Result<RunSummary> {
-    let path = args
-        .config
-        .clone()
-        .ok_or_else(|| InputError::new("no config given: pass --config FILE, e.g. --config configs/quickstart.toml"))?;
+    let path = args.config.clone().ok_or_else(|| {
+        InputError::new(
+            "no config given: pass --config FILE, e.g. --config configs/quickstart.toml",
+        )
+    })?;
     let mut config = Config::read(&path)?;
     // The file's own values first, so that a bad value is blamed on the file or on the flag
     // that set it, never on the other.
@@ -134,19 +141,36 @@ fn test(args: &TestArgs) -> Result<()> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let config = test_config(args, &ckpt.header.config)?;
     if let Some(device @ (DeviceKind::Cuda | DeviceKind::Vulkan)) = args.device {
-        return Err(InputError::new(format!("`test` runs on the CPU in this version; drop --device {}", device.name())).into());
+        return Err(InputError::new(format!(
+            "`test` runs on the CPU in this version; drop --device {}",
+            device.name()
+        ))
+        .into());
     }
     let device = Default::default();
     let source = format!("checkpoint `{}`", args.checkpoint.display());
-    let model = load_model_bytes(build_model::<Flex>(&config, &device)?, &ckpt.model, &source, &device)?;
+    let model =
+        load_model_bytes(build_model::<Flex>(&config, &device)?, &ckpt.model, &source, &device)?;
     // Only the split the test uses: a dataset with just its test split works.
     let novel = open_split(&config, Role::Novel).context("opening the test split")?;
     let (acc, ci) = evaluate(&config, &model, &novel, Stream::Test, 0, &device)?;
-    println!("test: {} episodes, accuracy {acc:.2}% ± {ci:.2}% (95% CI)", config.episodes.test_episodes);
-    let dir = args.checkpoint.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    println!(
+        "test: {} episodes, accuracy {acc:.2}% ± {ci:.2}% (95% CI)",
+        config.episodes.test_episodes
+    );
+    let dir = args
+        .checkpoint
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     append_line(
         &dir.join("results.txt"),
-        &format!("Checkpoint: {}   Setting: {:<50} Test Acc = {acc:.2}% +- {ci:.2}%", args.checkpoint.display(), config.setting_name()),
+        &format!(
+            "Checkpoint: {}   Setting: {:<50} Test Acc = {acc:.2}% +- {ci:.2}%",
+            args.checkpoint.display(),
+            config.setting_name()
+        ),
     )
 }
 
@@ -167,8 +191,19 @@ fn import(args: &ImportArgs) -> Result<()> {
     let options = ImportOptions { allow_missing_backbone: frozen, ..Default::default() };
     let (model, report) = import_reference(model, &args.input, &options)?;
     let epochs_done = report.epoch.map_or(0, |e| e.max(0) as usize + 1);
-    let state = TrainerState { epochs_done, best_val_acc: 0.0, best_epoch: None, steps: 0, vic: None, scaler: None };
-    let ckpt = Checkpoint { header: Header { config, state }, model: model_bytes(&model)?, optimizer: Vec::new() };
+    let state = TrainerState {
+        epochs_done,
+        best_val_acc: 0.0,
+        best_epoch: None,
+        steps: 0,
+        vic: None,
+        scaler: None,
+    };
+    let ckpt = Checkpoint {
+        header: Header { config, state },
+        model: model_bytes(&model)?,
+        optimizer: Vec::new(),
+    };
     ckpt.save(&args.output)?;
     println!(
         "imported {} tensors from {} (epoch {:?}; {} keys ignored{}) into {}",

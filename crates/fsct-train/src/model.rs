@@ -4,7 +4,8 @@ use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 use fsct_backbone::{Backbone, BuiltinBackbone};
 use fsct_transformer::{
-    AttentionVariant, Ctx, CtxConfig, EpisodeForward, FewShotModel, FewShotTransformer, FsctConfig, ModelError,
+    AttentionVariant, Ctx, CtxConfig, EpisodeForward, FewShotModel, FewShotTransformer, FsctConfig,
+    ModelError,
 };
 
 use crate::config::{Config, Method};
@@ -19,8 +20,13 @@ pub enum AnyModel<B: Backend> {
 }
 
 /// Builds the configured model, sized from the backbone's output at the configured image size.
-pub fn build_model<B: Backend>(config: &Config, device: &B::Device) -> Result<AnyModel<B>, ModelError> {
-    let name = config.backbone().map_err(|e| ModelError::Config { field: "model.backbone", why: e.to_string() })?;
+pub fn build_model<B: Backend>(
+    config: &Config,
+    device: &B::Device,
+) -> Result<AnyModel<B>, ModelError> {
+    let name = config
+        .backbone()
+        .map_err(|e| ModelError::Config { field: "model.backbone", why: e.to_string() })?;
     let backbone = name.init_with::<B>(config.model.train_backbone, device);
     let side = config.image_size();
     let [c, h, w] = backbone.feature_shape([3, side, side]);
@@ -39,7 +45,9 @@ pub fn build_model<B: Backend>(config: &Config, device: &B::Device) -> Result<An
         Method::CtxSoftmax => (AttentionVariant::Softmax, true),
     };
     Ok(if ctx {
-        AnyModel::Ctx(CtxConfig::new(e.n_way, e.k_shot, c).with_variant(variant).init(backbone, device))
+        AnyModel::Ctx(
+            CtxConfig::new(e.n_way, e.k_shot, c).with_variant(variant).init(backbone, device),
+        )
     } else {
         let fsct = FsctConfig::new(e.n_way, e.k_shot, c * h * w)
             .with_variant(variant)

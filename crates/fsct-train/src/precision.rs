@@ -10,8 +10,8 @@
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
 /// Casts float parameters to `dtype`, except those of normalisation layers.
@@ -88,14 +88,28 @@ impl LossScaler {
 
     /// Unscales the gradients in place; returns `false` (and lowers the scale) if any is inf/NaN,
     /// in which case the step must be skipped.
-    pub fn unscale<B: AutodiffBackend, M: AutodiffModule<B>>(&mut self, model: &M, grads: &mut GradientsParams) -> bool {
+    pub fn unscale<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &mut self,
+        model: &M,
+        grads: &mut GradientsParams,
+    ) -> bool {
         self.unscale_to(model, grads, 1.0)
     }
 
     /// As [`Self::unscale`], leaving the gradients multiplied by `target` instead of 1 (pure f16
     /// hands AdamW gradients at a scale its f16 moments can hold: see [`crate::step`]).
-    pub fn unscale_to<B: AutodiffBackend, M: AutodiffModule<B>>(&mut self, model: &M, grads: &mut GradientsParams, target: f64) -> bool {
-        let mut visitor = Unscale::<B> { grads, factor: target / self.scale, finite: true, _b: Default::default() };
+    pub fn unscale_to<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &mut self,
+        model: &M,
+        grads: &mut GradientsParams,
+        target: f64,
+    ) -> bool {
+        let mut visitor = Unscale::<B> {
+            grads,
+            factor: target / self.scale,
+            finite: true,
+            _b: Default::default(),
+        };
         model.visit(&mut visitor);
         self.record(visitor.finite);
         visitor.finite
@@ -119,7 +133,10 @@ impl LossScaler {
             // initial scale is calibration.
             self.skips_at_floor = if at_floor { self.skips_at_floor + 1 } else { 0 };
             // Calibration (a few halvings at start-up) is normal: not a warning.
-            tracing::debug!(scale = self.scale, "non-finite gradients: step skipped, loss scale lowered");
+            tracing::debug!(
+                scale = self.scale,
+                "non-finite gradients: step skipped, loss scale lowered"
+            );
             if self.scale <= MIN_LOSS_SCALE && !at_floor {
                 tracing::warn!("mixed precision: the loss scale fell to its floor ({MIN_LOSS_SCALE}); gradients overflow half precision even unscaled");
             }
@@ -168,7 +185,11 @@ mod tests {
         let s = after(&[true, true, true]);
         assert_eq!((s.scale, s.good_steps), (16.0, 0), "doubles after growth_interval good steps");
         let s = after(&[true, true, false]);
-        assert_eq!((s.scale, s.good_steps, s.skipped), (4.0, 0, 1), "halves and restarts the count");
+        assert_eq!(
+            (s.scale, s.good_steps, s.skipped),
+            (4.0, 0, 1),
+            "halves and restarts the count"
+        );
         let s = after(&[false; 10]);
         assert_eq!(s.scale, MIN_LOSS_SCALE, "never below the floor");
         assert_eq!(s.skipped, 10);

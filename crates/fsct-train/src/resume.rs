@@ -65,7 +65,11 @@ pub fn compare(now: &Config, saved: &Config) -> (Vec<Difference>, Vec<Difference
             continue;
         }
         let diff = Difference { field: field.clone(), now: show(a), saved: show(b) };
-        if TAKES_EFFECT.contains(&field.as_str()) { effect.push(diff) } else { must.push(diff) }
+        if TAKES_EFFECT.contains(&field.as_str()) {
+            effect.push(diff)
+        } else {
+            must.push(diff)
+        }
     }
     (effect, must)
 }
@@ -95,8 +99,10 @@ fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
 
 /// The refusal message for the must-match differences.
 pub fn refusal(checkpoint: &std::path::Path, must: &[Difference]) -> String {
-    let list: Vec<String> =
-        must.iter().map(|d| format!("`{}` is {} now but {} in the checkpoint", d.field, d.now, d.saved)).collect();
+    let list: Vec<String> = must
+        .iter()
+        .map(|d| format!("`{}` is {} now but {} in the checkpoint", d.field, d.now, d.saved))
+        .collect();
     format!(
         "cannot resume from `{}`: {}; these settings must match the checkpoint's (see the resume policy in the \
          README): restore them, or start a new run with another --output (or --overwrite)",
@@ -118,8 +124,14 @@ mod tests {
         now.vic.lambda_v *= 2.0;
         now.episodes.n_query = 15;
         let (effect, must) = compare(&now, &saved);
-        assert_eq!(effect.iter().map(|d| d.field.as_str()).collect::<Vec<_>>(), ["data.threads", "optim.epochs"]);
-        assert_eq!(must.iter().map(|d| d.field.as_str()).collect::<Vec<_>>(), ["episodes.n_query", "vic.lambda_v"]);
+        assert_eq!(
+            effect.iter().map(|d| d.field.as_str()).collect::<Vec<_>>(),
+            ["data.threads", "optim.epochs"]
+        );
+        assert_eq!(
+            must.iter().map(|d| d.field.as_str()).collect::<Vec<_>>(),
+            ["episodes.n_query", "vic.lambda_v"]
+        );
         assert_eq!((must[0].now.as_str(), must[0].saved.as_str()), ("15", "16"));
         let text = refusal(std::path::Path::new("runs/a/last.ckpt"), &must);
         assert!(text.contains("`vic.lambda_v`") && text.contains("runs/a/last.ckpt"), "{text}");

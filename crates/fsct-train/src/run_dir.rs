@@ -52,7 +52,9 @@ impl RunDir {
             )));
         }
         std::fs::create_dir_all(path).map_err(|e| {
-            InputError::new(format!("run.output `{shown}`: cannot create the folder ({e}); choose another --output"))
+            InputError::new(format!(
+                "run.output `{shown}`: cannot create the folder ({e}); choose another --output"
+            ))
         })?;
         // Writable? A real file, as the checkpoints will be (permissions, read-only mounts, quotas).
         tempfile::Builder::new().prefix(".fsct-write-test").tempfile_in(path).map_err(|e| {
@@ -66,7 +68,9 @@ impl RunDir {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| InputError::new(format!("run.output `{shown}`: cannot create `{LOCK_FILE}` ({e})")))?;
+            .map_err(|e| {
+                InputError::new(format!("run.output `{shown}`: cannot create `{LOCK_FILE}` ({e})"))
+            })?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -76,10 +80,13 @@ impl RunDir {
                 )));
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(InputError::new(format!("run.output `{shown}`: cannot lock `{LOCK_FILE}` ({e})")));
+                return Err(InputError::new(format!(
+                    "run.output `{shown}`: cannot lock `{LOCK_FILE}` ({e})"
+                )));
             }
         }
-        let present: Vec<&str> = RUN_FILES.iter().copied().filter(|f| path.join(f).exists()).collect();
+        let present: Vec<&str> =
+            RUN_FILES.iter().copied().filter(|f| path.join(f).exists()).collect();
         match existing {
             Existing::Refuse if !present.is_empty() => {
                 return Err(InputError::new(format!(
@@ -98,7 +105,10 @@ impl RunDir {
             Existing::Overwrite => {
                 for file in &present {
                     std::fs::remove_file(path.join(file)).map_err(|e| {
-                        InputError::new(format!("--overwrite: cannot remove `{}` ({e})", path.join(file).display()))
+                        InputError::new(format!(
+                            "--overwrite: cannot remove `{}` ({e})",
+                            path.join(file).display()
+                        ))
                     })?;
                 }
                 if !present.is_empty() {
@@ -135,7 +145,11 @@ mod tests {
         std::fs::write(run.join("metrics.jsonl"), "{}\n").unwrap();
         std::fs::write(run.join("best.ckpt"), "x").unwrap();
         let err = RunDir::claim(&run, Existing::Refuse).unwrap_err().to_string();
-        assert!(err.contains("already holds a run (best.ckpt, metrics.jsonl)") && err.contains("--overwrite"), "{err}");
+        assert!(
+            err.contains("already holds a run (best.ckpt, metrics.jsonl)")
+                && err.contains("--overwrite"),
+            "{err}"
+        );
         let err = RunDir::claim(&run, Existing::Resume).unwrap_err().to_string();
         assert!(err.contains("no `last.ckpt`"), "{err}");
         std::fs::write(run.join("last.ckpt"), "x").unwrap();

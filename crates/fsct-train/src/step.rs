@@ -5,15 +5,15 @@
 use anyhow::Result;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
-use fsct_transformer::{FewShotModel, episode_accuracy, episode_loss};
+use burn::tensor::FloatDType;
+use fsct_transformer::{episode_accuracy, episode_loss, FewShotModel};
 use fsct_vic::VicValues;
 
 use crate::checkpoint::TrainerState;
 use crate::config::{Config, Precision};
 use crate::model::AnyModel;
-use crate::precision::{LossScaler, half_copy};
+use crate::precision::{half_copy, LossScaler};
 
 /// The trainer's optimizer: AdamW over [`AnyModel`].
 pub type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, AnyModel<B>, B>;
@@ -71,8 +71,11 @@ pub fn new_trainer_state(config: &Config) -> TrainerState {
         best_epoch: None,
         steps: 0,
         vic: config.model.use_vic.then(|| fsct_vic::VicState::new(&config.vic)),
-        scaler: (half_dtype(config.memory.precision).is_some() || config.memory.precision.is_pure_half())
-            .then(|| LossScaler::new(config.memory.loss_scale, config.memory.loss_scale_growth_interval)),
+        scaler: (half_dtype(config.memory.precision).is_some()
+            || config.memory.precision.is_pure_half())
+        .then(|| {
+            LossScaler::new(config.memory.loss_scale, config.memory.loss_scale_growth_interval)
+        }),
     }
 }
 

@@ -13,7 +13,7 @@ use burn::optim::Optimizer;
 use burn::prelude::*;
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
-use fsct_transformer::{FewShotModel, episode_accuracy};
+use fsct_transformer::{episode_accuracy, FewShotModel};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -21,15 +21,15 @@ use fsct_episodes::Dataset;
 
 use crate::checkpoint::{Checkpoint, Header, TrainerState};
 use crate::config::Config;
-use crate::data::{Splits, Stream, loader, open_splits};
+use crate::data::{loader, open_splits, Splits, Stream};
 use crate::error::{Diverged, InputError};
-use fsct_transformer::import::quietly;
+use crate::model::{build_model, AnyModel};
 use crate::resume;
 use crate::run_dir::{Existing, RunDir};
-use crate::weights::{ModelRecorder, load_model_bytes, model_bytes};
-use crate::model::{AnyModel, build_model};
 use crate::stats::mean_ci95;
-use crate::step::{Optim, new_optimizer, new_trainer_state, train_step};
+use crate::step::{new_optimizer, new_trainer_state, train_step, Optim};
+use crate::weights::{load_model_bytes, model_bytes, ModelRecorder};
+use fsct_transformer::import::quietly;
 
 /// What a finished run reports.
 #[derive(Debug, Clone, Serialize)]
@@ -96,7 +96,10 @@ impl Outputs {
 /// a resume that changes a must-match field, see [`crate::resume`]) before any step; [`Diverged`]
 /// (exit code 1) when the loss becomes non-finite or mixed precision's loss scale is stuck at its
 /// floor, in which case no result is written.
-pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -> Result<RunSummary> {
+pub fn run_experiment<B: AutodiffBackend>(
+    config: &Config,
+    device: &B::Device,
+) -> Result<RunSummary> {
     let out_dir = &config.run.output;
     let existing = match (config.run.resume, config.run.overwrite) {
         (true, true) => {
@@ -124,7 +127,10 @@ pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -
         Some(ckpt)
     } else {
         if config.run.resume {
-            tracing::warn!("resume requested but {} does not exist: starting from scratch", outputs.last.display());
+            tracing::warn!(
+                "resume requested but {} does not exist: starting from scratch",
+                outputs.last.display()
+            );
         }
         None
     };
@@ -152,26 +158,45 @@ pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -
         model = load_model_bytes(model, &ckpt.model, &source, device)?;
         let optimizer = ckpt.optimizer;
         let record = quietly(|| ModelRecorder::default().load(optimizer, device))
-            .map_err(|why| InputError::new(format!("{source}: its optimizer state cannot be read ({why})")))?
-            .map_err(|err| InputError::new(format!("{source}: its optimizer state cannot be read ({err})")))?;
+            .map_err(|why| {
+                InputError::new(format!("{source}: its optimizer state cannot be read ({why})"))
+            })?
+            .map_err(|err| {
+                InputError::new(format!("{source}: its optimizer state cannot be read ({err})"))
+            })?;
         optim = quietly(move || optim.load_record(record)).map_err(|why| {
             InputError::new(format!("{source}: its optimizer state does not fit the model ({why})"))
         })?;
         state = ckpt.header.state;
         keep_metrics_before(&outputs.metrics, state.epochs_done)?;
-        tracing::info!(epochs_done = state.epochs_done, best = state.best_val_acc, "resumed from {}", outputs.last.display());
+        tracing::info!(
+            epochs_done = state.epochs_done,
+            best = state.best_val_acc,
+            "resumed from {}",
+            outputs.last.display()
+        );
     }
 
     for epoch in state.epochs_done..config.optim.epochs {
-        let (metrics, next_model, next_optim) = train_epoch(config, &splits, model, optim, &mut state, epoch, device)?;
+        let (metrics, next_model, next_optim) =
+            train_epoch(config, &splits, model, optim, &mut state, epoch, device)?;
         model = next_model;
         optim = next_optim;
         B::memory_cleanup(device);
 
-        let (val_acc, val_ci) = evaluate(config, &model.valid(), &splits.val, Stream::Val, epoch, device)?;
+        let (val_acc, val_ci) =
+            evaluate(config, &model.valid(), &splits.val, Stream::Val, epoch, device)?;
         B::memory_cleanup(device);
         let improved = val_acc > state.best_val_acc;
-        tracing::info!(epoch, train_loss = metrics.0, train_acc = metrics.1, val_acc, val_ci, improved, "epoch done");
+        tracing::info!(
+            epoch,
+            train_loss = metrics.0,
+            train_acc = metrics.1,
+            val_acc,
+            val_ci,
+            improved,
+            "epoch done"
+        );
         state.epochs_done = epoch + 1;
         let model_data = model_bytes(&model)?;
         if improved {
@@ -184,9 +209,15 @@ pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -
             };
             best.save(&outputs.best)?;
         }
-        let optimizer = ModelRecorder::default().record(optim.to_record(), ()).context("serialising the optimizer")?;
-        Checkpoint { header: Header { config: config.clone(), state: state.clone() }, model: model_data, optimizer }
-            .save(&outputs.last)?;
+        let optimizer = ModelRecorder::default()
+            .record(optim.to_record(), ())
+            .context("serialising the optimizer")?;
+        Checkpoint {
+            header: Header { config: config.clone(), state: state.clone() },
+            model: model_data,
+            optimizer,
+        }
+        .save(&outputs.last)?;
         let vic = state.vic.as_ref();
         let line = EpochMetrics {
             epoch,
@@ -220,14 +251,25 @@ pub fn run_experiment<B: AutodiffBackend>(config: &Config, device: &B::Device) -
     let test_model = if outputs.best.exists() {
         let ckpt = Checkpoint::load(&outputs.best)?;
         let source = format!("checkpoint `{}`", outputs.best.display());
-        load_model_bytes(build_model::<B::InnerBackend>(config, device)?, &ckpt.model, &source, device)?
+        load_model_bytes(
+            build_model::<B::InnerBackend>(config, device)?,
+            &ckpt.model,
+            &source,
+            device,
+        )?
     } else {
         model.valid()
     };
-    let (test_acc, test_ci) = evaluate(config, &test_model, &splits.novel, Stream::Test, 0, device)?;
+    let (test_acc, test_ci) =
+        evaluate(config, &test_model, &splits.novel, Stream::Test, 0, device)?;
     B::memory_cleanup(device);
     report_test(config, &outputs, test_acc, test_ci)?;
-    Ok(RunSummary { best_val_acc: state.best_val_acc, test_acc, test_ci95: test_ci, test_episodes: config.episodes.test_episodes })
+    Ok(RunSummary {
+        best_val_acc: state.best_val_acc,
+        test_acc,
+        test_ci95: test_ci,
+        test_episodes: config.episodes.test_episodes,
+    })
 }
 
 /// On resume: drops the lines of `metrics.jsonl` for epochs the checkpoint has not completed
@@ -245,11 +287,14 @@ fn keep_metrics_before(path: &Path, epochs_done: usize) -> Result<()> {
         return Ok(());
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("rewriting `{}`", path.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("rewriting `{}`", path.display()))?;
     for line in kept {
         writeln!(tmp, "{line}")?;
     }
-    tmp.persist(path).map_err(|e| InputError::new(format!("cannot rewrite `{}`: {}", path.display(), e.error)))?;
+    tmp.persist(path).map_err(|e| {
+        InputError::new(format!("cannot rewrite `{}`: {}", path.display(), e.error))
+    })?;
     Ok(())
 }
 
@@ -265,7 +310,8 @@ fn train_epoch<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<((f64, f64, f64), AnyModel<B>, Optim<B>)> {
     let n = config.episodes.train_episodes as u64;
-    let episodes = loader(config, &splits.base, Stream::Train, epoch as u64 * n..(epoch as u64 + 1) * n)?;
+    let episodes =
+        loader(config, &splits.base, Stream::Train, epoch as u64 * n..(epoch as u64 + 1) * n)?;
     let bar = progress_bar(n, &format!("epoch {}/{}", epoch + 1, config.optim.epochs));
     let (mut loss_sum, mut acc_sum, mut time_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
     for episode in episodes {
@@ -302,7 +348,11 @@ fn train_epoch<B: AutodiffBackend>(
         loss_sum += loss_value;
         acc_sum += accuracy;
         count += 1;
-        bar.set_message(format!("loss {:.4} acc {:.1}%", loss_sum / count as f64, 100.0 * acc_sum / count as f64));
+        bar.set_message(format!(
+            "loss {:.4} acc {:.1}%",
+            loss_sum / count as f64,
+            100.0 * acc_sum / count as f64
+        ));
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -341,18 +391,25 @@ pub fn evaluate<B: Backend>(
 fn report_test(config: &Config, outputs: &Outputs, acc: f64, ci: f64) -> Result<()> {
     let n = config.episodes.test_episodes;
     println!("test: {n} episodes, accuracy {acc:.2}% ± {ci:.2}% (95% CI)");
-    let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let line = format!("Time: {time}   Setting: {:<50} Test Acc = {acc:.2}% +- {ci:.2}%", config.setting_name());
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let line = format!(
+        "Time: {time}   Setting: {:<50} Test Acc = {acc:.2}% +- {ci:.2}%",
+        config.setting_name()
+    );
     append_line(&outputs.results, &line)
 }
 
 /// Appends one line (a whole line per write, so readers never see half of one).
 pub fn append_line(path: &Path, line: &str) -> Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| InputError::new(format!("cannot open `{}` for writing ({e}); check the folder's permissions", path.display())))?;
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| {
+            InputError::new(format!(
+                "cannot open `{}` for writing ({e}); check the folder's permissions",
+                path.display()
+            ))
+        })?;
     file.write_all(format!("{line}\n").as_bytes())
         .map_err(|e| InputError::new(format!("cannot write `{}` ({e})", path.display())))?;
     Ok(())

@@ -41,7 +41,12 @@ pub fn model_bytes<B: Backend, M: Module<B>>(model: &M) -> Result<Vec<u8>> {
 /// # Errors
 /// An [`InputError`] (exit code 2) when the bytes do not decode as this model's record or any
 /// parameter's shape differs; the message lists the differing parameters with both shapes.
-pub fn load_model_bytes<B: Backend, M: Module<B>>(model: M, bytes: &[u8], source: &str, device: &B::Device) -> Result<M> {
+pub fn load_model_bytes<B: Backend, M: Module<B>>(
+    model: M,
+    bytes: &[u8],
+    source: &str,
+    device: &B::Device,
+) -> Result<M> {
     let expected = param_shapes::<B, M>(&model);
     let unfit = |why: String| {
         InputError::new(format!(
@@ -52,9 +57,10 @@ pub fn load_model_bytes<B: Backend, M: Module<B>>(model: M, bytes: &[u8], source
     // Decoding builds tensors through asserting constructors (`Tensor::from_data` checks rank
     // and byte count): a crafted record that passed the checksums must still end as an error,
     // with the panic's message kept off the user's screen.
-    let record = fsct_transformer::import::quietly(|| ModelRecorder::default().load(bytes.to_vec(), device))
-        .map_err(&unfit)?
-        .map_err(|err| unfit(err.to_string()))?;
+    let record =
+        fsct_transformer::import::quietly(|| ModelRecorder::default().load(bytes.to_vec(), device))
+            .map_err(&unfit)?
+            .map_err(|err| unfit(err.to_string()))?;
     let loaded = fsct_transformer::import::quietly(|| model.load_record(record)).map_err(&unfit)?;
     let found = param_shapes::<B, M>(&loaded);
     let mismatches = shape_mismatches(&expected, &found);
@@ -71,14 +77,17 @@ pub fn load_model_bytes<B: Backend, M: Module<B>>(model: M, bytes: &[u8], source
 }
 
 /// One line per parameter that is missing, extra or shaped differently (at most 8, then a count).
-fn shape_mismatches(expected: &BTreeMap<String, Vec<usize>>, found: &BTreeMap<String, Vec<usize>>) -> Vec<String> {
+fn shape_mismatches(
+    expected: &BTreeMap<String, Vec<usize>>,
+    found: &BTreeMap<String, Vec<usize>>,
+) -> Vec<String> {
     let mut lines = Vec::new();
     for (path, shape) in expected {
         match found.get(path) {
             None => lines.push(format!("`{path}` is missing (the model has {shape:?})")),
-            Some(other) if other != shape => {
-                lines.push(format!("`{path}` has shape {other:?} in the checkpoint, {shape:?} in the model"))
-            }
+            Some(other) if other != shape => lines.push(format!(
+                "`{path}` has shape {other:?} in the checkpoint, {shape:?} in the model"
+            )),
             Some(_) => {}
         }
     }
@@ -99,11 +108,17 @@ mod tests {
 
     #[test]
     fn mismatches_name_the_parameter_and_both_shapes() {
-        let expected: BTreeMap<_, _> = [("a.weight".to_string(), vec![4, 3]), ("b".to_string(), vec![2])].into();
-        let found: BTreeMap<_, _> = [("a.weight".to_string(), vec![5, 3]), ("c".to_string(), vec![1])].into();
+        let expected: BTreeMap<_, _> =
+            [("a.weight".to_string(), vec![4, 3]), ("b".to_string(), vec![2])].into();
+        let found: BTreeMap<_, _> =
+            [("a.weight".to_string(), vec![5, 3]), ("c".to_string(), vec![1])].into();
         let lines = shape_mismatches(&expected, &found);
         assert_eq!(lines.len(), 3, "{lines:?}");
-        assert!(lines[0].contains("`a.weight`") && lines[0].contains("[5, 3]") && lines[0].contains("[4, 3]"));
+        assert!(
+            lines[0].contains("`a.weight`")
+                && lines[0].contains("[5, 3]")
+                && lines[0].contains("[4, 3]")
+        );
         assert!(lines[1].contains("`b` is missing"));
         assert!(lines[2].contains("`c` is not a parameter"));
         assert!(shape_mismatches(&expected, &expected).is_empty());

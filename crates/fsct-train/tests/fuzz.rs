@@ -18,7 +18,8 @@ mod common;
 
 /// The common tiny run with VIC and mixed precision on, so mutations reach their fields too.
 fn tiny() -> String {
-    common::TINY.replace("[model]\n", "[model]\nuse_vic = true\n") + "\n[memory]\nprecision = \"mixed-f16\"\n"
+    common::TINY.replace("[model]\n", "[model]\nuse_vic = true\n")
+        + "\n[memory]\nprecision = \"mixed-f16\"\n"
 }
 
 /// Every config field as (section, key), from the default config's serialised form.
@@ -86,11 +87,14 @@ fn mutate(base: &str, fields: &[(String, String)], mutations: &[Mutation]) -> St
     let table = root.as_table_mut().unwrap();
     for m in mutations {
         let (section, key) = match m {
-            Mutation::Set(i, _) | Mutation::Remove(i) | Mutation::Extra(i, _) | Mutation::DropSection(i) | Mutation::SectionNotATable(i, _) => {
-                fields[*i].clone()
-            }
+            Mutation::Set(i, _)
+            | Mutation::Remove(i)
+            | Mutation::Extra(i, _)
+            | Mutation::DropSection(i)
+            | Mutation::SectionNotATable(i, _) => fields[*i].clone(),
         };
-        let entry = table.entry(section.clone()).or_insert_with(|| Value::Table(Default::default()));
+        let entry =
+            table.entry(section.clone()).or_insert_with(|| Value::Table(Default::default()));
         match (m, entry.as_table_mut()) {
             (Mutation::Set(_, v), Some(t)) => {
                 t.insert(key, v.clone());
@@ -120,9 +124,11 @@ fn config_outcome(text: &str) -> Result<(), String> {
     config.validate(path).map_err(|e| e.to_string())?;
     // Building the model is the next place a value could reach an assert: only for sizes that
     // build in moments in a test (the binary path below covers running).
-    let small = config.image_size() <= 64 && config.model.mlp_dim <= 4096 && config.model.depth <= 4;
+    let small =
+        config.image_size() <= 64 && config.model.mlp_dim <= 4096 && config.model.depth <= 4;
     if small {
-        fsct_train::model::build_model::<Flex>(&config, &Default::default()).map_err(|e| e.to_string())?;
+        fsct_train::model::build_model::<Flex>(&config, &Default::default())
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -135,7 +141,11 @@ fn mutated_configs_validate_or_fail_with_a_message_never_panic() {
     for name in ["quickstart.toml", "medium_16gb.toml", "miniimagenet.toml"] {
         bases.push(std::fs::read_to_string(configs_dir.join(name)).unwrap());
     }
-    let mut runner = TestRunner::new(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() });
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
     let strategy = (0..bases.len(), proptest::collection::vec(mutation(fields.len()), 1..4));
     runner
         .run(&strategy, |(base, mutations)| {
@@ -200,7 +210,11 @@ fn mutated_checkpoint_headers_load_or_fail_with_a_message_never_panic() {
     let mut config = Config::parse(&tiny(), Path::new("tiny.toml")).unwrap();
     config.memory.precision = fsct_train::config::Precision::F32;
     config.run.output = dir.path().join("run");
-    fsct_train::train::run_experiment::<burn::backend::Autodiff<Flex>>(&config, &Default::default()).unwrap();
+    fsct_train::train::run_experiment::<burn::backend::Autodiff<Flex>>(
+        &config,
+        &Default::default(),
+    )
+    .unwrap();
     let ckpt = Checkpoint::load(&dir.path().join("run/best.ckpt")).unwrap();
     let header = serde_json::to_value(&ckpt.header).unwrap();
     let mut pointers = Vec::new();
@@ -208,8 +222,15 @@ fn mutated_checkpoint_headers_load_or_fail_with_a_message_never_panic() {
     pointers.retain(|p| !p.is_empty());
     let path = dir.path().join("mutated.ckpt");
 
-    let mut runner = TestRunner::new(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() });
-    let strategy = proptest::collection::vec((0..pointers.len(), prop_oneof![3 => json_mutation().prop_map(Some), 1 => Just(None)]), 1..4);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 96,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let strategy = proptest::collection::vec(
+        (0..pointers.len(), prop_oneof![3 => json_mutation().prop_map(Some), 1 => Just(None)]),
+        1..4,
+    );
     runner
         .run(&strategy, |mutations| {
             let mut h = header.clone();
@@ -223,16 +244,26 @@ fn mutated_checkpoint_headers_load_or_fail_with_a_message_never_panic() {
                     };
                 }
             }
-            std::fs::write(&path, checkpoint_bytes(&serde_json::to_vec(&h).unwrap(), &ckpt.model, &ckpt.optimizer)).unwrap();
+            std::fs::write(
+                &path,
+                checkpoint_bytes(&serde_json::to_vec(&h).unwrap(), &ckpt.model, &ckpt.optimizer),
+            )
+            .unwrap();
             // What `test` does with a checkpoint, up to the first episode.
             let outcome = std::panic::catch_unwind(|| -> Result<(), String> {
                 let loaded = Checkpoint::load(&path).map_err(|e| e.to_string())?;
                 let config = &loaded.header.config;
                 config.validate(&path).map_err(|e| e.to_string())?;
                 let device = Default::default();
-                let model = fsct_train::model::build_model::<Flex>(config, &device).map_err(|e| e.to_string())?;
-                fsct_train::weights::load_model_bytes(model, &loaded.model, "mutated.ckpt", &device)
+                let model = fsct_train::model::build_model::<Flex>(config, &device)
                     .map_err(|e| e.to_string())?;
+                fsct_train::weights::load_model_bytes(
+                    model,
+                    &loaded.model,
+                    "mutated.ckpt",
+                    &device,
+                )
+                .map_err(|e| e.to_string())?;
                 Ok(())
             });
             prop_assert!(outcome.is_ok(), "panicked on header {h}");
@@ -245,7 +276,11 @@ fn mutated_checkpoint_headers_load_or_fail_with_a_message_never_panic() {
 fn mutated_configs_through_the_binary_run_or_exit_2() {
     let fields = fields();
     let dir = tempfile::tempdir().unwrap();
-    let mut runner = TestRunner::new(ProptestConfig { cases: 10, failure_persistence: None, ..ProptestConfig::default() });
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 10,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
     // Small values only: a run must finish in seconds.
     let small = prop_oneof![
         Just(Value::Integer(0)),
@@ -263,21 +298,32 @@ fn mutated_configs_through_the_binary_run_or_exit_2() {
         .run(&strategy, |sets| {
             case.set(case.get() + 1);
             let case = case.get();
-            let mutations: Vec<Mutation> = sets.into_iter().map(|(i, v)| Mutation::Set(i, v)).collect();
+            let mutations: Vec<Mutation> =
+                sets.into_iter().map(|(i, v)| Mutation::Set(i, v)).collect();
             let text = mutate(&tiny(), &fields, &mutations);
             let config = dir.path().join(format!("case{case}.toml"));
             std::fs::write(&config, &text).unwrap();
             let out = Command::new(env!("CARGO_BIN_EXE_fsct-train"))
-                .args(["--config", config.to_str().unwrap(), "--output", dir.path().join(format!("run{case}")).to_str().unwrap()])
+                .args([
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--output",
+                    dir.path().join(format!("run{case}")).to_str().unwrap(),
+                ])
                 .env("RUST_LOG", "error")
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
-            prop_assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "{text}\n{stderr}");
+            prop_assert!(
+                !stderr.contains("panicked") && !stderr.contains("internal error"),
+                "{text}\n{stderr}"
+            );
             // 0: it ran; 2: one input error; 1 only for a run that diverged.
             let code = out.status.code();
             prop_assert!(
-                code == Some(0) || code == Some(2) || (code == Some(1) && stderr.contains("diverged")),
+                code == Some(0)
+                    || code == Some(2)
+                    || (code == Some(1) && stderr.contains("diverged")),
                 "exit {code:?} for\n{text}\n{stderr}"
             );
             if code != Some(0) {

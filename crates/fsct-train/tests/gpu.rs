@@ -27,14 +27,14 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::FloatDType;
 use fsct_train::config::{Config, Method, Precision};
-use fsct_train::model::{AnyModel, build_model};
+use fsct_train::model::{build_model, AnyModel};
 use fsct_train::step::{new_optimizer, new_trainer_state, train_step};
 use fsct_train::weights::{load_model_bytes, model_bytes};
-use fsct_transformer::{FewShotModel, episode_loss};
+use fsct_transformer::{episode_loss, FewShotModel};
 
 #[cfg(feature = "vulkan")]
 mod gpu {
-    use burn::backend::wgpu::{WgpuDevice, graphics, init_setup};
+    use burn::backend::wgpu::{graphics, init_setup, WgpuDevice};
 
     /// The backend under test, with float type `F`.
     pub type G<F = f32> = burn::backend::Vulkan<F>;
@@ -48,9 +48,13 @@ mod gpu {
         static OPENED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
         let opened = OPENED.get_or_init(|| {
             fsct_transformer::import::quietly(|| {
-                let setup = init_setup::<graphics::Vulkan>(&WgpuDevice::DefaultDevice, Default::default());
+                let setup =
+                    init_setup::<graphics::Vulkan>(&WgpuDevice::DefaultDevice, Default::default());
                 let info = setup.adapter.get_info();
-                eprintln!("GPU tests on Vulkan: {} ({}, {})", info.name, info.driver, info.driver_info);
+                eprintln!(
+                    "GPU tests on Vulkan: {} ({}, {})",
+                    info.name, info.driver, info.driver_info
+                );
                 super::pin_f32(&WgpuDevice::DefaultDevice);
             })
         });
@@ -81,7 +85,8 @@ mod gpu {
 /// Fixes the device's float type to f32 before any tensor is created there (see the header).
 fn pin_f32(device: &<G as burn::tensor::backend::BackendTypes>::Device) {
     use burn::tensor::DType;
-    burn::tensor::set_default_dtypes::<G>(device, DType::F32, DType::I32).expect("the device's float type is not fixed yet");
+    burn::tensor::set_default_dtypes::<G>(device, DType::F32, DType::I32)
+        .expect("the device's float type is not fixed yet");
 }
 
 use gpu::G;
@@ -128,7 +133,11 @@ fn episode(config: &Config, seed: u64) -> TensorData {
 /// The episode with every value moved by one ulp (up and down alternately).
 fn nudge(x: &TensorData) -> TensorData {
     let values = x.clone().convert::<f32>().into_vec::<f32>().unwrap();
-    let moved = values.iter().enumerate().map(|(i, v)| if i % 2 == 0 { v.next_up() } else { v.next_down() }).collect::<Vec<f32>>();
+    let moved = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i % 2 == 0 { v.next_up() } else { v.next_down() })
+        .collect::<Vec<f32>>();
     TensorData::new(moved, x.shape.clone())
 }
 
@@ -138,7 +147,13 @@ fn twins<B: AutodiffBackend>(config: &Config, device: &B::Device) -> (AnyModel<C
     Cpu::seed(&cpu, 7);
     let reference = build_model::<Cpu>(config, &cpu).unwrap();
     let bytes = model_bytes(&reference).unwrap();
-    let model = load_model_bytes(build_model::<B>(config, device).unwrap(), &bytes, "the Flex model", device).unwrap();
+    let model = load_model_bytes(
+        build_model::<B>(config, device).unwrap(),
+        &bytes,
+        "the Flex model",
+        device,
+    )
+    .unwrap();
     (reference, model)
 }
 
@@ -178,7 +193,12 @@ struct Pass {
     eval_scores: Vec<f32>,
 }
 
-fn pass<B: AutodiffBackend>(config: &Config, model: &AnyModel<B>, x: &TensorData, device: &B::Device) -> Pass {
+fn pass<B: AutodiffBackend>(
+    config: &Config,
+    model: &AnyModel<B>,
+    x: &TensorData,
+    device: &B::Device,
+) -> Pass {
     let x = Tensor::<B, 5>::from_data(x.clone(), device);
     let out = model.forward_episode(x.clone());
     let loss = episode_loss(out.scores.clone(), config.episodes.n_query);
@@ -279,7 +299,13 @@ fn every_backbone_agrees_with_flex_forward_and_gradients() {
         let (reference, model) = twins::<Autodiff<G>>(&config, &device);
         // A second Flex copy for the one-ulp run (a training pass moves the running statistics).
         let cpu = Default::default();
-        let copy = load_model_bytes(build_model::<Cpu>(&config, &cpu).unwrap(), &model_bytes(&reference).unwrap(), "copy", &cpu).unwrap();
+        let copy = load_model_bytes(
+            build_model::<Cpu>(&config, &cpu).unwrap(),
+            &model_bytes(&reference).unwrap(),
+            "copy",
+            &cpu,
+        )
+        .unwrap();
         let x = episode(&config, i as u64);
         let want = pass(&config, &reference, &x, &Default::default());
         let got = pass(&config, &model, &x, &device);
@@ -288,16 +314,40 @@ fn every_backbone_agrees_with_flex_forward_and_gradients() {
         let nudged = pass(&config, &copy, &nudge(&x), &cpu);
         let ulp = |err: f32| 4.0 * err;
         let errors = [
-            ("train scores", rel_err(&got.scores, &want.scores), F32_TOLERANCE.max(ulp(rel_err(&nudged.scores, &want.scores)))),
-            ("loss", rel_err(&[got.loss], &[want.loss]), F32_TOLERANCE.max(ulp(rel_err(&[nudged.loss], &[want.loss])))),
-            ("gradient", gradient, F32_GRADIENT_TOLERANCE.max(ulp(grad_errors(&nudged.grads, &want.grads).0))),
+            (
+                "train scores",
+                rel_err(&got.scores, &want.scores),
+                F32_TOLERANCE.max(ulp(rel_err(&nudged.scores, &want.scores))),
+            ),
+            (
+                "loss",
+                rel_err(&[got.loss], &[want.loss]),
+                F32_TOLERANCE.max(ulp(rel_err(&[nudged.loss], &[want.loss]))),
+            ),
+            (
+                "gradient",
+                gradient,
+                F32_GRADIENT_TOLERANCE.max(ulp(grad_errors(&nudged.grads, &want.grads).0)),
+            ),
             ("worst parameter's gradient", worst_param, F32_PARAM_TOLERANCE),
-            ("eval scores", rel_err(&got.eval_scores, &want.eval_scores), F32_TOLERANCE.max(ulp(rel_err(&nudged.eval_scores, &want.eval_scores)))),
+            (
+                "eval scores",
+                rel_err(&got.eval_scores, &want.eval_scores),
+                F32_TOLERANCE.max(ulp(rel_err(&nudged.eval_scores, &want.eval_scores))),
+            ),
         ];
-        let name = format!("{backbone}{} {} {side} px", if config.model.feti { "-FETI" } else { "" }, config.model.method.name());
+        let name = format!(
+            "{backbone}{} {} {side} px",
+            if config.model.feti { "-FETI" } else { "" },
+            config.model.method.name()
+        );
         eprintln!(
             "{name:<32} {} ({} parameter gradients; {:.1} s)",
-            errors.iter().map(|(what, e, bound)| format!("{what} {e:.1e} (≤ {bound:.0e})")).collect::<Vec<_>>().join(", "),
+            errors
+                .iter()
+                .map(|(what, e, bound)| format!("{what} {e:.1e} (≤ {bound:.0e})"))
+                .collect::<Vec<_>>()
+                .join(", "),
             got.grads.len(),
             started.elapsed().as_secs_f64()
         );
@@ -320,7 +370,11 @@ const F16_TOLERANCE: f32 = 2e-2;
 const F16_VS_FLEX: f32 = 12.0;
 
 /// Training-mode scores of `model`'s half copy (mixed f16), as the trainer computes them.
-fn mixed_scores<B: AutodiffBackend>(model: &AnyModel<B>, x: &TensorData, device: &B::Device) -> Vec<f32> {
+fn mixed_scores<B: AutodiffBackend>(
+    model: &AnyModel<B>,
+    x: &TensorData,
+    device: &B::Device,
+) -> Vec<f32> {
     let x = Tensor::<B, 5>::from_data(x.clone(), device).cast(FloatDType::F16);
     values(fsct_train::precision::half_copy(model, FloatDType::F16).forward_episode(x).scores)
 }
@@ -346,14 +400,26 @@ fn mixed_f16_forward_is_close_to_flex_f32() {
 
 /// `steps` training steps on one episode, as the trainer takes them. Returns each step's loss,
 /// whether the update was applied, the final loss scale and the final parameters.
-fn train<B: AutodiffBackend>(config: &Config, steps: usize, device: &B::Device) -> (Vec<(f64, bool)>, Option<f64>, Vec<Vec<f32>>) {
+fn train<B: AutodiffBackend>(
+    config: &Config,
+    steps: usize,
+    device: &B::Device,
+) -> (Vec<(f64, bool)>, Option<f64>, Vec<Vec<f32>>) {
     let (_, mut model) = twins::<B>(config, device);
     let mut optim = new_optimizer::<B>(config);
     let mut state = new_trainer_state(config);
     let x = episode(config, 3);
     let mut outcomes = Vec::new();
     for _ in 0..steps {
-        let (next, outcome) = train_step(config, model, &mut optim, &mut state, Tensor::from_data(x.clone(), device), device).unwrap();
+        let (next, outcome) = train_step(
+            config,
+            model,
+            &mut optim,
+            &mut state,
+            Tensor::from_data(x.clone(), device),
+            device,
+        )
+        .unwrap();
         model = next;
         outcomes.push((outcome.loss, outcome.applied));
     }
@@ -374,13 +440,27 @@ fn f32_and_mixed_f16_train_a_few_steps_with_the_loss_scaler() {
         let (outcomes, scale, params) = train::<Autodiff<G>>(&config, steps, &device);
         eprintln!("{precision:?}: losses {outcomes:?}, loss scale {scale:?}");
         let applied: Vec<f64> = outcomes.iter().filter(|(_, a)| *a).map(|(l, _)| *l).collect();
-        assert!(applied.len() >= steps / 2, "{precision:?}: only {} of {steps} steps were applied: {outcomes:?}", applied.len());
+        assert!(
+            applied.len() >= steps / 2,
+            "{precision:?}: only {} of {steps} steps were applied: {outcomes:?}",
+            applied.len()
+        );
         assert!(applied.iter().all(|l| l.is_finite()), "{precision:?}: {outcomes:?}");
-        assert!(params.iter().flatten().all(|v| v.is_finite()), "{precision:?}: a parameter is not finite after {steps} steps");
+        assert!(
+            params.iter().flatten().all(|v| v.is_finite()),
+            "{precision:?}: a parameter is not finite after {steps} steps"
+        );
         // The same episode again and again: the loss must fall.
         let (first, last) = (applied[0], *applied.last().unwrap());
-        assert!(last < first, "{precision:?}: the loss did not fall over {steps} steps: {outcomes:?}");
-        assert_eq!(scale.is_some(), precision != Precision::F32, "{precision:?}: a loss scaler exactly for half precision");
+        assert!(
+            last < first,
+            "{precision:?}: the loss did not fall over {steps} steps: {outcomes:?}"
+        );
+        assert_eq!(
+            scale.is_some(),
+            precision != Precision::F32,
+            "{precision:?}: a loss scaler exactly for half precision"
+        );
         // Pure f16 trains in tests/gpu_half.rs.
     }
 }
@@ -414,7 +494,8 @@ fn memory_cleanup_lowers_reserved_memory() {
         let config = small("ResNet18", 32);
         let (_, model) = twins::<Autodiff<G>>(&config, &device);
         let _ = pass(&config, &model, &episode(&config, 9), &device);
-        let big: Vec<Tensor<G, 2>> = (0..4).map(|i| Tensor::ones([1024, 1024], &device).mul_scalar(i as f32)).collect();
+        let big: Vec<Tensor<G, 2>> =
+            (0..4).map(|i| Tensor::ones([1024, 1024], &device).mul_scalar(i as f32)).collect();
         let _ = values(big.into_iter().reduce(|a, b| a + b).unwrap().sum());
     }
     G::<f32>::sync(&device).unwrap();
@@ -430,7 +511,12 @@ fn memory_cleanup_lowers_reserved_memory() {
         after.bytes_in_use as f64 / 1048576.0
     );
     assert!(held.bytes_reserved >= 16 << 20, "the step reserved {} bytes", held.bytes_reserved);
-    assert!(after.bytes_reserved < held.bytes_reserved / 2, "memory_cleanup kept {} of {} reserved bytes", after.bytes_reserved, held.bytes_reserved);
+    assert!(
+        after.bytes_reserved < held.bytes_reserved / 2,
+        "memory_cleanup kept {} of {} reserved bytes",
+        after.bytes_reserved,
+        held.bytes_reserved
+    );
 }
 
 /// `fsct-train` on this GPU: a tiny synthetic run into `dir/<name>`.
@@ -445,7 +531,12 @@ fn fsct_train(dir: &Path, name: &str, extra: &str, env: &[(&str, &str)]) -> std:
     );
     std::fs::write(&config, text).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_fsct-train"));
-    command.args(["--config", config.to_str().unwrap(), "--output", dir.join(name).to_str().unwrap()]);
+    command.args([
+        "--config",
+        config.to_str().unwrap(),
+        "--output",
+        dir.join(name).to_str().unwrap(),
+    ]);
     for (k, v) in env {
         command.env(k, v);
     }
@@ -458,17 +549,28 @@ fn the_binary_trains_on_the_gpu() {
     let dir = tempfile::tempdir().unwrap();
     for (name, memory) in [
         ("f32", ""),
-        ("mixed", "[memory]\nprecision = \"mixed-f16\"\ngradient_checkpoint = true\ncleanup_every = 1"),
+        (
+            "mixed",
+            "[memory]\nprecision = \"mixed-f16\"\ngradient_checkpoint = true\ncleanup_every = 1",
+        ),
         ("pure", "[memory]\nprecision = \"f16\""),
     ] {
         let started = Instant::now();
         let out = fsct_train(dir.path(), name, memory, &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        eprintln!("fsct-train --device {} ({name}): {:.1} s; {}", gpu::DEVICE, started.elapsed().as_secs_f64(), stdout.lines().last().unwrap_or(""));
+        eprintln!(
+            "fsct-train --device {} ({name}): {:.1} s; {}",
+            gpu::DEVICE,
+            started.elapsed().as_secs_f64(),
+            stdout.lines().last().unwrap_or("")
+        );
         assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
         assert!(stdout.contains("test: 3 episodes, accuracy"), "{name}: {stdout}");
-        assert!(dir.path().join(name).join("best.ckpt").exists() || dir.path().join(name).join("last.ckpt").exists());
+        assert!(
+            dir.path().join(name).join("best.ckpt").exists()
+                || dir.path().join(name).join("last.ckpt").exists()
+        );
     }
 }
 
@@ -492,10 +594,18 @@ fn out_of_memory_and_a_missing_device_stop_with_one_line() {
     assert!(!dir.path().join("oom/metrics.jsonl").exists(), "no result is written");
 
     // No Vulkan driver at all: an environment error (exit 2) naming what to install.
-    let out = fsct_train(dir.path(), "nodevice", "", &[("VK_ICD_FILENAMES", "/nonexistent.json"), ("VK_DRIVER_FILES", "/nonexistent.json")]);
+    let out = fsct_train(
+        dir.path(),
+        "nodevice",
+        "",
+        &[("VK_ICD_FILENAMES", "/nonexistent.json"), ("VK_DRIVER_FILES", "/nonexistent.json")],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{}", stderr.lines().last().unwrap_or(""));
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("no usable Vulkan device") && stderr.contains("mesa-vulkan-drivers"), "{stderr}");
+    assert!(
+        stderr.contains("no usable Vulkan device") && stderr.contains("mesa-vulkan-drivers"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -15,13 +15,13 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, FloatDType};
 use fsct_train::config::{Config, Precision};
-use fsct_train::model::{AnyModel, build_model};
+use fsct_train::model::{build_model, AnyModel};
 use fsct_train::step::{new_optimizer, new_trainer_state, train_step};
 use fsct_train::weights::{load_model_bytes, model_bytes};
 
 #[cfg(feature = "vulkan")]
 mod gpu {
-    use burn::backend::wgpu::{WgpuDevice, graphics, init_setup};
+    use burn::backend::wgpu::{graphics, init_setup, WgpuDevice};
 
     /// The backend under test: f16 floats.
     pub type H = burn::backend::Vulkan<burn::tensor::f16>;
@@ -56,7 +56,8 @@ fn device() -> <H as burn::tensor::backend::BackendTypes>::Device {
     static OPENED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     OPENED.get_or_init(|| {
         let device = gpu::open();
-        burn::tensor::set_default_dtypes::<H>(&device, DType::F16, DType::I32).expect("the device's float type is not fixed yet");
+        burn::tensor::set_default_dtypes::<H>(&device, DType::F16, DType::I32)
+            .expect("the device's float type is not fixed yet");
     });
     let device = Default::default();
     let settings = burn::tensor::get_device_settings::<H>(&device);
@@ -94,7 +95,10 @@ fn episode(config: &Config, seed: u64) -> TensorData {
         (state >> 40) as f32 / (1u64 << 24) as f32
     };
     let n: usize = shape.iter().product();
-    TensorData::new((0..n).map(|_| (0..4).map(|_| uniform()).sum::<f32>() - 2.0).collect::<Vec<f32>>(), shape)
+    TensorData::new(
+        (0..n).map(|_| (0..4).map(|_| uniform()).sum::<f32>() - 2.0).collect::<Vec<f32>>(),
+        shape,
+    )
 }
 
 fn twins<B: AutodiffBackend>(config: &Config, device: &B::Device) -> (AnyModel<Cpu>, AnyModel<B>) {
@@ -102,7 +106,13 @@ fn twins<B: AutodiffBackend>(config: &Config, device: &B::Device) -> (AnyModel<C
     Cpu::seed(&cpu, 7);
     let reference = build_model::<Cpu>(config, &cpu).unwrap();
     let bytes = model_bytes(&reference).unwrap();
-    let model = load_model_bytes(build_model::<B>(config, device).unwrap(), &bytes, "the Flex model", device).unwrap();
+    let model = load_model_bytes(
+        build_model::<B>(config, device).unwrap(),
+        &bytes,
+        "the Flex model",
+        device,
+    )
+    .unwrap();
     (reference, model)
 }
 
@@ -115,7 +125,12 @@ fn rel_err(got: &[f32], want: &[f32]) -> f32 {
         return f32::INFINITY;
     }
     let norm = want.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let diff = got.iter().zip(want).map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2)).sum::<f64>().sqrt();
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum::<f64>()
+        .sqrt();
     (diff / norm.max(1e-30)) as f32
 }
 
@@ -155,7 +170,8 @@ fn pure_f16_forward_is_close_to_flex_f32() {
         let got = stages(&pure, Tensor::from_data(x.clone(), &device));
         // f16 on Flex: the trainer's half copy (mixed f16).
         let half = fsct_train::precision::half_copy(&reference, FloatDType::F16);
-        let flex_f16 = stages(&half, Tensor::<Cpu, 5>::from_data(x.clone(), &cpu).cast(FloatDType::F16));
+        let flex_f16 =
+            stages(&half, Tensor::<Cpu, 5>::from_data(x.clone(), &cpu).cast(FloatDType::F16));
         let mut failures = Vec::new();
         for (((name, g), (_, w)), (_, h)) in got.iter().zip(&want).zip(&flex_f16) {
             let (err, flex_err) = (rel_err(g, w), rel_err(h, w));
@@ -191,7 +207,15 @@ fn pure_f16_trains_with_the_loss_scaler() {
     let x = episode(&config, 3);
     let mut outcomes = Vec::new();
     for _ in 0..8 {
-        let (next, outcome) = train_step(&config, model, &mut optim, &mut state, Tensor::from_data(x.clone(), &device), &device).unwrap();
+        let (next, outcome) = train_step(
+            &config,
+            model,
+            &mut optim,
+            &mut state,
+            Tensor::from_data(x.clone(), &device),
+            &device,
+        )
+        .unwrap();
         model = next;
         outcomes.push((outcome.loss, outcome.applied));
     }

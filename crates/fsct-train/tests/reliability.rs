@@ -35,7 +35,12 @@ fn fsct(args: &[&str]) -> Outcome {
         assert!(!outcome.stderr.contains(bad), "{args:?} printed `{bad}`:\n{}", outcome.stderr);
     }
     if outcome.code != Some(0) {
-        assert_eq!(outcome.stderr.matches("error:").count(), 1, "{args:?}: one error line:\n{}", outcome.stderr);
+        assert_eq!(
+            outcome.stderr.matches("error:").count(),
+            1,
+            "{args:?}: one error line:\n{}",
+            outcome.stderr
+        );
     }
     outcome
 }
@@ -74,12 +79,20 @@ fn test_with_another_config_keeps_the_checkpoints_image_size_or_names_both() {
     let run = train_tiny(dir.path(), "small", "");
     let best = run.join("best.ckpt");
     // [data] without a size: the model's own size (16 px) is kept, not the default 84.
-    let other = write(dir.path(), "other.toml", "[data]\nkind = \"synthetic\"\nsynthetic_classes = 30\nsynthetic_images_per_class = 8\n");
+    let other = write(
+        dir.path(),
+        "other.toml",
+        "[data]\nkind = \"synthetic\"\nsynthetic_classes = 30\nsynthetic_images_per_class = 8\n",
+    );
     let out = expect(&["test", "--checkpoint", s(&best), "--config", s(&other)], 0, &[]);
     assert!(out.stdout.contains("test: 3 episodes, accuracy"), "{}", out.stdout);
     // Another size, explicitly: refused with both sizes and the fix.
     let sized = write(dir.path(), "sized.toml", "[data]\nkind = \"synthetic\"\nimage_size = 32\n");
-    expect(&["test", "--checkpoint", s(&best), "--config", s(&sized)], 2, &["sized.toml", "32", "16 px", "data.image_size"]);
+    expect(
+        &["test", "--checkpoint", s(&best), "--config", s(&sized)],
+        2,
+        &["sized.toml", "32", "16 px", "data.image_size"],
+    );
     // A dataset name whose default size differs resolves to the checkpoint's size too.
     let cifar = write(dir.path(), "cifar.toml", "[data]\nkind = \"synthetic\"\nname = \"CIFAR\"\n");
     expect(&["test", "--checkpoint", s(&best), "--config", s(&cifar)], 0, &[]);
@@ -106,20 +119,42 @@ fn weights_that_do_not_fit_their_config_are_refused_before_use() {
 fn resume_applies_or_refuses_each_changed_field_by_the_policy() {
     let dir = tempfile::tempdir().unwrap();
     // VIC run, then resume with new λ weights: refused, naming the field and both values.
-    let vic = write(dir.path(), "vic2.toml", &TINY.replace("[model]\n", "[model]\nuse_vic = true\n"));
+    let vic =
+        write(dir.path(), "vic2.toml", &TINY.replace("[model]\n", "[model]\nuse_vic = true\n"));
     let vic_run = dir.path().join("vicrun");
     expect(&["--config", s(&vic), "--output", s(&vic_run)], 0, &[]);
-    let changed = write(dir.path(), "vic3.toml", &format!("{}\n[vic]\nlambda_v = 2.5\n", TINY.replace("[model]\n", "[model]\nuse_vic = true\n")));
+    let changed = write(
+        dir.path(),
+        "vic3.toml",
+        &format!(
+            "{}\n[vic]\nlambda_v = 2.5\n",
+            TINY.replace("[model]\n", "[model]\nuse_vic = true\n")
+        ),
+    );
     expect(
         &["--config", s(&changed), "--output", s(&vic_run), "--resume", "--epochs", "2"],
         2,
         &["cannot resume", "last.ckpt", "`vic.lambda_v` is 2.5 now but 1.0 in the checkpoint"],
     );
     // Several fields at once: every one is named.
-    let many = write(dir.path(), "many.toml", &TINY.replace("[model]\n", "[model]\nuse_vic = true\nheads = 4\n").replace("n_query = 2", "n_query = 3"));
-    expect(&["--config", s(&many), "--output", s(&vic_run), "--resume"], 2, &["`model.heads` is 4", "`episodes.n_query` is 3"]);
+    let many = write(
+        dir.path(),
+        "many.toml",
+        &TINY
+            .replace("[model]\n", "[model]\nuse_vic = true\nheads = 4\n")
+            .replace("n_query = 2", "n_query = 3"),
+    );
+    expect(
+        &["--config", s(&many), "--output", s(&vic_run), "--resume"],
+        2,
+        &["`model.heads` is 4", "`episodes.n_query` is 3"],
+    );
     // A field that takes effect: more epochs continue the run.
-    let out = expect(&["--config", s(&vic), "--output", s(&vic_run), "--resume", "--epochs", "2"], 0, &[]);
+    let out = expect(
+        &["--config", s(&vic), "--output", s(&vic_run), "--resume", "--epochs", "2"],
+        0,
+        &[],
+    );
     assert!(out.stdout.contains("epoch   2/2"), "{}", out.stdout);
     let ckpt = Checkpoint::load(&vic_run.join("last.ckpt")).unwrap();
     assert_eq!((ckpt.header.state.epochs_done, ckpt.header.config.optim.epochs), (2, 2));
@@ -132,19 +167,39 @@ fn output_problems_are_found_before_training_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "tiny.toml", TINY);
     let file = write(dir.path(), "a_file", "x");
-    expect(&["--config", s(&config), "--output", s(&file)], 2, &["a_file", "is an existing file", "--output"]);
-    expect(&["--config", s(&config), "--output", s(&file.join("below"))], 2, &["cannot create the folder"]);
+    expect(
+        &["--config", s(&config), "--output", s(&file)],
+        2,
+        &["a_file", "is an existing file", "--output"],
+    );
+    expect(
+        &["--config", s(&config), "--output", s(&file.join("below"))],
+        2,
+        &["cannot create the folder"],
+    );
     // A run already there: refused, then replaced with --overwrite, or continued with --resume.
     let run = train_tiny(dir.path(), "run", "");
     let before = std::fs::read(run.join("last.ckpt")).unwrap();
-    expect(&["--config", s(&config), "--output", s(&run)], 2, &["already holds a run", "--resume", "--overwrite"]);
+    expect(
+        &["--config", s(&config), "--output", s(&run)],
+        2,
+        &["already holds a run", "--resume", "--overwrite"],
+    );
     assert_eq!(std::fs::read(run.join("last.ckpt")).unwrap(), before, "nothing was replaced");
     expect(&["--config", s(&config), "--output", s(&run), "--overwrite"], 0, &[]);
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 1, "no duplicate epochs after --overwrite");
     // A folder in use by another process (here: this one holds its lock).
-    let held = fsct_train::run_dir::RunDir::claim(&dir.path().join("busy"), fsct_train::run_dir::Existing::Refuse).unwrap();
-    expect(&["--config", s(&config), "--output", s(&held.path)], 2, &["in use by another fsct-train process"]);
+    let held = fsct_train::run_dir::RunDir::claim(
+        &dir.path().join("busy"),
+        fsct_train::run_dir::Existing::Refuse,
+    )
+    .unwrap();
+    expect(
+        &["--config", s(&config), "--output", s(&held.path)],
+        2,
+        &["in use by another fsct-train process"],
+    );
 }
 
 #[test]
@@ -154,14 +209,26 @@ fn a_run_that_diverges_exits_1_and_writes_no_result() {
     let mixed = write(
         dir.path(),
         "mixed.toml",
-        &(TINY.replace("epochs = 1", "epochs = 1\nlearning_rate = 1e30").replace("train_episodes = 2", "train_episodes = 12")
+        &(TINY
+            .replace("epochs = 1", "epochs = 1\nlearning_rate = 1e30")
+            .replace("train_episodes = 2", "train_episodes = 12")
             + "\n[memory]\nprecision = \"mixed-f16\"\nloss_scale = 4.0\n"),
     );
     let run = dir.path().join("mixed");
-    expect(&["--config", s(&mixed), "--output", s(&run)], 1, &["diverged", "loss scale", "learning_rate"]);
+    expect(
+        &["--config", s(&mixed), "--output", s(&run)],
+        1,
+        &["diverged", "loss scale", "learning_rate"],
+    );
     assert!(!run.join("results.txt").exists(), "no result for a diverged run");
     // f32: the loss itself becomes non-finite.
-    let f32 = write(dir.path(), "f32.toml", &TINY.replace("epochs = 1", "epochs = 1\nlearning_rate = 1e30").replace("train_episodes = 2", "train_episodes = 4"));
+    let f32 = write(
+        dir.path(),
+        "f32.toml",
+        &TINY
+            .replace("epochs = 1", "epochs = 1\nlearning_rate = 1e30")
+            .replace("train_episodes = 2", "train_episodes = 4"),
+    );
     let run = dir.path().join("f32");
     expect(&["--config", s(&f32), "--output", s(&run)], 1, &["diverged", "learning_rate"]);
     assert!(!run.join("results.txt").exists());
@@ -178,7 +245,11 @@ fn messages_say_one_cause_once_at_the_right_place() {
     expect(&["--config", s(&bom), "--output", s(&dir.path().join("bom"))], 0, &[]);
     // A bad value from a flag is blamed on the flag, not on the file.
     let config = write(dir.path(), "tiny.toml", TINY);
-    let out = expect(&["--config", s(&config), "--image-size", "4", "--output", s(&dir.path().join("x"))], 2, &["--image-size", "data.image_size"]);
+    let out = expect(
+        &["--config", s(&config), "--image-size", "4", "--output", s(&dir.path().join("x"))],
+        2,
+        &["--image-size", "data.image_size"],
+    );
     assert!(!out.stderr.contains("config `"), "{}", out.stderr);
     expect(&["--config", s(&config), "--epochs", "0"], 2, &["--epochs", "optim.epochs"]);
     expect(&["--config", s(&config), "--backbone", "ResNet50"], 2, &["--backbone", "ResNet34"]);
@@ -210,7 +281,11 @@ fn damaged_checkpoints_are_refused_naming_the_file() {
     last[at] ^= 0x40;
     std::fs::write(run.join("last.ckpt"), &last).unwrap();
     let config = run.with_extension("toml");
-    expect(&["--config", s(&config), "--output", s(&run), "--resume", "--epochs", "2"], 2, &["last.ckpt", "checksum"]);
+    expect(
+        &["--config", s(&config), "--output", s(&run), "--resume", "--epochs", "2"],
+        2,
+        &["last.ckpt", "checksum"],
+    );
 }
 
 #[test]
@@ -234,8 +309,16 @@ fn test_opens_only_the_split_it_uses() {
     }
     let split = serde_json::json!({ "label_names": ["a", "b", "c"], "image_names": names, "image_labels": labels });
     std::fs::write(data.join("novel.json"), split.to_string()).unwrap();
-    let config = write(dir.path(), "cross.toml", &format!("[data]\nkind = \"json\"\nroot = \"{}\"\n", s(&data)));
-    let out = expect(&["test", "--checkpoint", s(&run.join("best.ckpt")), "--config", s(&config)], 0, &[]);
+    let config = write(
+        dir.path(),
+        "cross.toml",
+        &format!("[data]\nkind = \"json\"\nroot = \"{}\"\n", s(&data)),
+    );
+    let out = expect(
+        &["test", "--checkpoint", s(&run.join("best.ckpt")), "--config", s(&config)],
+        0,
+        &[],
+    );
     assert!(out.stdout.contains("test: 3 episodes"), "{}", out.stdout);
     // Training on it still needs base.json and says so.
     expect(&["--config", s(&config), "--output", s(&dir.path().join("t"))], 2, &["base.json"]);
@@ -248,7 +331,9 @@ fn folder_dataset(root: &Path, classes: [&[&str]; 3], ext: &str) {
             for i in 0..4 {
                 let path = root.join(split).join(class).join(format!("{i}.{ext}"));
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                let img = image::RgbImage::from_fn(20, 20, |x, y| image::Rgb([(x * 12) as u8, (y * 12) as u8, (c * 60 + i * 10) as u8]));
+                let img = image::RgbImage::from_fn(20, 20, |x, y| {
+                    image::Rgb([(x * 12) as u8, (y * 12) as u8, (c * 60 + i * 10) as u8])
+                });
                 img.save(&path).unwrap();
             }
         }
@@ -256,7 +341,8 @@ fn folder_dataset(root: &Path, classes: [&[&str]; 3], ext: &str) {
 }
 
 fn folder_config(dir: &Path, root: &Path) -> PathBuf {
-    let text = TINY.replace("kind = \"synthetic\"", &format!("kind = \"folder\"\nroot = \"{}\"", s(root)));
+    let text =
+        TINY.replace("kind = \"synthetic\"", &format!("kind = \"folder\"\nroot = \"{}\"", s(root)));
     write(dir, "folder.toml", &text)
 }
 
@@ -273,20 +359,32 @@ fn datasets_that_are_silently_wrong_are_refused_naming_the_file() {
     let cut = root.join("train/b/2.jpg");
     let bytes = std::fs::read(&cut).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    expect(&["--config", s(&config), "--output", s(&dir.path().join("cut"))], 2, &["train/b/2.jpg"]);
+    expect(
+        &["--config", s(&config), "--output", s(&dir.path().join("cut"))],
+        2,
+        &["train/b/2.jpg"],
+    );
 
     // One class in training and testing.
     let root = dir.path().join("overlap");
     folder_dataset(&root, [&["a", "b", "c"], &["d", "e", "f"], &["g", "h", "a"]], "png");
     let config = folder_config(dir.path(), &root);
-    expect(&["--config", s(&config), "--output", s(&dir.path().join("overlap_run"))], 2, &["class `a`", "two splits"]);
+    expect(
+        &["--config", s(&config), "--output", s(&dir.path().join("overlap_run"))],
+        2,
+        &["class `a`", "two splits"],
+    );
 
     // WebP, BMP, GIF and TIFF are read, not skipped: a dataset of them trains.
     for ext in ["webp", "bmp", "gif", "tiff"] {
         let root = dir.path().join(ext);
         folder_dataset(&root, classes, ext);
         let config = folder_config(dir.path(), &root);
-        expect(&["--config", s(&config), "--output", s(&dir.path().join(format!("{ext}_run")))], 0, &[]);
+        expect(
+            &["--config", s(&config), "--output", s(&dir.path().join(format!("{ext}_run")))],
+            0,
+            &[],
+        );
     }
 }
 
@@ -301,22 +399,79 @@ fn reference_checkpoints_import_or_fail_with_one_message() {
     let config = write(dir.path(), "tiny.toml", TINY);
     let reference = transformer_fixture("tiny_conv4_cosine.tar");
     let out = dir.path().join("imported.ckpt");
-    let ok = expect(&["import-pytorch", "--input", s(&reference), "--config", s(&config), "--output", s(&out)], 0, &[]);
+    let ok = expect(
+        &["import-pytorch", "--input", s(&reference), "--config", s(&config), "--output", s(&out)],
+        0,
+        &[],
+    );
     assert!(ok.stdout.contains("epoch Some(7)"), "{}", ok.stdout);
     expect(&["test", "--checkpoint", s(&out)], 0, &[]);
     // Never replaced silently.
-    expect(&["import-pytorch", "--input", s(&reference), "--config", s(&config), "--output", s(&out)], 2, &["already exists", "--overwrite"]);
-    expect(&["import-pytorch", "--input", s(&reference), "--config", s(&config), "--output", s(&out), "--overwrite"], 0, &[]);
+    expect(
+        &["import-pytorch", "--input", s(&reference), "--config", s(&config), "--output", s(&out)],
+        2,
+        &["already exists", "--overwrite"],
+    );
+    expect(
+        &[
+            "import-pytorch",
+            "--input",
+            s(&reference),
+            "--config",
+            s(&config),
+            "--output",
+            s(&out),
+            "--overwrite",
+        ],
+        0,
+        &[],
+    );
     // A config that describes another model: the missing key is named.
     let conv6 = write(dir.path(), "conv6.toml", &TINY.replace("Conv4", "Conv6"));
-    expect(&["import-pytorch", "--input", s(&reference), "--config", s(&conv6), "--output", s(&dir.path().join("x.ckpt"))], 2, &["tiny_conv4_cosine.tar"]);
+    expect(
+        &[
+            "import-pytorch",
+            "--input",
+            s(&reference),
+            "--config",
+            s(&conv6),
+            "--output",
+            s(&dir.path().join("x.ckpt")),
+        ],
+        2,
+        &["tiny_conv4_cosine.tar"],
+    );
     // Damaged: cut short.
     let bytes = std::fs::read(&reference).unwrap();
     let cut = dir.path().join("cut.tar");
     std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
-    expect(&["import-pytorch", "--input", s(&cut), "--config", s(&config), "--output", s(&dir.path().join("y.ckpt"))], 2, &["cut.tar"]);
+    expect(
+        &[
+            "import-pytorch",
+            "--input",
+            s(&cut),
+            "--config",
+            s(&config),
+            "--output",
+            s(&dir.path().join("y.ckpt")),
+        ],
+        2,
+        &["cut.tar"],
+    );
     // A pickle that tries to run code stays refused.
     let evil = transformer_fixture("evil_os_system.pt");
-    expect(&["import-pytorch", "--input", s(&evil), "--config", s(&config), "--output", s(&dir.path().join("z.ckpt"))], 2, &["evil_os_system.pt"]);
+    expect(
+        &[
+            "import-pytorch",
+            "--input",
+            s(&evil),
+            "--config",
+            s(&config),
+            "--output",
+            s(&dir.path().join("z.ckpt")),
+        ],
+        2,
+        &["evil_os_system.pt"],
+    );
     assert!(!dir.path().join("z.ckpt").exists() && !dir.path().join("y.ckpt").exists());
 }

@@ -50,14 +50,16 @@ fn tiny(output: &Path) -> Config {
 #[test]
 fn config_errors_name_the_file_the_field_and_the_fix() {
     let path = Path::new("configs/broken.toml");
-    let err = Config::parse("[model]\nbackbone = \"Conv4\"\nheadz = 8\n", path).unwrap_err().to_string();
+    let err =
+        Config::parse("[model]\nbackbone = \"Conv4\"\nheadz = 8\n", path).unwrap_err().to_string();
     assert!(err.contains("configs/broken.toml") && err.contains("headz"), "{err}");
     let err = Config::parse("[model\nbackbone = ", path).unwrap_err().to_string();
     assert!(err.contains("configs/broken.toml"), "{err}");
     let err = Config::parse("[episodes]\nn_way = \"five\"\n", path).unwrap_err().to_string();
     assert!(err.contains("n_way"), "{err}");
 
-    let check = |text: &str| Config::parse(text, path).unwrap().validate(path).unwrap_err().to_string();
+    let check =
+        |text: &str| Config::parse(text, path).unwrap().validate(path).unwrap_err().to_string();
     let err = check("[episodes]\nn_way = 1\n");
     assert!(err.contains("episodes.n_way") && err.contains("at least 2"), "{err}");
     let err = check("[model]\nbackbone = \"ResNet50\"\n");
@@ -71,8 +73,12 @@ fn config_errors_name_the_file_the_field_and_the_fix() {
     let err = check("[model]\nuse_vic = true\n[vic]\nepsilon = -1.0\n");
     assert!(err.contains("vic") && err.contains("epsilon"), "{err}");
     let err = check("[memory]\nprecision = \"f16\"\n");
-    assert!(err.contains("memory.precision") && err.contains("cuda") && err.contains("mixed-f16"), "{err}");
-    let cuda_f16 = Config::parse("[memory]\nprecision = \"bf16\"\n[run]\ndevice = \"cuda\"\n", path).unwrap();
+    assert!(
+        err.contains("memory.precision") && err.contains("cuda") && err.contains("mixed-f16"),
+        "{err}"
+    );
+    let cuda_f16 =
+        Config::parse("[memory]\nprecision = \"bf16\"\n[run]\ndevice = \"cuda\"\n", path).unwrap();
     assert!(cuda_f16.validate(path).is_ok());
 }
 
@@ -105,7 +111,10 @@ fn each_memory_switch_trains_a_step() {
         config.optim.epochs = 1;
         tweak(&mut config);
         let summary = run_experiment::<AB>(&config, &Default::default()).unwrap();
-        assert!(summary.test_acc.is_finite() && (0.0..=100.0).contains(&summary.test_acc), "{name}");
+        assert!(
+            summary.test_acc.is_finite() && (0.0..=100.0).contains(&summary.test_acc),
+            "{name}"
+        );
         let ckpt = Checkpoint::load(&dir.path().join(name).join("last.ckpt")).unwrap();
         assert_eq!(ckpt.header.state.epochs_done, 1);
         assert_eq!(ckpt.header.state.vic.is_some(), name == "vic");
@@ -115,11 +124,18 @@ fn each_memory_switch_trains_a_step() {
     // Gradient checkpointing runs on another autodiff backend and computes the same thing.
     let mut config = tiny(&dir.path().join("checkpointing"));
     config.optim.epochs = 1;
-    let balanced = run_experiment::<Autodiff<Flex, BalancedCheckpointing>>(&config, &Default::default()).unwrap();
+    let balanced =
+        run_experiment::<Autodiff<Flex, BalancedCheckpointing>>(&config, &Default::default())
+            .unwrap();
     let mut config = tiny(&dir.path().join("plain"));
     config.optim.epochs = 1;
     let plain = run_experiment::<AB>(&config, &Default::default()).unwrap();
-    assert!((balanced.test_acc - plain.test_acc).abs() < 1e-9, "{} vs {}", balanced.test_acc, plain.test_acc);
+    assert!(
+        (balanced.test_acc - plain.test_acc).abs() < 1e-9,
+        "{} vs {}",
+        balanced.test_acc,
+        plain.test_acc
+    );
 }
 
 #[test]
@@ -147,7 +163,11 @@ fn resuming_gives_the_same_result_as_an_uninterrupted_run() {
             .lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                (v["train_loss"].as_f64().unwrap(), v["train_acc"].as_f64().unwrap(), v["val_acc"].as_f64().unwrap())
+                (
+                    v["train_loss"].as_f64().unwrap(),
+                    v["train_acc"].as_f64().unwrap(),
+                    v["val_acc"].as_f64().unwrap(),
+                )
             })
             .collect()
     };
@@ -169,7 +189,15 @@ fn the_binary_reports_bad_input_with_exit_code_2_and_no_panic() {
         (vec!["--config", bad.to_str().unwrap()], "n_wya"),
         (vec!["--config", "/nonexistent/config.toml"], "/nonexistent/config.toml"),
         (vec![], "--config"),
-        (vec!["--config", missing_data.to_str().unwrap(), "--output", dir.path().to_str().unwrap()], "/nonexistent/miniImagenet"),
+        (
+            vec![
+                "--config",
+                missing_data.to_str().unwrap(),
+                "--output",
+                dir.path().to_str().unwrap(),
+            ],
+            "/nonexistent/miniImagenet",
+        ),
         (vec!["test", "--checkpoint", bad.to_str().unwrap()], "not a valid fsct checkpoint"),
     ];
     for (args, needle) in cases {
@@ -207,12 +235,22 @@ fn the_half_copy_of_a_fresh_model_carries_the_masters_weights() {
     };
     struct Collect<'a>(&'a mut Vec<f32>);
     impl<B: burn::prelude::Backend> burn::module::ModuleVisitor<B> for Collect<'_> {
-        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<burn::prelude::Tensor<B, D>>) {
+        fn visit_float<const D: usize>(
+            &mut self,
+            p: &burn::module::Param<burn::prelude::Tensor<B, D>>,
+        ) {
             self.0.extend(p.val().cast(FloatDType::F32).into_data().iter::<f32>());
         }
     }
     let (master, half) = (flat(&model), flat(&copy));
     assert_eq!(master.len(), half.len());
-    let worst = master.iter().zip(&half).map(|(a, b)| (a - b).abs() / (1.0 + a.abs())).fold(0.0f32, f32::max);
-    assert!(worst < 1e-3, "the half copy differs from the master by {worst} (f16 rounding is < 1e-3)");
+    let worst = master
+        .iter()
+        .zip(&half)
+        .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst < 1e-3,
+        "the half copy differs from the master by {worst} (f16 rounding is < 1e-3)"
+    );
 }

@@ -32,7 +32,13 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: Backend> Attention<B> {
-    pub(crate) fn new(dim: usize, heads: usize, dim_head: usize, variant: AttentionVariant, device: &B::Device) -> Self {
+    pub(crate) fn new(
+        dim: usize,
+        heads: usize,
+        dim_head: usize,
+        variant: AttentionVariant,
+        device: &B::Device,
+    ) -> Self {
         let inner = heads * dim_head;
         Self {
             input_linear: PreNormLinear {

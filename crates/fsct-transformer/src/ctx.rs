@@ -3,7 +3,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use crate::config::{AttentionVariant, CtxConfig};
-use crate::episode::{EpisodeForward, FewShotModel, check_way_shot};
+use crate::episode::{check_way_shot, EpisodeForward, FewShotModel};
 use crate::error::ModelError;
 use crate::precision::{f32, to_dtype};
 use fsct_backbone::Backbone;
@@ -39,7 +39,9 @@ impl CtxConfig {
     pub fn init<B: Backend, F: Backbone<B>>(&self, backbone: F, device: &B::Device) -> Ctx<B, F> {
         Ctx {
             feature: backbone,
-            linear_attn: Conv2dConfig::new([self.in_channels, self.dim_attn], [1, 1]).with_bias(false).init(device),
+            linear_attn: Conv2dConfig::new([self.in_channels, self.dim_attn], [1, 1])
+                .with_bias(false)
+                .init(device),
             n_way: self.n_way,
             k_shot: self.k_shot,
             variant: self.variant,
@@ -107,7 +109,10 @@ impl<B: Backend, F: Backbone<B>> FewShotModel<B> for Ctx<B, F> {
         let dtype = q.dtype();
         let (s32, q32) = (f32(s.clone()), f32(q.clone()));
         // dots[b, n, k] = <q_b, s_{n,k}>
-        let dots = q32.clone().matmul(s32.clone().reshape([n_way * k_shot, dim]).transpose()).reshape([q_count, n_way, k_shot]);
+        let dots = q32
+            .clone()
+            .matmul(s32.clone().reshape([n_way * k_shot, dim]).transpose())
+            .reshape([q_count, n_way, k_shot]);
         let attn = match self.variant {
             AttentionVariant::Softmax => softmax(dots.div_scalar((self.dim_attn as f64).sqrt()), 2),
             AttentionVariant::Cosine => {
@@ -120,7 +125,8 @@ impl<B: Backend, F: Backbone<B>> FewShotModel<B> for Ctx<B, F> {
         let attn = to_dtype(attn, dtype).swap_dims(0, 1); // [N, Q, K]
         let attended = attn.matmul(s).swap_dims(0, 1); // [Q, N, D]
         let diff = f32(q.reshape([q_count, 1, dim])).sub(f32(attended));
-        let scores = diff.square().sum_dim(2).reshape([q_count, n_way]).div_scalar((fh * fw) as f64).neg();
+        let scores =
+            diff.square().sum_dim(2).reshape([q_count, n_way]).div_scalar((fh * fw) as f64).neg();
         EpisodeForward { scores: to_dtype(scores, dtype), support: support_emb, query: query_emb }
     }
 }

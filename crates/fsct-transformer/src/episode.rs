@@ -32,7 +32,11 @@ pub trait FewShotModel<B: Backend>: Module<B> {
 }
 
 /// Checks what every model needs of an episode: N classes, more than K images each.
-pub(crate) fn check_way_shot(shape: [usize; 5], n_way: usize, k_shot: usize) -> Result<(), ModelError> {
+pub(crate) fn check_way_shot(
+    shape: [usize; 5],
+    n_way: usize,
+    k_shot: usize,
+) -> Result<(), ModelError> {
     if shape[0] != n_way {
         return Err(ModelError::EpisodeShape {
             found: shape,
@@ -52,7 +56,11 @@ pub(crate) fn check_way_shot(shape: [usize; 5], n_way: usize, k_shot: usize) -> 
 }
 
 /// The implicit targets of an episode: `[0,…,0, 1,…,1, …]`, each class repeated `n_query` times.
-pub fn episode_targets<B: Backend>(n_way: usize, n_query: usize, device: &B::Device) -> Tensor<B, 1, Int> {
+pub fn episode_targets<B: Backend>(
+    n_way: usize,
+    n_query: usize,
+    device: &B::Device,
+) -> Tensor<B, 1, Int> {
     Tensor::<B, 1, Int>::arange(0..n_way as i64, device)
         .reshape([n_way, 1])
         .repeat_dim(1, n_query)

@@ -6,7 +6,7 @@ use burn::tensor::activation::softmax;
 
 use crate::attention::Attention;
 use crate::config::FsctConfig;
-use crate::episode::{EpisodeForward, FewShotModel, check_way_shot};
+use crate::episode::{check_way_shot, EpisodeForward, FewShotModel};
 use crate::error::ModelError;
 use crate::feed_forward::FeedForward;
 use crate::head::OutputHead;
@@ -63,7 +63,11 @@ impl FsctConfig {
     ///
     /// `dim` must equal `backbone.feature_dim(image_shape)` for the images it will see; the
     /// training binary computes it that way, and [`FewShotModel::check_episode`] verifies it.
-    pub fn init<B: Backend, F: Backbone<B>>(&self, backbone: F, device: &B::Device) -> FewShotTransformer<B, F> {
+    pub fn init<B: Backend, F: Backbone<B>>(
+        &self,
+        backbone: F,
+        device: &B::Device,
+    ) -> FewShotTransformer<B, F> {
         FewShotTransformer {
             proto_weight: Param::from_tensor(Tensor::ones([self.n_way, self.k_shot, 1], device)),
             feature: backbone,
@@ -105,11 +109,8 @@ impl<B: Backend, F: Backbone<B>> FewShotTransformer<B, F> {
         let z_query = z.narrow(1, k_shot, n_query).reshape([n_way * n_query, 1, self.dim]);
 
         let proto_softmax = softmax(self.proto_weight.val(), 1);
-        let z_proto = support
-            .clone()
-            .mul(proto_softmax.clone())
-            .sum_dim(1)
-            .reshape([1, n_way, self.dim]);
+        let z_proto =
+            support.clone().mul(proto_softmax.clone()).sum_dim(1).reshape([1, n_way, self.dim]);
 
         let mut x = z_proto.clone();
         let mut after_attn = x.clone();
@@ -120,7 +121,16 @@ impl<B: Backend, F: Backbone<B>> FewShotTransformer<B, F> {
             x = self.FFN.forward(x.clone()).add(x);
         }
         let scores = self.linear.forward(x.clone());
-        FsctIntermediates { features, proto_softmax, z_proto, z_query, after_attn, after_ffn: x, scores, support }
+        FsctIntermediates {
+            features,
+            proto_softmax,
+            z_proto,
+            z_query,
+            after_attn,
+            after_ffn: x,
+            scores,
+            support,
+        }
     }
 }
 
@@ -154,6 +164,10 @@ impl<B: Backend, F: Backbone<B>> FewShotModel<B> for FewShotTransformer<B, F> {
     fn forward_episode(&self, episode: Tensor<B, 5>) -> EpisodeForward<B> {
         let out = self.forward_detailed(episode);
         let [q, _, d] = out.z_query.dims();
-        EpisodeForward { scores: out.scores, support: out.support, query: out.z_query.reshape([q, d]) }
+        EpisodeForward {
+            scores: out.scores,
+            support: out.support,
+            query: out.z_query.reshape([q, d]),
+        }
     }
 }

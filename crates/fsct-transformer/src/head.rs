@@ -28,7 +28,9 @@ impl<B: Backend> CosineDistLinear<B> {
     fn new(in_features: usize, device: &B::Device) -> Self {
         // PyTorch's default Linear init; weight norm starts at g = ‖v‖, so w = v.
         let bound = 1.0 / (in_features as f64).sqrt();
-        Self { weight: Initializer::Uniform { min: -bound, max: bound }.init([in_features], device) }
+        Self {
+            weight: Initializer::Uniform { min: -bound, max: bound }.init([in_features], device),
+        }
     }
 
     /// # Shapes
@@ -68,12 +70,23 @@ pub struct OutputHead<B: Backend> {
 }
 
 impl<B: Backend> OutputHead<B> {
-    pub(crate) fn new(dim: usize, dim_head: usize, variant: AttentionVariant, device: &B::Device) -> Self {
+    pub(crate) fn new(
+        dim: usize,
+        dim_head: usize,
+        variant: AttentionVariant,
+        device: &B::Device,
+    ) -> Self {
         let last = match variant {
             AttentionVariant::Cosine => HeadLast::Cosine(CosineDistLinear::new(dim_head, device)),
-            AttentionVariant::Softmax => HeadLast::Linear(LinearConfig::new(dim_head, 1).init(device)),
+            AttentionVariant::Softmax => {
+                HeadLast::Linear(LinearConfig::new(dim_head, 1).init(device))
+            }
         };
-        Self { norm: LayerNormConfig::new(dim).init(device), fc: LinearConfig::new(dim, dim_head).init(device), last }
+        Self {
+            norm: LayerNormConfig::new(dim).init(device),
+            fc: LinearConfig::new(dim, dim_head).init(device),
+            last,
+        }
     }
 
     /// # Shapes

@@ -169,8 +169,10 @@ pub struct ImportReport {
 }
 
 fn missing_hint(similar: &[String]) -> String {
-    const DIFFERENT: &str = "the checkpoint was saved from a different model; check backbone, method and n_way/k_shot";
-    let quoted = |keys: &[String]| keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    const DIFFERENT: &str =
+        "the checkpoint was saved from a different model; check backbone, method and n_way/k_shot";
+    let quoted =
+        |keys: &[String]| keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
     match similar {
         [] => format!(": {DIFFERENT}"),
         [one] => format!(
@@ -219,7 +221,11 @@ pub fn import_reference<B: Backend, M: Module<B>>(
                 continue;
             };
             if a != b {
-                return Err(ImportError::AliasMismatch { path: path.into(), key: primary, alias: key });
+                return Err(ImportError::AliasMismatch {
+                    path: path.into(),
+                    key: primary,
+                    alias: key,
+                });
             }
             tensors.remove(&key);
             report.ignored.push(key);
@@ -253,7 +259,11 @@ pub fn import_reference<B: Backend, M: Module<B>>(
     }
     let result = model.apply(snapshots, None, None, true);
     if let Some(error) = result.errors.first() {
-        return Err(ImportError::Tensor { path: path.into(), key: String::new(), message: error.to_string() });
+        return Err(ImportError::Tensor {
+            path: path.into(),
+            key: String::new(),
+            message: error.to_string(),
+        });
     }
     tracing::info!(
         loaded = report.loaded.len(),
@@ -314,7 +324,10 @@ fn read_checkpoint(path: &Path, expected: &BTreeSet<String>) -> Result<Checkpoin
                 )));
             }
             let snapshot = reader.get(&entry.full).ok_or_else(|| {
-                read_error(format!("burn-store does not list tensor `{}` that the file describes", entry.full))
+                read_error(format!(
+                    "burn-store does not list tensor `{}` that the file describes",
+                    entry.full
+                ))
             })?;
             let data = quietly_read(path, || snapshot.to_data())?
                 .map_err(|e| read_error(format!("cannot read tensor `{}`: {e}", entry.full)))?;
@@ -343,13 +356,17 @@ fn read_checkpoint(path: &Path, expected: &BTreeSet<String>) -> Result<Checkpoin
 fn quietly_read<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, ImportError> {
     quiet::quietly(f).map_err(|panic| ImportError::Read {
         path: path.into(),
-        message: format!("the reader failed on it ({panic}): the file is damaged or not a PyTorch checkpoint"),
+        message: format!(
+            "the reader failed on it ({panic}): the file is damaged or not a PyTorch checkpoint"
+        ),
     })
 }
 
 /// Keys dropped on purpose.
 fn is_ignored(key: &str) -> bool {
-    key.starts_with("FCN.") || key.starts_with("vic_regularization.") || key.ends_with("num_batches_tracked")
+    key.starts_with("FCN.")
+        || key.starts_with("vic_regularization.")
+        || key.ends_with("num_batches_tracked")
 }
 
 /// For an aliased conv-block key `feature.trunk.{i}.trunk.{0,1}.*`, the primary `C`/`BN` key.

@@ -27,7 +27,7 @@ mod rows;
 pub use attention::{Attention, PreNormLinear};
 pub use config::{AttentionVariant, CtxConfig, FsctConfig};
 pub use ctx::Ctx;
-pub use episode::{EpisodeForward, FewShotModel, episode_accuracy, episode_loss, episode_targets};
+pub use episode::{episode_accuracy, episode_loss, episode_targets, EpisodeForward, FewShotModel};
 pub use error::ModelError;
 pub use feed_forward::FeedForward;
 pub use fsct::{FewShotTransformer, FsctIntermediates};

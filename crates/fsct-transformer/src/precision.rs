@@ -4,7 +4,11 @@ use burn::tensor::{DType, FloatDType};
 
 /// `x` as f32 (a no-op when it already is).
 pub(crate) fn f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if x.dtype() == DType::F32 { x } else { x.cast(FloatDType::F32) }
+    if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(FloatDType::F32)
+    }
 }
 
 /// `x` back in `dtype` (a no-op when it already is).
@@ -22,7 +26,10 @@ pub(crate) fn to_dtype<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType
 /// mixed precision), returned in the input's dtype. Under pure half precision (`Cuda<f16>`,
 /// `Vulkan<f16>`) the parameters themselves are half: they are cast too (differentiably), since
 /// GPU kernels would read half values as f32 in a mixed op.
-pub(crate) fn layer_norm<B: Backend, const D: usize>(norm: &burn::nn::LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+pub(crate) fn layer_norm<B: Backend, const D: usize>(
+    norm: &burn::nn::LayerNorm<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
     let dtype = x.dtype();
     if norm.gamma.val().dtype() == DType::F32 {
         return to_dtype(norm.forward(f32(x)), dtype);
@@ -35,7 +42,10 @@ pub(crate) fn layer_norm<B: Backend, const D: usize>(norm: &burn::nn::LayerNorm<
 struct ToF32;
 
 impl<B: Backend> burn::module::ModuleMapper<B> for ToF32 {
-    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<B, D>>) -> burn::module::Param<Tensor<B, D>> {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<B, D>>,
+    ) -> burn::module::Param<Tensor<B, D>> {
         param.map(f32)
     }
 }

@@ -12,7 +12,10 @@ use burn::prelude::*;
 /// # Shapes
 /// - `x`: `[..., d_in]`
 /// - output: `[..., d_out]`
-pub(crate) fn linear_rows<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+pub(crate) fn linear_rows<B: Backend, const D: usize>(
+    linear: &Linear<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
     if D <= 2 {
         return linear.forward(x);
     }

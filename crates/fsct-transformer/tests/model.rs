@@ -9,15 +9,21 @@ use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use common::shared_fixture;
 use fsct_backbone::{Backbone, ConvNetConfig, ResNetConfig};
-use fsct_transformer::import::{ImportError, ImportOptions, import_reference};
+use fsct_transformer::import::{import_reference, ImportError, ImportOptions};
 use fsct_transformer::{
-    AttentionVariant, CtxConfig, FewShotModel, FsctConfig, ModelError, episode_accuracy, episode_loss, episode_targets,
+    episode_accuracy, episode_loss, episode_targets, AttentionVariant, CtxConfig, FewShotModel,
+    FsctConfig, ModelError,
 };
 
 type B = Flex;
 type AB = Autodiff<Flex>;
 
-fn episode<Bk: Backend>(n: usize, per_class: usize, side: usize, device: &Bk::Device) -> Tensor<Bk, 5> {
+fn episode<Bk: Backend>(
+    n: usize,
+    per_class: usize,
+    side: usize,
+    device: &Bk::Device,
+) -> Tensor<Bk, 5> {
     Tensor::random([n, per_class, 3, side, side], Distribution::Normal(0.0, 1.0), device)
 }
 
@@ -41,7 +47,10 @@ fn every_method_scores_queries_by_class() {
         assert_eq!(out.scores.dims(), [n * m, n], "CTX {variant:?}");
         assert_eq!(out.support.dims(), [n, k, 512 * 49]);
         let scores: Vec<f32> = out.scores.into_data().to_vec().unwrap();
-        assert!(scores.iter().all(|s| s.is_finite() && *s <= 0.0), "CTX scores are negative distances");
+        assert!(
+            scores.iter().all(|s| s.is_finite() && *s <= 0.0),
+            "CTX scores are negative distances"
+        );
     }
     // Deeper encoders run too (each row then attends to its own query).
     let backbone = ConvNetConfig::conv(4).init::<B>(&device);
@@ -62,11 +71,20 @@ fn head_parameter_count_follows_the_reference_formula() {
 #[test]
 fn softmax_attention_ignores_the_prototypes_and_cosine_does_not() {
     let device = Default::default();
-    for (variant, expect_equal) in [(AttentionVariant::Softmax, true), (AttentionVariant::Cosine, false)] {
-        let model = FsctConfig::new(3, 1, 16).with_variant(variant).init(ConvNetConfig::conv(1).init::<B>(&device), &device);
+    for (variant, expect_equal) in
+        [(AttentionVariant::Softmax, true), (AttentionVariant::Cosine, false)]
+    {
+        let model = FsctConfig::new(3, 1, 16)
+            .with_variant(variant)
+            .init(ConvNetConfig::conv(1).init::<B>(&device), &device);
         let query = Tensor::<B, 3>::random([4, 1, 16], Distribution::Normal(0.0, 1.0), &device);
-        let a = model.ATTN.forward(Tensor::random([1, 3, 16], Distribution::Normal(0.0, 1.0), &device), query.clone());
-        let b = model.ATTN.forward(Tensor::random([1, 3, 16], Distribution::Normal(0.0, 1.0), &device), query);
+        let a = model.ATTN.forward(
+            Tensor::random([1, 3, 16], Distribution::Normal(0.0, 1.0), &device),
+            query.clone(),
+        );
+        let b = model
+            .ATTN
+            .forward(Tensor::random([1, 3, 16], Distribution::Normal(0.0, 1.0), &device), query);
         let diff = a.sub(b).abs().max().into_scalar();
         assert_eq!(diff < 1e-6, expect_equal, "{variant:?}: diff {diff}");
     }
@@ -75,15 +93,18 @@ fn softmax_attention_ignores_the_prototypes_and_cosine_does_not() {
 #[test]
 fn loss_and_accuracy_match_hand_computed_values() {
     let device = Default::default();
-    let targets: Vec<i64> = episode_targets::<B>(3, 2, &device).into_data().convert::<i64>().to_vec().unwrap();
+    let targets: Vec<i64> =
+        episode_targets::<B>(3, 2, &device).into_data().convert::<i64>().to_vec().unwrap();
     assert_eq!(targets, [0, 0, 1, 1, 2, 2]);
     // 2 classes × 1 query: rows [2, 0] (class 0, right) and [1, 3] (class 1, right).
-    let scores = Tensor::<B, 2>::from_data(TensorData::new(vec![2.0f32, 0.0, 1.0, 3.0], [2, 2]), &device);
+    let scores =
+        Tensor::<B, 2>::from_data(TensorData::new(vec![2.0f32, 0.0, 1.0, 3.0], [2, 2]), &device);
     let expected = ((1.0 + (-2.0f64).exp()).ln() + (1.0 + (-2.0f64).exp()).ln()) / 2.0;
     let loss = episode_loss(scores.clone(), 1).into_scalar() as f64;
     assert!((loss - expected).abs() < 1e-6, "{loss} vs {expected}");
     assert_eq!(episode_accuracy(scores, 1), 1.0);
-    let wrong = Tensor::<B, 2>::from_data(TensorData::new(vec![0.0f32, 2.0, 1.0, 3.0], [2, 2]), &device);
+    let wrong =
+        Tensor::<B, 2>::from_data(TensorData::new(vec![0.0f32, 2.0, 1.0, 3.0], [2, 2]), &device);
     assert_eq!(episode_accuracy(wrong, 1), 0.5);
 }
 
@@ -110,7 +131,8 @@ fn one_adamw_step_lowers_the_loss() {
 #[test]
 fn wrong_episodes_are_rejected_with_a_fix() {
     let device = Default::default();
-    let model = FsctConfig::new(5, 5, 1600).init(ConvNetConfig::conv(4).init::<B>(&device), &device);
+    let model =
+        FsctConfig::new(5, 5, 1600).init(ConvNetConfig::conv(4).init::<B>(&device), &device);
     model.check_episode([5, 21, 3, 84, 84]).unwrap();
     let err = model.check_episode([3, 21, 3, 84, 84]).unwrap_err().to_string();
     assert!(err.contains("5-way"), "{err}");
@@ -129,28 +151,51 @@ fn checkpoints_of_the_wrong_shape_are_rejected_naming_the_key() {
     let options = ImportOptions::default();
 
     // A 3-way model cannot take a 5-way checkpoint.
-    let model = FsctConfig::new(3, 5, 1600).init(ConvNetConfig::conv(4).init::<B>(&device), &device);
+    let model =
+        FsctConfig::new(3, 5, 1600).init(ConvNetConfig::conv(4).init::<B>(&device), &device);
     let err = import_reference(model, &fixture, &options).unwrap_err();
     assert!(matches!(&err, ImportError::Shape { key, .. } if key == "proto_weight"), "{err}");
     let text = err.to_string();
-    assert!(text.contains("fsct_conv4_cosine.pt") && text.contains("[5, 5, 1]") && text.contains("[3, 5, 1]"), "{text}");
+    assert!(
+        text.contains("fsct_conv4_cosine.pt")
+            && text.contains("[5, 5, 1]")
+            && text.contains("[3, 5, 1]"),
+        "{text}"
+    );
 
     // A smaller transformer: the Linear shape is reported in PyTorch layout.
-    let model = FsctConfig::new(5, 5, 1600).with_heads(4).init(ConvNetConfig::conv(4).init::<B>(&device), &device);
+    let model = FsctConfig::new(5, 5, 1600)
+        .with_heads(4)
+        .init(ConvNetConfig::conv(4).init::<B>(&device), &device);
     let err = import_reference(model, &fixture, &options).unwrap_err().to_string();
-    assert!(err.contains("ATTN.input_linear.1.weight") && err.contains("[256, 1600]") && err.contains("[512, 1600]"), "{err}");
+    assert!(
+        err.contains("ATTN.input_linear.1.weight")
+            && err.contains("[256, 1600]")
+            && err.contains("[512, 1600]"),
+        "{err}"
+    );
 
     // Conv6 needs keys the Conv4 checkpoint lacks; a Conv3 leaves keys unused.
-    let model = FsctConfig::new(5, 5, 1600).init(ConvNetConfig::conv(6).init::<B>(&device), &device);
+    let model =
+        FsctConfig::new(5, 5, 1600).init(ConvNetConfig::conv(6).init::<B>(&device), &device);
     let err = import_reference(model, &fixture, &options).unwrap_err();
-    assert!(matches!(&err, ImportError::MissingKey { key, .. } if key.starts_with("feature.trunk.4.")), "{err}");
-    let model = FsctConfig::new(5, 5, 1600).init(ConvNetConfig::conv(3).init::<B>(&device), &device);
+    assert!(
+        matches!(&err, ImportError::MissingKey { key, .. } if key.starts_with("feature.trunk.4.")),
+        "{err}"
+    );
+    let model =
+        FsctConfig::new(5, 5, 1600).init(ConvNetConfig::conv(3).init::<B>(&device), &device);
     let err = import_reference(model, &fixture, &options).unwrap_err();
-    assert!(matches!(&err, ImportError::UnexpectedKey { key, .. } if key.starts_with("feature.trunk.3.")), "{err}");
+    assert!(
+        matches!(&err, ImportError::UnexpectedKey { key, .. } if key.starts_with("feature.trunk.3.")),
+        "{err}"
+    );
 
     // Missing and corrupt files.
-    let model = || FsctConfig::new(5, 5, 1600).init(ConvNetConfig::conv(4).init::<B>(&device), &device);
-    let err = import_reference(model(), "/nonexistent/best_model.tar", &options).unwrap_err().to_string();
+    let model =
+        || FsctConfig::new(5, 5, 1600).init(ConvNetConfig::conv(4).init::<B>(&device), &device);
+    let err =
+        import_reference(model(), "/nonexistent/best_model.tar", &options).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/best_model.tar") && err.contains("no such file"), "{err}");
     let corrupt = std::env::temp_dir().join(format!("fsct-corrupt-{}.tar", std::process::id()));
     std::fs::write(&corrupt, b"this is not a checkpoint").unwrap();
@@ -169,14 +214,21 @@ fn frozen_torchvision_checkpoints_may_omit_the_backbone() {
         FsctConfig::new(3, 2, 64).with_variant(AttentionVariant::Softmax).init(backbone, &device)
     };
     let err = import_reference(model(), &file, &ImportOptions::default()).unwrap_err();
-    assert!(matches!(&err, ImportError::MissingKey { key, .. } if key.starts_with("feature.")), "{err}");
+    assert!(
+        matches!(&err, ImportError::MissingKey { key, .. } if key.starts_with("feature.")),
+        "{err}"
+    );
 
     let fresh = model();
     let before: Vec<f32> = fresh.feature.trunk[0].C.weight.val().into_data().to_vec().unwrap();
-    let (loaded, report) = import_reference(fresh, &file, &ImportOptions { allow_missing_backbone: true }).unwrap();
+    let (loaded, report) =
+        import_reference(fresh, &file, &ImportOptions { allow_missing_backbone: true }).unwrap();
     assert!(report.backbone_kept);
     let after: Vec<f32> = loaded.feature.trunk[0].C.weight.val().into_data().to_vec().unwrap();
     assert_eq!(before, after, "the backbone keeps its own weights");
     let proto: Vec<f32> = loaded.proto_weight.val().into_data().to_vec().unwrap();
-    assert!(proto.iter().any(|w| (w - 1.0).abs() > 1e-3), "the head was loaded (proto_weight is no longer ones)");
+    assert!(
+        proto.iter().any(|w| (w - 1.0).abs() > 1e-3),
+        "the head was loaded (proto_weight is no longer ones)"
+    );
 }

@@ -7,7 +7,7 @@ use burn::backend::Flex;
 use burn::prelude::*;
 use common::{local_fixture, max_abs_diff, read_safetensors, shared_fixture};
 use fsct_backbone::ConvNetConfig;
-use fsct_transformer::import::{ImportOptions, import_reference};
+use fsct_transformer::import::{import_reference, ImportOptions};
 use fsct_transformer::{AttentionVariant, FsctConfig};
 
 type B = Flex;
@@ -19,13 +19,22 @@ fn conv4_cosine_matches_every_reference_intermediate() {
     let backbone = ConvNetConfig::conv(4).init::<B>(&device);
     let model = FsctConfig::new(5, 5, 1600).init(backbone, &device);
     let (model, report) =
-        import_reference(model, shared_fixture("fsct_conv4_cosine.pt"), &ImportOptions::default()).unwrap();
+        import_reference(model, shared_fixture("fsct_conv4_cosine.pt"), &ImportOptions::default())
+            .unwrap();
     assert_eq!(report.epoch, None, "a plain state dict has no epoch");
     // 4 blocks × 7 aliased conv/BN keys, plus 8 num_batches_tracked (the int ones are skipped unread).
-    assert_eq!(report.ignored.iter().filter(|k| k.contains(".trunk.0.") || k.contains(".trunk.1.")).count(), 24);
+    assert_eq!(
+        report
+            .ignored
+            .iter()
+            .filter(|k| k.contains(".trunk.0.") || k.contains(".trunk.1."))
+            .count(),
+        24
+    );
 
     let io = read_safetensors(&shared_fixture("fsct_conv4_cosine_io.safetensors"));
-    let reference = read_safetensors(&shared_fixture("fsct_conv4_cosine_intermediates.safetensors"));
+    let reference =
+        read_safetensors(&shared_fixture("fsct_conv4_cosine_intermediates.safetensors"));
     let x = Tensor::<B, 5>::from_data(io["x"].clone(), &device);
     let out = model.forward_detailed(x);
 
@@ -56,12 +65,18 @@ fn training_checkpoints_and_the_softmax_variant_match_the_reference() {
     ] {
         let backbone = ConvNetConfig::conv(4).init::<B>(&device);
         let model = FsctConfig::new(3, 2, 64).with_variant(variant).init(backbone, &device);
-        let (model, report) = import_reference(model, local_fixture(file), &ImportOptions::default()).unwrap();
+        let (model, report) =
+            import_reference(model, local_fixture(file), &ImportOptions::default()).unwrap();
         assert_eq!(report.epoch, epoch, "{file}");
         if epoch.is_some() {
-            assert!(report.ignored.iter().any(|k| k.starts_with("FCN.")), "legacy FCN keys are ignored");
+            assert!(
+                report.ignored.iter().any(|k| k.starts_with("FCN.")),
+                "legacy FCN keys are ignored"
+            );
         }
-        let io = read_safetensors(&local_fixture(&file.replace(".tar", "_io.safetensors").replace(".pt", "_io.safetensors")));
+        let io = read_safetensors(&local_fixture(
+            &file.replace(".tar", "_io.safetensors").replace(".pt", "_io.safetensors"),
+        ));
         let scores = model.forward(Tensor::from_data(io["x"].clone(), &device));
         let diff = max_abs_diff(scores, &io["scores"]);
         assert!(diff < TOLERANCE, "{file}: scores differ by {diff:e}");

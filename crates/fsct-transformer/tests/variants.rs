@@ -7,12 +7,12 @@ mod common;
 
 use burn::backend::Flex;
 use burn::prelude::*;
-use burn_store::pytorch::PytorchReader;
 use burn_store::pytorch::reader::PickleValue;
+use burn_store::pytorch::PytorchReader;
 use common::torchfile::{f32_entry, write_legacy, write_zip};
 use common::{local_fixture, max_abs_diff, read_safetensors};
 use fsct_backbone::{ConvNet, ConvNetConfig};
-use fsct_transformer::import::{CheckpointFormat, ImportError, ImportOptions, import_reference};
+use fsct_transformer::import::{import_reference, CheckpointFormat, ImportError, ImportOptions};
 use fsct_transformer::{FewShotTransformer, FsctConfig};
 
 type B = Flex;
@@ -21,7 +21,11 @@ type B = Flex;
 fn micro() -> FewShotTransformer<B, ConvNet<B>> {
     let device = Default::default();
     let backbone = ConvNetConfig::conv(1).init::<B>(&device);
-    FsctConfig::new(3, 2, 64).with_heads(2).with_dim_head(8).with_mlp_dim(16).init(backbone, &device)
+    FsctConfig::new(3, 2, 64)
+        .with_heads(2)
+        .with_dim_head(8)
+        .with_mlp_dim(16)
+        .init(backbone, &device)
 }
 
 struct Expect {
@@ -89,16 +93,24 @@ fn every_variant_imports_to_the_same_scores() {
     let device = Default::default();
     let io = read_safetensors(&local_fixture("micro_cosine_io.safetensors"));
     for case in cases {
-        let (model, report) = import_reference(micro(), local_fixture(case.file), &ImportOptions::default())
-            .unwrap_or_else(|e| panic!("{}: {e}", case.file));
+        let (model, report) =
+            import_reference(micro(), local_fixture(case.file), &ImportOptions::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", case.file));
         assert_eq!(report.format, case.format, "{}", case.file);
         assert_eq!(report.epoch, case.epoch, "{}", case.file);
         assert_eq!(report.state_dict_key.as_deref(), case.state_dict_key, "{}", case.file);
         assert_eq!(report.stripped_prefix.as_deref(), case.stripped_prefix, "{}", case.file);
         // Conv1: 6 aliased float conv/BN keys (the int num_batches_tracked are skipped unread).
-        assert!(report.ignored.iter().filter(|k| k.contains(".trunk.0.trunk.")).count() == 6, "{}", case.file);
+        assert!(
+            report.ignored.iter().filter(|k| k.contains(".trunk.0.trunk.")).count() == 6,
+            "{}",
+            case.file
+        );
         if case.file == "micro_cosine_legacy.tar" {
-            assert!(report.ignored.iter().any(|k| k.starts_with("FCN.")), "legacy FCN keys are ignored");
+            assert!(
+                report.ignored.iter().any(|k| k.starts_with("FCN.")),
+                "legacy FCN keys are ignored"
+            );
         }
         let scores = model.forward(Tensor::from_data(io["x"].clone(), &device));
         let diff = max_abs_diff(scores, &io["scores"]);
@@ -113,7 +125,10 @@ fn every_variant_imports_to_the_same_scores() {
 fn burn_store_alone_misses_a_legacy_epoch() {
     let legacy = local_fixture("micro_cosine_legacy.tar");
     let from_burn = PytorchReader::read_pickle_data(&legacy, Some("epoch"));
-    assert!(!matches!(from_burn, Ok(PickleValue::Int(11))), "burn-store now reads legacy metadata: {from_burn:?}");
+    assert!(
+        !matches!(from_burn, Ok(PickleValue::Int(11))),
+        "burn-store now reads legacy metadata: {from_burn:?}"
+    );
     let reader = PytorchReader::with_top_level_key(&legacy, "state").unwrap();
     assert!(reader.get("proto_weight").is_some(), "burn-store reads the legacy tensors");
 
@@ -133,7 +148,10 @@ fn a_missing_key_names_the_similar_keys_of_the_file() {
         other => panic!("expected MissingKey, got {other}"),
     }
     let text = err.to_string();
-    assert!(text.contains("micro_cosine_renamed.pt") && text.contains("did you mean `x.proto_weight`?"), "{text}");
+    assert!(
+        text.contains("micro_cosine_renamed.pt") && text.contains("did you mean `x.proto_weight`?"),
+        "{text}"
+    );
     assert!(text.contains("rename"), "the error says how to fix it: {text}");
 
     // Nothing alike: the error says so and keeps the old advice.
@@ -143,8 +161,12 @@ fn a_missing_key_names_the_similar_keys_of_the_file() {
         .with_dim_head(8)
         .with_mlp_dim(16)
         .init(ConvNetConfig::conv(2).init::<B>(&device), &device);
-    let err =
-        import_reference(conv2, local_fixture("micro_cosine_dataparallel.pt"), &ImportOptions::default()).unwrap_err();
+    let err = import_reference(
+        conv2,
+        local_fixture("micro_cosine_dataparallel.pt"),
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
     match &err {
         ImportError::MissingKey { key, similar, .. } => {
             assert!(key.starts_with("feature.trunk.1."), "{err}");
@@ -167,7 +189,9 @@ fn prefixes_and_nesting_are_found_in_crafted_files() {
     struct Proto<B: Backend> {
         proto_weight: burn::module::Param<Tensor<B, 3>>,
     }
-    let model = || Proto::<B> { proto_weight: burn::module::Param::from_tensor(Tensor::zeros([2, 1, 1], &device)) };
+    let model = || Proto::<B> {
+        proto_weight: burn::module::Param::from_tensor(Tensor::zeros([2, 1, 1], &device)),
+    };
     let values = [1.5f32, -2.0];
     for (name, key, legacy) in [
         ("plain", "proto_weight", false),
@@ -185,19 +209,33 @@ fn prefixes_and_nesting_are_found_in_crafted_files() {
         let (loaded, report) = import_reference::<B, _>(model(), &file, &ImportOptions::default())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let prefix = key.strip_suffix("proto_weight").unwrap();
-        assert_eq!(report.stripped_prefix.as_deref(), (!prefix.is_empty()).then_some(prefix), "{name}");
+        assert_eq!(
+            report.stripped_prefix.as_deref(),
+            (!prefix.is_empty()).then_some(prefix),
+            "{name}"
+        );
         assert_eq!(report.state_dict_key.as_deref(), legacy.then_some("state"), "{name}");
         assert_eq!(report.epoch, legacy.then_some(3), "{name}");
-        assert_eq!(loaded.proto_weight.val().into_data().to_vec::<f32>().unwrap(), values, "{name}");
+        assert_eq!(
+            loaded.proto_weight.val().into_data().to_vec::<f32>().unwrap(),
+            values,
+            "{name}"
+        );
     }
     // A prefix on only some keys is not stripped: the others would lose their names.
     let file = dir.join("partial.pt");
     write_zip(
         &file,
-        &[f32_entry("module.proto_weight", "0", &values, &[2, 1, 1]), f32_entry("extra", "1", &[0.0], &[1])],
+        &[
+            f32_entry("module.proto_weight", "0", &values, &[2, 1, 1]),
+            f32_entry("extra", "1", &[0.0], &[1]),
+        ],
         None,
     );
     let err = import_reference::<B, _>(model(), &file, &ImportOptions::default()).unwrap_err();
-    assert!(matches!(&err, ImportError::MissingKey { similar, .. } if similar == &["module.proto_weight"]), "{err}");
+    assert!(
+        matches!(&err, ImportError::MissingKey { similar, .. } if similar == &["module.proto_weight"]),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -107,13 +107,19 @@ fn reference_f64(x: &Tensor<Flex, 2>) -> f64 {
             fro += g * g;
         }
     }
-    let diag: f64 = (0..dim).map(|j| ((0..rows).map(|r| xc[r * dim + j].powi(2)).sum::<f64>() / m).powi(2)).sum();
+    let diag: f64 = (0..dim)
+        .map(|j| ((0..rows).map(|r| xc[r * dim + j].powi(2)).sum::<f64>() / m).powi(2))
+        .sum();
     (fro - diag) / dim as f64
 }
 
 fn mib(bytes: usize) -> String {
     let m = bytes as f64 / (1024.0 * 1024.0);
-    if m >= 10.0 { format!("{m:.0} MiB") } else { format!("{m:.2} MiB") }
+    if m >= 10.0 {
+        format!("{m:.0} MiB")
+    } else {
+        format!("{m:.2} MiB")
+    }
 }
 
 fn report_path() -> PathBuf {
@@ -121,7 +127,8 @@ fn report_path() -> PathBuf {
         return PathBuf::from(dir).join("fsct-vic-covariance.md");
     }
     // The bench binary lives in <target>/<profile>/deps/.
-    let from_exe = std::env::current_exe().ok().and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from));
+    let from_exe =
+        std::env::current_exe().ok().and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from));
     from_exe
         .filter(|dir| dir.join("CACHEDIR.TAG").exists() || dir.ends_with("target"))
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target")))
@@ -129,7 +136,8 @@ fn report_path() -> PathBuf {
 }
 
 fn main() {
-    let quick = std::env::var("FSCT_BENCH_QUICK").is_ok_and(|v| v == "1") || std::env::args().any(|a| a == "--quick");
+    let quick = std::env::var("FSCT_BENCH_QUICK").is_ok_and(|v| v == "1")
+        || std::env::args().any(|a| a == "--quick");
     let (dim, gram_iterations, naive_iterations) = if quick { (2048, 1, 1) } else { (25088, 7, 3) };
     let device = Default::default();
 

@@ -86,24 +86,41 @@ fn invalid(field: &'static str, value: f64, fix: impl Into<String>) -> VicError 
 impl VicConfig {
     /// Checks that every value is usable; the error names the first bad field and the fix.
     pub fn validate(&self) -> Result<(), VicError> {
-        let lambdas = [("lambda_v", self.lambda_v), ("lambda_i", self.lambda_i), ("lambda_c", self.lambda_c)];
+        let lambdas =
+            [("lambda_v", self.lambda_v), ("lambda_i", self.lambda_i), ("lambda_c", self.lambda_c)];
         for (field, value) in lambdas {
             if !value.is_finite() || value < 0.0 {
-                return Err(invalid(field, value, "use a finite weight >= 0 (0 turns the term off)"));
+                return Err(invalid(
+                    field,
+                    value,
+                    "use a finite weight >= 0 (0 turns the term off)",
+                ));
             }
         }
         if !self.gamma.is_finite() || self.gamma < 0.0 {
-            return Err(invalid("gamma", self.gamma, "use a finite target std >= 0 (VICReg uses 1.0)"));
+            return Err(invalid(
+                "gamma",
+                self.gamma,
+                "use a finite target std >= 0 (VICReg uses 1.0)",
+            ));
         }
         if !self.epsilon.is_finite() || self.epsilon <= 0.0 {
-            return Err(invalid("epsilon", self.epsilon, "use a small positive value such as 1e-4 (0 makes sqrt's gradient infinite)"));
+            return Err(invalid(
+                "epsilon",
+                self.epsilon,
+                "use a small positive value such as 1e-4 (0 makes sqrt's gradient infinite)",
+            ));
         }
         // The factor 1 + α(1/3 − share) must stay positive for every share in [0, 1].
         if !self.alpha.is_finite() || !(0.0..=1.0).contains(&self.alpha) {
             return Err(invalid("alpha", self.alpha, "use a rate in [0, 1], e.g. 0.001"));
         }
         if !self.min_weight.is_finite() || self.min_weight <= 0.0 {
-            return Err(invalid("min_weight", self.min_weight, "use a positive lower clamp such as 0.01 (a multiplicative update cannot leave 0)"));
+            return Err(invalid(
+                "min_weight",
+                self.min_weight,
+                "use a positive lower clamp such as 0.01 (a multiplicative update cannot leave 0)",
+            ));
         }
         if !self.max_weight.is_finite() || self.max_weight < self.min_weight {
             return Err(invalid(
@@ -147,7 +164,10 @@ mod tests {
     #[test]
     fn defaults_match_the_issue_and_validate() {
         let c = VicConfig::default();
-        assert_eq!((c.lambda_v, c.lambda_i, c.lambda_c, c.gamma, c.epsilon), (1.0, 1.0, 1.0, 1.0, 1e-4));
+        assert_eq!(
+            (c.lambda_v, c.lambda_i, c.lambda_c, c.gamma, c.epsilon),
+            (1.0, 1.0, 1.0, 1.0, 1e-4)
+        );
         assert_eq!((c.alpha, c.min_weight, c.max_weight, c.momentum), (0.001, 0.01, 10.0, 0.9));
         assert_eq!((c.weighting, c.covariance), (VicWeighting::Fixed, CovarianceMode::Auto));
         c.validate().unwrap();
@@ -155,7 +175,10 @@ mod tests {
 
     #[test]
     fn parses_partial_lowercase_json_and_rejects_unknown_fields() {
-        let c: VicConfig = serde_json::from_str(r#"{"weighting": "balanced", "covariance": "gram", "lambda_c": 0.5}"#).unwrap();
+        let c: VicConfig = serde_json::from_str(
+            r#"{"weighting": "balanced", "covariance": "gram", "lambda_c": 0.5}"#,
+        )
+        .unwrap();
         assert_eq!(c.weighting, VicWeighting::Balanced);
         assert_eq!(c.covariance, CovarianceMode::Gram);
         assert_eq!(c.lambda_c, 0.5);
@@ -181,13 +204,22 @@ mod tests {
             (VicConfig { min_weight: 5.0, max_weight: 1.0, ..base.clone() }, "max_weight"),
             (VicConfig { momentum: 1.0, ..base.clone() }, "momentum"),
             (VicConfig { momentum: -0.1, ..base.clone() }, "momentum"),
-            (VicConfig { weighting: VicWeighting::Balanced, lambda_c: 20.0, ..base.clone() }, "lambda_c"),
-            (VicConfig { weighting: VicWeighting::Balanced, lambda_v: 0.0, ..base.clone() }, "lambda_v"),
+            (
+                VicConfig { weighting: VicWeighting::Balanced, lambda_c: 20.0, ..base.clone() },
+                "lambda_c",
+            ),
+            (
+                VicConfig { weighting: VicWeighting::Balanced, lambda_v: 0.0, ..base.clone() },
+                "lambda_v",
+            ),
         ];
         for (config, field) in cases {
             let err = config.validate().unwrap_err();
             let message = err.to_string();
-            assert!(message.contains(field) && (message.contains("use") || message.contains("change")), "{message}");
+            assert!(
+                message.contains(field) && (message.contains("use") || message.contains("change")),
+                "{message}"
+            );
             assert_eq!(field_of(err), field);
         }
         // λ = 0 disables a term under fixed weighting, and is allowed there.

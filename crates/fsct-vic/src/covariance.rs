@@ -94,9 +94,15 @@ mod tests {
                 let term = covariance_term(input.clone(), form);
                 let value = to_vec(term.clone())[0];
                 let grads = term.backward();
-                let grad = to_vec(input.grad(&grads).expect("covariance sends a gradient to its input"));
+                let grad =
+                    to_vec(input.grad(&grads).expect("covariance sends a gradient to its input"));
                 assert_close(&[value], &[expected], 1e-5, &format!("covariance {form:?} n={rows}"));
-                assert_close(&grad, &expected_grad, 1e-4, &format!("covariance grad {form:?} n={rows}"));
+                assert_close(
+                    &grad,
+                    &expected_grad,
+                    1e-4,
+                    &format!("covariance grad {form:?} n={rows}"),
+                );
             }
         }
     }
@@ -109,10 +115,15 @@ mod tests {
         let basis = rng.matrix(3, DIM);
         let coeffs = rng.matrix(rows, 3);
         let x: Vec<f64> = (0..rows * DIM)
-            .map(|i| (0..3).map(|b| coeffs[(i / DIM) * 3 + b] * basis[b * DIM + i % DIM]).sum::<f64>() + 0.01 * rng.normal())
+            .map(|i| {
+                (0..3).map(|b| coeffs[(i / DIM) * 3 + b] * basis[b * DIM + i % DIM]).sum::<f64>()
+                    + 0.01 * rng.normal()
+            })
             .collect();
-        let gram = to_vec(covariance_term(tensor::<B, 2>(&x, [rows, DIM]), CovarianceForm::Gram))[0];
-        let naive = to_vec(covariance_term(tensor::<B, 2>(&x, [rows, DIM]), CovarianceForm::Naive))[0];
+        let gram =
+            to_vec(covariance_term(tensor::<B, 2>(&x, [rows, DIM]), CovarianceForm::Gram))[0];
+        let naive =
+            to_vec(covariance_term(tensor::<B, 2>(&x, [rows, DIM]), CovarianceForm::Naive))[0];
         assert_close(&[gram], &[naive], 1e-5, "gram vs naive");
         assert_close(&[gram], &[reference::covariance(&x, rows, DIM).0], 1e-5, "gram vs reference");
     }

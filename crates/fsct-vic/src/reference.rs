@@ -39,7 +39,10 @@ impl Rng {
     }
 }
 
-pub fn tensor<Bk: burn::tensor::backend::Backend, const D: usize>(values: &[f64], shape: [usize; D]) -> Tensor<Bk, D> {
+pub fn tensor<Bk: burn::tensor::backend::Backend, const D: usize>(
+    values: &[f64],
+    shape: [usize; D],
+) -> Tensor<Bk, D> {
     let data: Vec<f32> = values.iter().map(|&v| v as f32).collect();
     Tensor::from_data(TensorData::new(data, shape), &Default::default())
 }
@@ -70,7 +73,11 @@ fn centred(x: &[f64], rows: usize, dim: usize) -> Vec<f64> {
 }
 
 fn divisor(rows: usize) -> f64 {
-    if rows > 1 { (rows - 1) as f64 } else { 1.0 }
+    if rows > 1 {
+        (rows - 1) as f64
+    } else {
+        1.0
+    }
 }
 
 /// mean_j relu(γ − sqrt(Var_j + ε)), unbiased Var; and d/dx.
@@ -119,7 +126,8 @@ pub fn covariance(x: &[f64], rows: usize, dim: usize) -> (f64, Vec<f64>) {
     let mut cov = vec![0.0; dim * dim];
     for i in 0..dim {
         for j in 0..dim {
-            cov[i * dim + j] = (0..rows).map(|r| xc[r * dim + i] * xc[r * dim + j]).sum::<f64>() / m;
+            cov[i * dim + j] =
+                (0..rows).map(|r| xc[r * dim + i] * xc[r * dim + j]).sum::<f64>() / m;
         }
     }
     let mut value = 0.0;
@@ -133,7 +141,8 @@ pub fn covariance(x: &[f64], rows: usize, dim: usize) -> (f64, Vec<f64>) {
     let mut grad = vec![0.0; rows * dim];
     for r in 0..rows {
         for a in 0..dim {
-            let s: f64 = (0..dim).filter(|&j| j != a).map(|j| xc[r * dim + j] * cov[j * dim + a]).sum();
+            let s: f64 =
+                (0..dim).filter(|&j| j != a).map(|j| xc[r * dim + j] * cov[j * dim + a]).sum();
             grad[r * dim + a] = 4.0 * s / (dim as f64 * m);
         }
     }
@@ -163,7 +172,11 @@ fn analytic_reference_gradients_match_finite_differences() {
             let fc = finite_difference(|x| covariance(x, rows, dim).0, &x, i);
             let fi = finite_difference(|x| invariance(x, 2, rows / 2, dim).0, &x, i);
             assert!((fv - gv[i]).abs() < 1e-6, "variance grad {i}: fd {fv} vs {}", gv[i]);
-            assert!((fc - gc[i]).abs() < 1e-6 * (1.0 + fc.abs()), "covariance grad {i}: fd {fc} vs {}", gc[i]);
+            assert!(
+                (fc - gc[i]).abs() < 1e-6 * (1.0 + fc.abs()),
+                "covariance grad {i}: fd {fc} vs {}",
+                gc[i]
+            );
             assert!((fi - gi[i]).abs() < 1e-6, "invariance grad {i}: fd {fi} vs {}", gi[i]);
         }
     }
@@ -173,7 +186,17 @@ fn analytic_reference_gradients_match_finite_differences() {
 /// `float_roundtrip` feature makes it exact), so a JSON round trip is checked to 1e-14 relative.
 pub fn assert_state_close(a: &crate::VicState, b: &crate::VicState) {
     let flat = |s: &crate::VicState| {
-        [s.lambda_v, s.lambda_i, s.lambda_c, s.ema_variance, s.ema_invariance, s.ema_covariance, s.ema_lambda_v, s.ema_lambda_i, s.ema_lambda_c]
+        [
+            s.lambda_v,
+            s.lambda_i,
+            s.lambda_c,
+            s.ema_variance,
+            s.ema_invariance,
+            s.ema_covariance,
+            s.ema_lambda_v,
+            s.ema_lambda_i,
+            s.ema_lambda_c,
+        ]
     };
     assert_eq!(a.steps, b.steps);
     for (x, y) in flat(a).iter().zip(flat(b)) {

@@ -69,9 +69,11 @@ impl VicState {
     /// Checks a state (e.g. loaded from a checkpoint) against `config`: the λs must be finite and
     /// ≥ 0, and inside the clamps under balanced weighting.
     pub fn validate(&self, config: &VicConfig) -> Result<(), VicError> {
-        for (field, value) in [("lambda_v", self.lambda_v), ("lambda_i", self.lambda_i), ("lambda_c", self.lambda_c)] {
-            let out_of_clamp =
-                config.weighting == VicWeighting::Balanced && !(config.min_weight..=config.max_weight).contains(&value);
+        for (field, value) in
+            [("lambda_v", self.lambda_v), ("lambda_i", self.lambda_i), ("lambda_c", self.lambda_c)]
+        {
+            let out_of_clamp = config.weighting == VicWeighting::Balanced
+                && !(config.min_weight..=config.max_weight).contains(&value);
             if !value.is_finite() || value < 0.0 || out_of_clamp {
                 return Err(VicError::InvalidConfig {
                     field,
@@ -133,12 +135,19 @@ impl VicState {
         if config.weighting == VicWeighting::Balanced {
             let tot = values.variance + values.invariance + values.covariance + SHARE_EPS;
             let step = |lambda: f64, term: f64| {
-                (lambda * (1.0 + config.alpha * (1.0 / 3.0 - term / tot))).clamp(config.min_weight, config.max_weight)
+                (lambda * (1.0 + config.alpha * (1.0 / 3.0 - term / tot)))
+                    .clamp(config.min_weight, config.max_weight)
             };
             self.lambda_v = step(self.lambda_v, values.variance);
             self.lambda_i = step(self.lambda_i, values.invariance);
             self.lambda_c = step(self.lambda_c, values.covariance);
-            tracing::trace!(step = self.steps, lambda_v = self.lambda_v, lambda_i = self.lambda_i, lambda_c = self.lambda_c, "balanced VIC weights");
+            tracing::trace!(
+                step = self.steps,
+                lambda_v = self.lambda_v,
+                lambda_i = self.lambda_i,
+                lambda_c = self.lambda_c,
+                "balanced VIC weights"
+            );
         }
         Ok(())
     }
@@ -162,7 +171,10 @@ mod tests {
 
     fn episode(seed: u64) -> (Tensor<AD, 3>, Tensor<AD, 2>) {
         let mut rng = Rng(seed);
-        (tensor::<AD, 3>(&rng.matrix(10, 40), [5, 2, 40]).require_grad(), tensor::<AD, 2>(&rng.matrix(60, 40), [60, 40]).require_grad())
+        (
+            tensor::<AD, 3>(&rng.matrix(10, 40), [5, 2, 40]).require_grad(),
+            tensor::<AD, 2>(&rng.matrix(60, 40), [60, 40]).require_grad(),
+        )
     }
 
     #[test]
@@ -171,7 +183,10 @@ mod tests {
         let mut state = VicState::new(&config);
         assert_eq!(state.lambdas(), [1.0, 0.5, 1.0]);
         state.record(&values(0.5, 2.0, 4.0), &config).unwrap();
-        assert_eq!([state.ema_variance, state.ema_invariance, state.ema_covariance], [0.5, 2.0, 4.0]);
+        assert_eq!(
+            [state.ema_variance, state.ema_invariance, state.ema_covariance],
+            [0.5, 2.0, 4.0]
+        );
         state.record(&values(1.5, 0.0, 2.0), &config).unwrap();
         let expected = [0.9 * 0.5 + 0.1 * 1.5, 0.9 * 2.0, 0.9 * 4.0 + 0.1 * 2.0];
         let got = [state.ema_variance, state.ema_invariance, state.ema_covariance];
@@ -195,7 +210,11 @@ mod tests {
         assert!((state.lambda_i - expect(0.3)).abs() < 1e-12);
         assert!((state.lambda_c - expect(0.6)).abs() < 1e-12);
         assert!(state.lambda_v > state.lambda_i && state.lambda_i > 1.0 && state.lambda_c < 1.0);
-        assert_eq!([state.ema_lambda_v, state.ema_lambda_i, state.ema_lambda_c], [1.0; 3], "the EMA records the λs used in the step");
+        assert_eq!(
+            [state.ema_lambda_v, state.ema_lambda_i, state.ema_lambda_c],
+            [1.0; 3],
+            "the EMA records the λs used in the step"
+        );
         // The second step's λ EMA sees the moved λs.
         let used = state.lambdas();
         state.record(&values(0.1, 0.3, 0.6), &config).unwrap();
@@ -258,7 +277,8 @@ mod tests {
 
         // Reference gradient: no state update at all.
         let (support, query) = episode(20);
-        let untouched = vic_terms(support.clone(), query, VicState::new(&config).lambdas(), &config);
+        let untouched =
+            vic_terms(support.clone(), query, VicState::new(&config).lambdas(), &config);
         let untouched_grad = to_vec(support.grad(&untouched.total.backward()).unwrap());
 
         // Update between forward and backward, as a training step may do.
@@ -267,7 +287,10 @@ mod tests {
         let terms = vic_terms(support.clone(), query, live.lambdas(), &config);
         let logged = live.update(&terms, &config);
         let grad_after_update = to_vec(support.grad(&terms.total.backward()).unwrap());
-        assert_eq!(grad_after_update, untouched_grad, "update neither consumes nor alters the graph");
+        assert_eq!(
+            grad_after_update, untouched_grad,
+            "update neither consumes nor alters the graph"
+        );
         assert_eq!(logged, terms.values());
 
         // Update after backward and after every tensor of the step is dropped: only f64s remain.
@@ -281,7 +304,11 @@ mod tests {
         detached.record(&values, &config).unwrap();
         assert_eq!(detached, live);
         assert_eq!(detached.steps, 1);
-        assert_ne!(detached.lambdas(), VicState::new(&config).lambdas(), "balanced weighting moved the λs");
+        assert_ne!(
+            detached.lambdas(),
+            VicState::new(&config).lambdas(),
+            "balanced weighting moved the λs"
+        );
     }
 
     #[test]

@@ -109,7 +109,12 @@ fn bad_input(what: String, fix: &str) -> VicError {
 /// With the message of [`try_vic_terms`]'s error when a dimension is 0, the two `d`s differ, or
 /// `config` or `lambdas` is invalid. Shapes come from the model and the config is validated when
 /// it is loaded, so this is a programming error; call [`try_vic_terms`] to get it as a `Result`.
-pub fn vic_terms<B: Backend>(support: Tensor<B, 3>, query: Tensor<B, 2>, lambdas: [f64; 3], config: &VicConfig) -> VicTerms<B> {
+pub fn vic_terms<B: Backend>(
+    support: Tensor<B, 3>,
+    query: Tensor<B, 2>,
+    lambdas: [f64; 3],
+    config: &VicConfig,
+) -> VicTerms<B> {
     match try_vic_terms(support, query, lambdas, config) {
         Ok(terms) => terms,
         Err(err) => panic!("{err}"),
@@ -150,7 +155,10 @@ pub fn try_vic_terms<B: Backend>(
         ));
     }
     if queries == 0 {
-        return Err(bad_input(format!("query embeddings have shape [Q, d] = [{queries}, {query_dim}]"), "pass at least one query"));
+        return Err(bad_input(
+            format!("query embeddings have shape [Q, d] = [{queries}, {query_dim}]"),
+            "pass at least one query",
+        ));
     }
     if query_dim != dim {
         return Err(bad_input(
@@ -162,7 +170,9 @@ pub fn try_vic_terms<B: Backend>(
     let support_rows = ways * shots;
     let support_form = config.covariance.resolve(support_rows, dim);
     let query_form = config.covariance.resolve(queries, dim);
-    let _span = tracing::debug_span!("vic_terms", ways, shots, queries, dim, ?support_form, ?query_form).entered();
+    let _span =
+        tracing::debug_span!("vic_terms", ways, shots, queries, dim, ?support_form, ?query_form)
+            .entered();
 
     let support = to_f32(support);
     let query = to_f32(query);
@@ -172,7 +182,8 @@ pub fn try_vic_terms<B: Backend>(
         + variance_term(query.clone(), config.gamma, config.epsilon))
     .div_scalar(2.0);
     let invariance = invariance_term(support);
-    let covariance = (covariance_term(flat, support_form) + covariance_term(query, query_form)).div_scalar(2.0);
+    let covariance =
+        (covariance_term(flat, support_form) + covariance_term(query, query_form)).div_scalar(2.0);
     let total = variance.clone().mul_scalar(lambda_v)
         + invariance.clone().mul_scalar(lambda_i)
         + covariance.clone().mul_scalar(lambda_c);
@@ -199,7 +210,10 @@ mod tests {
         for rows in [10, 60] {
             let x = rng.matrix(rows, DIM);
             let (expected, expected_grad) = reference::variance(&x, rows, DIM, 1.0, 1e-4);
-            assert!(expected > 0.05 && expected_grad.iter().filter(|g| **g == 0.0).count() > 0, "the hinge is active for some columns only");
+            assert!(
+                expected > 0.05 && expected_grad.iter().filter(|g| **g == 0.0).count() > 0,
+                "the hinge is active for some columns only"
+            );
             let input = tensor::<AD, 2>(&x, [rows, DIM]).require_grad();
             let term = variance_term(input.clone(), 1.0, 1e-4);
             assert_close(&to_vec(term.clone()), &[expected], 1e-5, &format!("variance n={rows}"));
@@ -209,7 +223,12 @@ mod tests {
         // γ and ε are honoured.
         let x = rng.matrix(10, DIM);
         let got = to_vec(variance_term(tensor::<B, 2>(&x, [10, DIM]), 2.5, 0.3))[0];
-        assert_close(&[got], &[reference::variance(&x, 10, DIM, 2.5, 0.3).0], 1e-5, "variance γ=2.5 ε=0.3");
+        assert_close(
+            &[got],
+            &[reference::variance(&x, 10, DIM, 2.5, 0.3).0],
+            1e-5,
+            "variance γ=2.5 ε=0.3",
+        );
     }
 
     #[test]
@@ -230,7 +249,12 @@ mod tests {
             let input = tensor::<AD, 3>(&s, [ways, shots, DIM]).require_grad();
             let term = invariance_term(input.clone());
             assert_close(&to_vec(term.clone()), &[expected], 1e-5, "invariance");
-            assert_close(&to_vec(input.grad(&term.backward()).unwrap()), &expected_grad, 1e-4, "invariance grad");
+            assert_close(
+                &to_vec(input.grad(&term.backward()).unwrap()),
+                &expected_grad,
+                1e-4,
+                "invariance grad",
+            );
         }
         let s = rng.matrix(5, DIM);
         assert_eq!(to_vec(invariance_term(tensor::<B, 3>(&s, [5, 1, DIM]))), vec![0.0], "1-shot");
@@ -252,15 +276,22 @@ mod tests {
             let (cq, gcq) = reference::covariance(&q, queries, DIM);
             let (v, c) = ((vs + vq) / 2.0, (cs + cq) / 2.0);
             let total = w[0] * v + w[1] * is + w[2] * c;
-            let grad_s: Vec<f64> =
-                (0..s.len()).map(|k| w[0] * gvs[k] / 2.0 + w[1] * gis[k] + w[2] * gcs[k] / 2.0).collect();
-            let grad_q: Vec<f64> = (0..q.len()).map(|k| w[0] * gvq[k] / 2.0 + w[2] * gcq[k] / 2.0).collect();
+            let grad_s: Vec<f64> = (0..s.len())
+                .map(|k| w[0] * gvs[k] / 2.0 + w[1] * gis[k] + w[2] * gcs[k] / 2.0)
+                .collect();
+            let grad_q: Vec<f64> =
+                (0..q.len()).map(|k| w[0] * gvq[k] / 2.0 + w[2] * gcq[k] / 2.0).collect();
 
             let support = tensor::<AD, 3>(&s, [ways, shots, DIM]).require_grad();
             let query = tensor::<AD, 2>(&q, [queries, DIM]).require_grad();
             let terms = vic_terms(support.clone(), query.clone(), w, &VicConfig::default());
             let got = terms.values();
-            assert_close(&[got.variance, got.invariance, got.covariance, got.total], &[v, is, c, total], 1e-5, "terms");
+            assert_close(
+                &[got.variance, got.invariance, got.covariance, got.total],
+                &[v, is, c, total],
+                1e-5,
+                "terms",
+            );
             let grads = terms.total.backward();
             assert_close(&to_vec(support.grad(&grads).unwrap()), &grad_s, 1e-4, "support grad");
             assert_close(&to_vec(query.grad(&grads).unwrap()), &grad_q, 1e-4, "query grad");
@@ -273,11 +304,21 @@ mod tests {
         let (s, q) = (rng.matrix(10, DIM), rng.matrix(60, DIM));
         let run = |covariance| {
             let config = VicConfig { covariance, ..VicConfig::default() };
-            let t = vic_terms(tensor::<B, 3>(&s, [5, 2, DIM]), tensor::<B, 2>(&q, [60, DIM]), weights(1.0, 1.0, 1.0), &config);
+            let t = vic_terms(
+                tensor::<B, 3>(&s, [5, 2, DIM]),
+                tensor::<B, 2>(&q, [60, DIM]),
+                weights(1.0, 1.0, 1.0),
+                &config,
+            );
             t.values().covariance
         };
         let auto = run(crate::CovarianceMode::Auto);
-        assert_close(&[run(crate::CovarianceMode::Gram), run(crate::CovarianceMode::Naive)], &[auto, auto], 1e-5, "modes");
+        assert_close(
+            &[run(crate::CovarianceMode::Gram), run(crate::CovarianceMode::Naive)],
+            &[auto, auto],
+            1e-5,
+            "modes",
+        );
     }
 
     #[test]
@@ -286,24 +327,39 @@ mod tests {
         let w = weights(1.0, 1.0, 1.0);
         let zeros3 = |shape: [usize; 3]| Tensor::<B, 3>::zeros(shape, &Default::default());
         let zeros2 = |shape: [usize; 2]| Tensor::<B, 2>::zeros(shape, &Default::default());
-        let message = |r: Result<VicTerms<B>, VicError>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        let message =
+            |r: Result<VicTerms<B>, VicError>| r.err().map(|e| e.to_string()).unwrap_or_default();
         let m = message(try_vic_terms(zeros3([5, 2, 40]), zeros2([10, 41]), w, &config));
-        assert!(m.contains("[5, 2, 40]") && m.contains("[10, 41]") && m.contains("differ in d"), "{m}");
+        assert!(
+            m.contains("[5, 2, 40]") && m.contains("[10, 41]") && m.contains("differ in d"),
+            "{m}"
+        );
         let m = message(try_vic_terms(zeros3([5, 0, 40]), zeros2([10, 40]), w, &config));
         assert!(m.contains("[N, K, d] = [5, 0, 40]"), "{m}");
         let m = message(try_vic_terms(zeros3([5, 1, 40]), zeros2([0, 40]), w, &config));
         assert!(m.contains("at least one query"), "{m}");
-        let m = message(try_vic_terms(zeros3([5, 1, 40]), zeros2([3, 40]), weights(1.0, f64::NAN, 1.0), &config));
+        let m = message(try_vic_terms(
+            zeros3([5, 1, 40]),
+            zeros2([3, 40]),
+            weights(1.0, f64::NAN, 1.0),
+            &config,
+        ));
         assert!(m.contains("lambda_i"), "{m}");
         let bad = VicConfig { epsilon: -1.0, ..config };
-        assert!(message(try_vic_terms(zeros3([5, 1, 40]), zeros2([3, 40]), w, &bad)).contains("epsilon"));
+        assert!(message(try_vic_terms(zeros3([5, 1, 40]), zeros2([3, 40]), w, &bad))
+            .contains("epsilon"));
     }
 
     #[test]
     #[should_panic(expected = "differ in d")]
     fn vic_terms_panics_with_the_error_message_on_mismatched_shapes() {
         let device = Default::default();
-        vic_terms(Tensor::<B, 3>::zeros([5, 2, 40], &device), Tensor::<B, 2>::zeros([10, 41], &device), [1.0; 3], &VicConfig::default());
+        vic_terms(
+            Tensor::<B, 3>::zeros([5, 2, 40], &device),
+            Tensor::<B, 2>::zeros([10, 41], &device),
+            [1.0; 3],
+            &VicConfig::default(),
+        );
     }
 
     /// One row per set (a 1-way 1-shot support set, a single query): every term is finite, the
@@ -316,7 +372,12 @@ mod tests {
         let terms = vic_terms(support.clone(), query.clone(), [1.0; 3], &VicConfig::default());
         let v = terms.values();
         let hinge = 1.0 - 1e-4f64.sqrt();
-        assert_close(&[v.variance, v.invariance, v.covariance, v.total], &[hinge, 0.0, 0.0, hinge], 1e-6, "one row");
+        assert_close(
+            &[v.variance, v.invariance, v.covariance, v.total],
+            &[hinge, 0.0, 0.0, hinge],
+            1e-6,
+            "one row",
+        );
         let grads = terms.total.backward();
         for grad in [to_vec(support.grad(&grads).unwrap()), to_vec(query.grad(&grads).unwrap())] {
             assert!(grad.iter().all(|g| *g == 0.0), "{grad:?}");
@@ -335,7 +396,8 @@ mod tests {
             let task = embeddings.clone().tanh().mean();
             let support = embeddings.clone().slice(0..10).reshape([5, 2, DIM]);
             let query = embeddings.slice(10..25);
-            let vic = vic_terms(support, query, weights(1.0, 1.0, 1.0), &VicConfig::default()).total;
+            let vic =
+                vic_terms(support, query, weights(1.0, 1.0, 1.0), &VicConfig::default()).total;
             let loss = match (with_task, with_vic) {
                 (true, true) => task + vic,
                 (true, false) => task,
@@ -344,7 +406,8 @@ mod tests {
             let grads = loss.backward();
             to_vec(backbone.weight.val().grad(&grads).expect("the backbone gets a gradient"))
         };
-        let (plain, with_vic, vic_only) = (grads_of(true, false), grads_of(true, true), grads_of(false, true));
+        let (plain, with_vic, vic_only) =
+            (grads_of(true, false), grads_of(true, true), grads_of(false, true));
         let change: Vec<f64> = with_vic.iter().zip(&plain).map(|(a, b)| a - b).collect();
         let norm = change.iter().map(|c| c * c).sum::<f64>().sqrt();
         assert!(norm > 1e-3, "VIC must change the backbone's gradient (change norm {norm})");
@@ -366,11 +429,22 @@ mod tests {
         assert_eq!(terms16.total.dtype(), DType::F32);
         let rounded_s = to_vec(support16.clone().cast(FloatDType::F32));
         let rounded_q = to_vec(query16.clone().cast(FloatDType::F32));
-        let on_rounded = vic_terms(tensor::<B, 3>(&rounded_s, [5, 2, DIM]), tensor::<B, 2>(&rounded_q, [60, DIM]), w, &config);
-        let exact = vic_terms(tensor::<B, 3>(&s, [5, 2, DIM]), tensor::<B, 2>(&q, [60, DIM]), w, &config);
+        let on_rounded = vic_terms(
+            tensor::<B, 3>(&rounded_s, [5, 2, DIM]),
+            tensor::<B, 2>(&rounded_q, [60, DIM]),
+            w,
+            &config,
+        );
+        let exact =
+            vic_terms(tensor::<B, 3>(&s, [5, 2, DIM]), tensor::<B, 2>(&q, [60, DIM]), w, &config);
         let as_vec = |v: VicValues| vec![v.variance, v.invariance, v.covariance, v.total];
         let got = as_vec(terms16.values());
-        assert_close(&got, &as_vec(on_rounded.values()), 1e-6, "f16 input vs f32 on the same values");
+        assert_close(
+            &got,
+            &as_vec(on_rounded.values()),
+            1e-6,
+            "f16 input vs f32 on the same values",
+        );
         assert_close(&got, &as_vec(exact.values()), 2e-3, "f16 input vs f32 input");
         let grads = terms16.total.backward();
         let grad = support16.grad(&grads).expect("gradient reaches the f16 support");

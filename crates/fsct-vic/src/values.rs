@@ -19,6 +19,11 @@ pub struct VicValues {
 
 impl VicValues {
     pub(crate) fn named(&self) -> [(&'static str, f64); 4] {
-        [("variance", self.variance), ("invariance", self.invariance), ("covariance", self.covariance), ("total", self.total)]
+        [
+            ("variance", self.variance),
+            ("invariance", self.invariance),
+            ("covariance", self.covariance),
+            ("total", self.total),
+        ]
     }
 }

@@ -130,7 +130,14 @@ fn channel_plane<E>(x: &[E], d: Dims, i: usize, ch: usize) -> &[E] {
 ///
 /// Ties keep the first maximum in row-major window order, and a NaN anywhere in a window wins, as
 /// in PyTorch's CPU max-pool; a NaN output stays NaN through the ReLU.
-pub(crate) fn forward<E: Element>(x: &[E], d: Dims, scale: &[f32], shift: &[f32], pool: bool, with_codes: bool) -> (Vec<E>, Vec<u8>) {
+pub(crate) fn forward<E: Element>(
+    x: &[E],
+    d: Dims,
+    scale: &[f32],
+    shift: &[f32],
+    pool: bool,
+    with_codes: bool,
+) -> (Vec<E>, Vec<u8>) {
     debug_assert_eq!(x.len(), d.len());
     let o = d.output(pool);
     let mut out: Vec<E> = Vec::with_capacity(o.len());
@@ -152,12 +159,12 @@ pub(crate) fn forward<E: Element>(x: &[E], d: Dims, scale: &[f32], shift: &[f32]
             }
         });
     } else if with_codes {
-        out_planes
-            .zip(codes.spare_capacity_mut().par_chunks_mut(out_plane))
-            .for_each(|((p, dst), code)| {
+        out_planes.zip(codes.spare_capacity_mut().par_chunks_mut(out_plane)).for_each(
+            |((p, dst), code)| {
                 let (a, b) = affine(p);
                 pool_plane::<E, true>(&x[p * plane..][..plane], d.w, o, a, b, dst, code);
-            });
+            },
+        );
     } else {
         out_planes.for_each(|(p, dst)| {
             let (a, b) = affine(p);
@@ -176,7 +183,14 @@ pub(crate) fn forward<E: Element>(x: &[E], d: Dims, scale: &[f32], shift: &[f32]
 
 /// `out = relu(x·scale[c] + shift[c] + residual)` (the end of a ResNet BasicBlock), plus, when
 /// `with_mask`, one byte per output: 1 where the ReLU let the gradient through, 0 elsewhere.
-pub(crate) fn forward_residual<E: Element>(x: &[E], residual: &[E], d: Dims, scale: &[f32], shift: &[f32], with_mask: bool) -> (Vec<E>, Vec<u8>) {
+pub(crate) fn forward_residual<E: Element>(
+    x: &[E],
+    residual: &[E],
+    d: Dims,
+    scale: &[f32],
+    shift: &[f32],
+    with_mask: bool,
+) -> (Vec<E>, Vec<u8>) {
     debug_assert_eq!(x.len(), d.len());
     debug_assert_eq!(residual.len(), d.len());
     let mut out: Vec<E> = Vec::with_capacity(d.len());
@@ -191,14 +205,16 @@ pub(crate) fn forward_residual<E: Element>(x: &[E], residual: &[E], d: Dims, sca
     };
     let out_planes = out.spare_capacity_mut().par_chunks_mut(plane).enumerate();
     if with_mask {
-        out_planes.zip(mask.spare_capacity_mut().par_chunks_mut(plane)).for_each(|((p, dst), m)| {
-            for (i, (o, m)) in dst.iter_mut().zip(m.iter_mut()).enumerate() {
-                let z = z(p, i);
-                let on = positive_or_nan(z);
-                o.write(E::from_f32(if on { z } else { 0.0 }));
-                m.write(on as u8);
-            }
-        });
+        out_planes.zip(mask.spare_capacity_mut().par_chunks_mut(plane)).for_each(
+            |((p, dst), m)| {
+                for (i, (o, m)) in dst.iter_mut().zip(m.iter_mut()).enumerate() {
+                    let z = z(p, i);
+                    let on = positive_or_nan(z);
+                    o.write(E::from_f32(if on { z } else { 0.0 }));
+                    m.write(on as u8);
+                }
+            },
+        );
     } else {
         out_planes.for_each(|(p, dst)| {
             for (i, o) in dst.iter_mut().enumerate() {
@@ -218,7 +234,11 @@ pub(crate) fn forward_residual<E: Element>(x: &[E], residual: &[E], d: Dims, sca
 
 #[inline]
 fn relu(z: f32) -> f32 {
-    if positive_or_nan(z) { z } else { 0.0 }
+    if positive_or_nan(z) {
+        z
+    } else {
+        0.0
+    }
 }
 
 /// `z > 0 || z is NaN`, without a branch.
@@ -247,7 +267,9 @@ fn pool_plane<E: Element, const CODES: bool>(
         let dst = &mut dst[oy * o.w..][..o.w];
         if CODES {
             let codes = &mut codes[oy * o.w..][..o.w];
-            for (((t, bt), y), code) in top.iter().zip(bottom).zip(dst.iter_mut()).zip(codes.iter_mut()) {
+            for (((t, bt), y), code) in
+                top.iter().zip(bottom).zip(dst.iter_mut()).zip(codes.iter_mut())
+            {
                 let (best, slot) = window_max(affine_window(t, bt, a, b));
                 let active = positive_or_nan(best);
                 y.write(E::from_f32(if active { best } else { 0.0 }));
@@ -377,7 +399,11 @@ pub(crate) fn backward<E: Element>(x: &[E], grad: &[E], s: &Saved) -> (Vec<E>, V
                 let codes = &s.codes[p * out_plane..][..out_plane];
                 PLANE.with_borrow_mut(|buf| {
                     buf.clear();
-                    buf.extend(xs.iter().map(|&v| -k * (mean_dz + (v.to_f32() - mean) * inv_std * mean_dz_xhat)));
+                    buf.extend(
+                        xs.iter().map(|&v| {
+                            -k * (mean_dz + (v.to_f32() - mean) * inv_std * mean_dz_xhat)
+                        }),
+                    );
                     for (k_out, (&code, &g)) in codes.iter().zip(gs).enumerate() {
                         let g = if code != INACTIVE { g.to_f32() } else { 0.0 };
                         buf[window_position(k_out, code & 3, o.w, d.w)] += k * g;
@@ -431,13 +457,27 @@ mod tests {
         dbeta: Vec<f64>,
     }
 
-    fn reference(x: &[f32], d: Dims, gamma: &[f32], beta: &[f32], grad: &[f32], pool: bool) -> Reference {
+    fn reference(
+        x: &[f32],
+        d: Dims,
+        gamma: &[f32],
+        beta: &[f32],
+        grad: &[f32],
+        pool: bool,
+    ) -> Reference {
         let o = d.output(pool);
         let n = (d.n * d.plane()) as f64;
         let idx = |i: usize, ch: usize, y: usize, xx: usize| ((i * d.c + ch) * d.h + y) * d.w + xx;
-        let mut r = Reference { y: vec![0.0; o.len()], dx: vec![0.0; d.len()], dgamma: vec![0.0; d.c], dbeta: vec![0.0; d.c] };
+        let mut r = Reference {
+            y: vec![0.0; o.len()],
+            dx: vec![0.0; d.len()],
+            dgamma: vec![0.0; d.c],
+            dbeta: vec![0.0; d.c],
+        };
         for ch in 0..d.c {
-            let positions: Vec<usize> = (0..d.n).flat_map(|i| (0..d.h).flat_map(move |y| (0..d.w).map(move |xx| idx(i, ch, y, xx)))).collect();
+            let positions: Vec<usize> = (0..d.n)
+                .flat_map(|i| (0..d.h).flat_map(move |y| (0..d.w).map(move |xx| idx(i, ch, y, xx))))
+                .collect();
             let mean = positions.iter().map(|&p| x[p] as f64).sum::<f64>() / n;
             let var = positions.iter().map(|&p| (x[p] as f64 - mean).powi(2)).sum::<f64>() / n;
             let inv_std = 1.0 / (var + 1e-5).sqrt();
@@ -450,7 +490,12 @@ mod tests {
                     for ox in 0..o.w {
                         let k = ((i * d.c + ch) * o.h + oy) * o.w + ox;
                         let (p, v) = if pool {
-                            let window = [idx(i, ch, 2 * oy, 2 * ox), idx(i, ch, 2 * oy, 2 * ox + 1), idx(i, ch, 2 * oy + 1, 2 * ox), idx(i, ch, 2 * oy + 1, 2 * ox + 1)];
+                            let window = [
+                                idx(i, ch, 2 * oy, 2 * ox),
+                                idx(i, ch, 2 * oy, 2 * ox + 1),
+                                idx(i, ch, 2 * oy + 1, 2 * ox),
+                                idx(i, ch, 2 * oy + 1, 2 * ox + 1),
+                            ];
                             let mut best = window[0];
                             for &q in &window[1..] {
                                 if z(q) > z(best) {
@@ -472,7 +517,9 @@ mod tests {
             r.dbeta[ch] = positions.iter().map(|&p| dz[p]).sum();
             r.dgamma[ch] = positions.iter().map(|&p| dz[p] * xhat(p)).sum();
             for &p in &positions {
-                r.dx[p] = gamma[ch] as f64 * inv_std * (dz[p] - r.dbeta[ch] / n - xhat(p) * r.dgamma[ch] / n);
+                r.dx[p] = gamma[ch] as f64
+                    * inv_std
+                    * (dz[p] - r.dbeta[ch] / n - xhat(p) * r.dgamma[ch] / n);
             }
         }
         r
@@ -491,7 +538,8 @@ mod tests {
 
     fn run(d: Dims, pool: bool) {
         let x: Vec<f32> = values(d.len(), 1).iter().map(|v| 3.0 * v + 0.5).collect();
-        let gamma: Vec<f32> = (0..d.c).map(|ch| if ch % 3 == 2 { -0.7 } else { 1.0 + 0.25 * ch as f32 }).collect();
+        let gamma: Vec<f32> =
+            (0..d.c).map(|ch| if ch % 3 == 2 { -0.7 } else { 1.0 + 0.25 * ch as f32 }).collect();
         let beta: Vec<f32> = (0..d.c).map(|ch| 0.2 * ch as f32 - 0.3).collect();
         let grad = values(d.output(pool).len(), 2);
         let r = reference(&x, d, &gamma, &beta, &grad, pool);
@@ -502,7 +550,17 @@ mod tests {
         let shift: Vec<f32> = (0..d.c).map(|ch| beta[ch] - mean[ch] as f32 * scale[ch]).collect();
         let (y, codes) = forward(&x, d, &scale, &shift, pool, true);
         assert_close(&y, &r.y, 1e-5, "output");
-        let saved = Saved { dims: d, pool, mean: mean.iter().map(|&m| m as f32).collect(), inv_std, gamma, scale, shift, codes, residual: false };
+        let saved = Saved {
+            dims: d,
+            pool,
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            inv_std,
+            gamma,
+            scale,
+            shift,
+            codes,
+            residual: false,
+        };
         let (dx, dgamma, dbeta) = backward(&x, &grad, &saved);
         assert_close(&dx, &r.dx, 1e-5, "dx");
         assert_close(&dgamma, &r.dgamma, 1e-4, "dgamma");
@@ -549,7 +607,14 @@ mod tests {
         let (y, codes) = forward(&x, d, &[1.0], &[0.0], true, true);
         assert_eq!(y, vec![2.0, 0.0]);
         assert_eq!(codes, vec![1, INACTIVE]);
-        let (y, _) = forward(&[f32::NAN, 1.0, 0.0, 0.0], Dims { n: 1, c: 1, h: 2, w: 2 }, &[1.0], &[0.0], true, true);
+        let (y, _) = forward(
+            &[f32::NAN, 1.0, 0.0, 0.0],
+            Dims { n: 1, c: 1, h: 2, w: 2 },
+            &[1.0],
+            &[0.0],
+            true,
+            true,
+        );
         assert!(y[0].is_nan(), "a NaN must not be hidden by the ReLU");
     }
 }

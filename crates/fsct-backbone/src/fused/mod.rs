@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 
-use crate::norm::{BatchNormMode, batch_norm};
+use crate::norm::{batch_norm, BatchNormMode};
 
 /// Whether `B` is Flex or `Autodiff<Flex>` (with or without balanced checkpointing): the
 /// backends the fused tails run on.
@@ -35,7 +35,11 @@ pub(crate) fn is_flex<B: Backend>() -> bool {
 /// # Shapes
 /// - `x`: `[n, c, h, w]`
 /// - output: `[n, c, h / 2, w / 2]` (floor) with `pool`, else `[n, c, h, w]`
-pub(crate) fn batch_norm_relu_pool<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: bool) -> Tensor<B, 4> {
+pub(crate) fn batch_norm_relu_pool<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    pool: bool,
+) -> Tensor<B, 4> {
     match flex::try_forward(bn, x, pool) {
         Ok(y) => y,
         Err(x) => composed(bn, x, pool),
@@ -49,7 +53,11 @@ pub(crate) fn batch_norm_relu_pool<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4
 /// # Shapes
 /// - `x`: `[n, c, h, w]`
 /// - output: `[n, c, h, w]`
-pub(crate) fn batch_norm_relu<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, mode: BatchNormMode) -> Tensor<B, 4> {
+pub(crate) fn batch_norm_relu<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    mode: BatchNormMode,
+) -> Tensor<B, 4> {
     match mode {
         BatchNormMode::Standard => batch_norm_relu_pool(bn, x, false),
         BatchNormMode::BatchStatistics => relu(batch_norm(bn, x, mode)),
@@ -62,7 +70,12 @@ pub(crate) fn batch_norm_relu<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, mo
 /// # Shapes
 /// - `x`, `residual`: `[n, c, h, w]`
 /// - output: `[n, c, h, w]`
-pub(crate) fn batch_norm_add_relu<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, residual: Tensor<B, 4>, mode: BatchNormMode) -> Tensor<B, 4> {
+pub(crate) fn batch_norm_add_relu<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    residual: Tensor<B, 4>,
+    mode: BatchNormMode,
+) -> Tensor<B, 4> {
     let (x, residual) = match mode {
         BatchNormMode::Standard => match residual::try_forward(bn, x, residual) {
             Ok(y) => return y,
@@ -73,7 +86,12 @@ pub(crate) fn batch_norm_add_relu<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>
     composed_residual(bn, x, residual, mode)
 }
 
-fn composed_residual<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, residual: Tensor<B, 4>, mode: BatchNormMode) -> Tensor<B, 4> {
+fn composed_residual<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    residual: Tensor<B, 4>,
+    mode: BatchNormMode,
+) -> Tensor<B, 4> {
     relu(batch_norm(bn, x, mode).add(residual))
 }
 

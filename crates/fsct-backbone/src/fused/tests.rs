@@ -12,7 +12,8 @@ use super::composed;
 
 fn batch_norm<B: Backend>(c: usize, device: &B::Device) -> BatchNorm<B> {
     let mut bn = BatchNormConfig::new(c).init::<B>(device);
-    let gamma: Vec<f32> = (0..c).map(|ch| if ch % 3 == 2 { -0.6 } else { 0.8 + 0.1 * ch as f32 }).collect();
+    let gamma: Vec<f32> =
+        (0..c).map(|ch| if ch % 3 == 2 { -0.6 } else { 0.8 + 0.1 * ch as f32 }).collect();
     let beta: Vec<f32> = (0..c).map(|ch| 0.1 * ch as f32 - 0.2).collect();
     bn.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(gamma, [c]), device));
     bn.beta = Param::from_tensor(Tensor::from_data(TensorData::new(beta, [c]), device));
@@ -20,7 +21,12 @@ fn batch_norm<B: Backend>(c: usize, device: &B::Device) -> BatchNorm<B> {
 }
 
 /// Output, gradients of x, gamma and beta, and the updated running statistics.
-fn run<B: AutodiffBackend>(fused: bool, x: &Tensor<B, 4>, weights: &Tensor<B, 4>, pool: bool) -> Vec<TensorData> {
+fn run<B: AutodiffBackend>(
+    fused: bool,
+    x: &Tensor<B, 4>,
+    weights: &Tensor<B, 4>,
+    pool: bool,
+) -> Vec<TensorData> {
     let device = x.device();
     let bn = batch_norm::<B>(x.dims()[1], &device);
     let x = x.clone().require_grad();
@@ -79,13 +85,17 @@ fn fused_training_tail_matches_under_gradient_checkpointing() {
 fn fused_inference_tail_uses_the_running_statistics() {
     let device = Default::default();
     let mut bn = batch_norm::<Flex>(3, &device);
-    bn.running_mean = burn::module::RunningState::new(Tensor::from_data([0.5f32, -1.0, 2.0], &device));
-    bn.running_var = burn::module::RunningState::new(Tensor::from_data([4.0f32, 0.25, 1.0], &device));
+    bn.running_mean =
+        burn::module::RunningState::new(Tensor::from_data([0.5f32, -1.0, 2.0], &device));
+    bn.running_var =
+        burn::module::RunningState::new(Tensor::from_data([4.0f32, 0.25, 1.0], &device));
     let x = Tensor::<Flex, 4>::random([2, 3, 6, 4], Distribution::Normal(0.0, 2.0), &device);
     for pool in [true, false] {
         let fused = fast_path(&bn, x.clone(), pool);
         let reference = composed(&bn, x.clone(), pool);
-        fused.into_data().assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-5));
+        fused
+            .into_data()
+            .assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-5));
     }
 }
 
@@ -93,17 +103,24 @@ fn fused_inference_tail_uses_the_running_statistics() {
 fn half_precision_maps_stay_half_forward_and_backward() {
     let device = Default::default();
     let bn = batch_norm::<Autodiff<Flex>>(2, &device);
-    let x = Tensor::<Autodiff<Flex>, 4>::random([2, 2, 4, 4], Distribution::Normal(0.0, 1.0), &device)
-        .cast(FloatDType::F16)
-        .require_grad();
-    let weights = Tensor::<Autodiff<Flex>, 4>::random([2, 2, 2, 2], Distribution::Normal(0.0, 1.0), &device);
+    let x =
+        Tensor::<Autodiff<Flex>, 4>::random([2, 2, 4, 4], Distribution::Normal(0.0, 1.0), &device)
+            .cast(FloatDType::F16)
+            .require_grad();
+    let weights =
+        Tensor::<Autodiff<Flex>, 4>::random([2, 2, 2, 2], Distribution::Normal(0.0, 1.0), &device);
     let mut results = Vec::new();
     for fused in [true, false] {
-        let y = if fused { fast_path(&bn, x.clone(), true) } else { composed(&bn, x.clone(), true) };
+        let y =
+            if fused { fast_path(&bn, x.clone(), true) } else { composed(&bn, x.clone(), true) };
         assert_eq!(y.dtype(), burn::tensor::DType::F16);
         let grads = y.clone().cast(FloatDType::F32).mul(weights.clone()).sum().backward();
         let dx = x.grad(&grads).map(|g| g.into_data());
-        assert_eq!(dx.as_ref().map(|d| d.dtype), Some(burn::tensor::DType::F16), "the gradient of a half map is half");
+        assert_eq!(
+            dx.as_ref().map(|d| d.dtype),
+            Some(burn::tensor::DType::F16),
+            "the gradient of a half map is half"
+        );
         results.push((y.into_data().convert::<f32>(), dx.map(|d| d.convert::<f32>())));
     }
     let tolerance = Tolerance::absolute(1e-2);
@@ -145,7 +162,11 @@ fn conv4_gradients_agree<B: AutodiffBackend>() {
         let mut x = images.clone();
         for block in &net.trunk {
             let conv = block.C.forward(x);
-            x = if fused { fast_path(&block.BN, conv, block.pool) } else { composed(&block.BN, conv, block.pool) };
+            x = if fused {
+                fast_path(&block.BN, conv, block.pool)
+            } else {
+                composed(&block.BN, conv, block.pool)
+            };
         }
         let loss = x.clone().mul(x).sum();
         let grads = loss.backward();
@@ -165,7 +186,12 @@ fn conv4_gradients_agree<B: AutodiffBackend>() {
 }
 
 /// Output and the gradients of x, the residual, gamma and beta, and the running statistics.
-fn run_residual<B: AutodiffBackend>(fused: bool, x: &Tensor<B, 4>, r: &Tensor<B, 4>, weights: &Tensor<B, 4>) -> Vec<TensorData> {
+fn run_residual<B: AutodiffBackend>(
+    fused: bool,
+    x: &Tensor<B, 4>,
+    r: &Tensor<B, 4>,
+    weights: &Tensor<B, 4>,
+) -> Vec<TensorData> {
     let device = x.device();
     let bn = batch_norm::<B>(x.dims()[1], &device);
     let (x, r) = (x.clone().require_grad(), r.clone().require_grad());
@@ -178,8 +204,12 @@ fn run_residual<B: AutodiffBackend>(fused: bool, x: &Tensor<B, 4>, r: &Tensor<B,
         super::composed_residual(&bn, x.clone(), r.clone(), crate::BatchNormMode::Standard)
     };
     let grads = y.clone().mul(weights.clone()).sum().backward();
-    let grad = |g: Option<Tensor<B::InnerBackend, 4>>| g.map(|g| g.into_data()).unwrap_or_else(|| TensorData::from([0f32]));
-    let grad1 = |g: Option<Tensor<B::InnerBackend, 1>>| g.map(|g| g.into_data()).unwrap_or_else(|| TensorData::from([0f32]));
+    let grad = |g: Option<Tensor<B::InnerBackend, 4>>| {
+        g.map(|g| g.into_data()).unwrap_or_else(|| TensorData::from([0f32]))
+    };
+    let grad1 = |g: Option<Tensor<B::InnerBackend, 1>>| {
+        g.map(|g| g.into_data()).unwrap_or_else(|| TensorData::from([0f32]))
+    };
     vec![
         y.into_data(),
         grad(x.grad(&grads)),
@@ -215,8 +245,10 @@ fn fused_residual_tail_matches_the_composed_one() {
 fn fused_residual_inference_uses_the_running_statistics() {
     let device = Default::default();
     let mut bn = batch_norm::<Flex>(3, &device);
-    bn.running_mean = burn::module::RunningState::new(Tensor::from_data([0.5f32, -1.0, 2.0], &device));
-    bn.running_var = burn::module::RunningState::new(Tensor::from_data([4.0f32, 0.25, 1.0], &device));
+    bn.running_mean =
+        burn::module::RunningState::new(Tensor::from_data([0.5f32, -1.0, 2.0], &device));
+    bn.running_var =
+        burn::module::RunningState::new(Tensor::from_data([4.0f32, 0.25, 1.0], &device));
     let x = Tensor::<Flex, 4>::random([2, 3, 5, 4], Distribution::Normal(0.0, 2.0), &device);
     let r = Tensor::<Flex, 4>::random([2, 3, 5, 4], Distribution::Normal(0.0, 1.0), &device);
     let fused = match super::residual::try_forward(&bn, x.clone(), r.clone()) {

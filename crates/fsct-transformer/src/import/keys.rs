@@ -7,7 +7,8 @@ use std::rc::Rc;
 use super::scan::{TensorRef, Value};
 
 /// Dict names trainers nest a state dict under, in order of preference when two tie.
-const CONTAINER_NAMES: [&str; 7] = ["state", "state_dict", "model", "model_state_dict", "module", "net", "network"];
+const CONTAINER_NAMES: [&str; 7] =
+    ["state", "state_dict", "model", "model_state_dict", "module", "net", "network"];
 /// Wrapper segments stripped even when no key matches the model (for the error's key names).
 const WRAPPERS: [&str; 2] = ["module", "_orig_mod"];
 
@@ -63,8 +64,17 @@ pub(crate) fn locate(root: &Value, expected: &BTreeSet<String>) -> Option<Locate
             let better = match best {
                 None => true,
                 Some((s, i, g, d)) => {
-                    (score, depth, std::cmp::Reverse(segments), std::cmp::Reverse(preference(&candidates[index].path)))
-                        > (s, d, std::cmp::Reverse(g), std::cmp::Reverse(preference(&candidates[i].path)))
+                    (
+                        score,
+                        depth,
+                        std::cmp::Reverse(segments),
+                        std::cmp::Reverse(preference(&candidates[index].path)),
+                    ) > (
+                        s,
+                        d,
+                        std::cmp::Reverse(g),
+                        std::cmp::Reverse(preference(&candidates[i].path)),
+                    )
                 }
             };
             if better {
@@ -78,16 +88,22 @@ pub(crate) fn locate(root: &Value, expected: &BTreeSet<String>) -> Option<Locate
         (index, prefix_of(&common[..segments]))
     } else {
         // Nothing matches: the largest dict (the outermost of equals), known wrappers stripped.
-        let index = (0..candidates.len())
-            .max_by_key(|&i| (candidates[i].tensors.len(), std::cmp::Reverse(candidates[i].path.len())))?;
+        let index = (0..candidates.len()).max_by_key(|&i| {
+            (candidates[i].tensors.len(), std::cmp::Reverse(candidates[i].path.len()))
+        })?;
         let common = common_segments(candidates[index].tensors.iter().map(|(k, _)| k.as_str()));
         let wrappers = common.iter().take_while(|s| WRAPPERS.contains(s)).count();
         (index, prefix_of(&common[..wrappers]))
     };
     let chosen = &candidates[index];
     let container: Vec<String> = chosen.path.iter().map(|s| s.to_string()).collect();
-    let join =
-        |key: &str| if container.is_empty() { key.to_string() } else { format!("{}.{key}", container.join(".")) };
+    let join = |key: &str| {
+        if container.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", container.join("."))
+        }
+    };
     let entries: Vec<Entry> = chosen
         .tensors
         .iter()
@@ -108,7 +124,9 @@ pub(crate) fn locate(root: &Value, expected: &BTreeSet<String>) -> Option<Locate
 }
 
 fn preference(path: &[&str]) -> usize {
-    path.last().and_then(|n| CONTAINER_NAMES.iter().position(|c| c == n)).unwrap_or(CONTAINER_NAMES.len())
+    path.last()
+        .and_then(|n| CONTAINER_NAMES.iter().position(|c| c == n))
+        .unwrap_or(CONTAINER_NAMES.len())
 }
 
 fn prefix_of(segments: &[&str]) -> String {
@@ -188,7 +206,10 @@ fn epoch_near(root: &Value, path: &[&str]) -> Option<i64> {
 
 /// Up to three keys resembling `wanted`: those ending in `.{wanted}` (or whose name `wanted`
 /// ends with) first, then those within a small edit distance.
-pub(crate) fn similar<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+pub(crate) fn similar<'a>(
+    wanted: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
     let budget = (wanted.len() / 5).max(2);
     let mut ranked: Vec<((u8, usize), &str)> = candidates
         .into_iter()
@@ -229,7 +250,12 @@ mod tests {
 
     #[test]
     fn similar_keys_prefer_shared_suffixes_then_small_edits() {
-        let keys = ["x.proto_weight", "proto_weights", "feature.trunk.3.C.weight", "ATTN.output_linear.bias"];
+        let keys = [
+            "x.proto_weight",
+            "proto_weights",
+            "feature.trunk.3.C.weight",
+            "ATTN.output_linear.bias",
+        ];
         assert_eq!(similar("proto_weight", keys), ["x.proto_weight", "proto_weights"]);
         assert_eq!(similar("feature.trunk.4.C.weight", keys), ["feature.trunk.3.C.weight"]);
         assert!(similar("FFN.1.weight", keys).is_empty());

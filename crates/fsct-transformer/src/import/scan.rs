@@ -45,7 +45,10 @@ pub(crate) struct StorageRef {
 
 impl StorageRef {
     pub fn is_float(&self) -> bool {
-        matches!(self.kind.as_str(), "FloatStorage" | "DoubleStorage" | "HalfStorage" | "BFloat16Storage")
+        matches!(
+            self.kind.as_str(),
+            "FloatStorage" | "DoubleStorage" | "HalfStorage" | "BFloat16Storage"
+        )
     }
 }
 
@@ -243,8 +246,9 @@ fn scan_zip(file: File, file_len: u64) -> Result<Scan, String> {
     // Every member must open, as burn-store opens them all.
     let mut names = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {
-        let member =
-            archive.by_index(i).map_err(|e| format!("zip member #{i} is damaged ({e}): {}", truncated_hint()))?;
+        let member = archive
+            .by_index(i)
+            .map_err(|e| format!("zip member #{i} is damaged ({e}): {}", truncated_hint()))?;
         names.push(member.name().to_string());
     }
     // The pickle, where burn-store looks for it.
@@ -256,9 +260,13 @@ fn scan_zip(file: File, file_len: u64) -> Result<Scan, String> {
         .ok_or("it is a zip archive without a `data.pkl`, so not a torch.save file")?;
     let prefix = pickle_name.strip_suffix("data.pkl").unwrap_or_default().to_string();
     let pickle = {
-        let mut member = archive.by_name(&pickle_name).map_err(|e| format!("`{pickle_name}`: {e}"))?;
+        let mut member =
+            archive.by_name(&pickle_name).map_err(|e| format!("`{pickle_name}`: {e}"))?;
         if member.size() > MAX_PICKLE {
-            return Err(format!("`{pickle_name}` claims {} bytes, more than any checkpoint's pickle", member.size()));
+            return Err(format!(
+                "`{pickle_name}` claims {} bytes, more than any checkpoint's pickle",
+                member.size()
+            ));
         }
         let mut bytes = Vec::new();
         member
@@ -285,7 +293,11 @@ fn scan_zip(file: File, file_len: u64) -> Result<Scan, String> {
     let storages = storages_of(&root)?;
     let data_files: Vec<&String> = names
         .iter()
-        .filter(|n| (n.starts_with("data/") || n.contains("/data/")) && !n.ends_with(".pkl") && !n.ends_with('/'))
+        .filter(|n| {
+            (n.starts_with("data/") || n.contains("/data/"))
+                && !n.ends_with(".pkl")
+                && !n.ends_with('/')
+        })
         .collect();
     let mut member_sizes: HashMap<String, u64> = HashMap::new();
     for (key, (storage, user)) in &storages {
@@ -328,9 +340,14 @@ fn scan_zip(file: File, file_len: u64) -> Result<Scan, String> {
 }
 
 /// Reads a zip member through, returning its size once it has been checked whole.
-fn check_member<R: Read + Seek>(archive: &mut zip::ZipArchive<R>, name: &str, file_len: u64) -> Result<u64, String> {
-    let mut member =
-        archive.by_name(name).map_err(|e| format!("zip member `{name}` is damaged ({e}): {}", truncated_hint()))?;
+fn check_member<R: Read + Seek>(
+    archive: &mut zip::ZipArchive<R>,
+    name: &str,
+    file_len: u64,
+) -> Result<u64, String> {
+    let mut member = archive
+        .by_name(name)
+        .map_err(|e| format!("zip member `{name}` is damaged ({e}): {}", truncated_hint()))?;
     let (size, packed) = (member.size(), member.compressed_size());
     let start = member.data_start().unwrap_or(u64::MAX);
     if start.checked_add(packed).is_none_or(|end| end > file_len) {
@@ -341,7 +358,11 @@ fn check_member<R: Read + Seek>(archive: &mut zip::ZipArchive<R>, name: &str, fi
     }
     let stored = member.compression() == zip::CompressionMethod::Stored;
     // Deflate expands at most ~1032:1; anything claiming more is a damaged or crafted header.
-    let plausible = if stored { size == packed } else { size <= packed.saturating_mul(1100).saturating_add(1 << 16) };
+    let plausible = if stored {
+        size == packed
+    } else {
+        size <= packed.saturating_mul(1100).saturating_add(1 << 16)
+    };
     if !plausible {
         return Err(format!(
             "zip member `{name}` claims {size} bytes from {packed} stored ones ({:?}): {}",
@@ -360,11 +381,16 @@ fn check_member<R: Read + Seek>(archive: &mut zip::ZipArchive<R>, name: &str, fi
                     break;
                 }
             }
-            Err(e) => return Err(format!("zip member `{name}` is damaged ({e}): {}", truncated_hint())),
+            Err(e) => {
+                return Err(format!("zip member `{name}` is damaged ({e}): {}", truncated_hint()))
+            }
         }
     }
     if read != size {
-        return Err(format!("zip member `{name}` claims {size} bytes but holds {read}: {}", truncated_hint()));
+        return Err(format!(
+            "zip member `{name}` claims {size} bytes but holds {read}: {}",
+            truncated_hint()
+        ));
     }
     Ok(size)
 }
@@ -379,7 +405,9 @@ fn scan_legacy(file: File, file_len: u64) -> Result<Scan, String> {
     input.what = "the legacy protocol version".into();
     match read_pickle(&mut input)? {
         Value::Int(1001) => {}
-        other => return Err(format!("its legacy protocol version is {}, not 1001", other.describe())),
+        other => {
+            return Err(format!("its legacy protocol version is {}, not 1001", other.describe()))
+        }
     }
     input.what = "the legacy system information".into();
     if let Value::Dict(info) = read_pickle(&mut input)? {
@@ -399,7 +427,10 @@ fn scan_legacy(file: File, file_len: u64) -> Result<Scan, String> {
             .into_iter()
             .map(|k| match k {
                 Value::Str(s) => Ok(s),
-                other => Err(format!("its legacy storage list holds {} instead of a key", other.describe())),
+                other => Err(format!(
+                    "its legacy storage list holds {} instead of a key",
+                    other.describe()
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?,
         other => return Err(format!("its legacy storage list is {}", other.describe())),
@@ -582,7 +613,12 @@ impl<R: BufRead> Input<R> {
 
     fn bytes(&mut self, n: u64) -> Result<Vec<u8>, String> {
         if self.position == self.end {
-            return Err(format!("{} is cut off at byte {}: {}", self.what, self.position, truncated_hint()));
+            return Err(format!(
+                "{} is cut off at byte {}: {}",
+                self.what,
+                self.position,
+                truncated_hint()
+            ));
         }
         if self.position.saturating_add(n) > self.end {
             return Err(format!(
@@ -628,8 +664,9 @@ impl<R: BufRead> Input<R> {
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        String::from_utf8(line)
-            .map_err(|_| format!("{} has a line that is not UTF-8 at byte {}", self.what, self.position))
+        String::from_utf8(line).map_err(|_| {
+            format!("{} has a line that is not UTF-8 at byte {}", self.what, self.position)
+        })
     }
 
     fn string(&mut self, n: u64) -> Result<String, String> {
@@ -671,7 +708,12 @@ fn read_pickle<R: BufRead>(input: &mut Input<R>) -> Result<Value, String> {
     let mut stack: Vec<Value> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
     let underflow = |input: &Input<R>| {
-        format!("{} is malformed (stack underflow at byte {}): {}", input.what, input.position, truncated_hint())
+        format!(
+            "{} is malformed (stack underflow at byte {}): {}",
+            input.what,
+            input.position,
+            truncated_hint()
+        )
     };
     macro_rules! pop {
         () => {
@@ -697,7 +739,10 @@ fn read_pickle<R: BufRead>(input: &mut Input<R>) -> Result<Value, String> {
             0x80 => {
                 let version = input.byte()?;
                 if version > 5 {
-                    return Err(format!("{} uses pickle protocol {version}, which does not exist", input.what));
+                    return Err(format!(
+                        "{} uses pickle protocol {version}, which does not exist",
+                        input.what
+                    ));
                 }
             }
             b'c' => {
@@ -716,9 +761,17 @@ fn read_pickle<R: BufRead>(input: &mut Input<R>) -> Result<Value, String> {
                 memo.insert(index, value.clone());
             }
             b'h' | b'j' => {
-                let index = if op == b'h' { input.byte()? as u32 } else { u32::from_le_bytes(input.array()?) };
+                let index = if op == b'h' {
+                    input.byte()? as u32
+                } else {
+                    u32::from_le_bytes(input.array()?)
+                };
                 let value = memo.get(&index).ok_or_else(|| {
-                    format!("{} refers to memo entry {index} that was never stored: {}", input.what, truncated_hint())
+                    format!(
+                        "{} refers to memo entry {index} that was never stored: {}",
+                        input.what,
+                        truncated_hint()
+                    )
                 })?;
                 copied = copied.saturating_add(value.size());
                 stack.push(value.clone());
@@ -740,8 +793,9 @@ fn read_pickle<R: BufRead>(input: &mut Input<R>) -> Result<Value, String> {
             b'M' => stack.push(Value::Int(u16::from_le_bytes(input.array()?) as i64)),
             b'I' => {
                 let text = input.line()?;
-                let value =
-                    text.parse::<i64>().map_err(|_| format!("{} has a bad INT {text:?} at byte {at}", input.what))?;
+                let value = text
+                    .parse::<i64>()
+                    .map_err(|_| format!("{} has a bad INT {text:?} at byte {at}", input.what))?;
                 stack.push(Value::Int(value));
             }
             0x8a => {
@@ -776,10 +830,18 @@ fn read_pickle<R: BufRead>(input: &mut Input<R>) -> Result<Value, String> {
                         let depth = items.iter().map(|v| v.depth() + 1).fold(list.depth, u32::max);
                         check_depth(depth)?;
                         list.depth = depth;
-                        list.size = items.iter().map(Value::size).fold(list.size.max(1), u64::saturating_add);
+                        list.size = items
+                            .iter()
+                            .map(Value::size)
+                            .fold(list.size.max(1), u64::saturating_add);
                         list.items.extend(items);
                     }
-                    _ => return Err(format!("{} appends to something that is not a list at byte {at}", input.what)),
+                    _ => {
+                        return Err(format!(
+                            "{} appends to something that is not a list at byte {at}",
+                            input.what
+                        ))
+                    }
                 }
             }
             b's' => {
@@ -805,7 +867,10 @@ fn read_pickle<R: BufRead>(input: &mut Input<R>) -> Result<Value, String> {
             b'u' | b'd' => {
                 let items = pop_to_mark(&mut stack, input)?;
                 if items.len() % 2 != 0 {
-                    return Err(format!("{} has a dict with an odd number of items at byte {at}", input.what));
+                    return Err(format!(
+                        "{} has a dict with an odd number of items at byte {at}",
+                        input.what
+                    ));
                 }
                 let mut pairs = Vec::with_capacity(items.len() / 2);
                 let mut items = items.into_iter();
@@ -924,7 +989,12 @@ fn long1(bytes: &[u8]) -> Value {
 
 fn pop_to_mark<R>(stack: &mut Vec<Value>, input: &Input<R>) -> Result<Vec<Value>, String> {
     let mark = stack.iter().rposition(|v| matches!(v, Value::Mark)).ok_or_else(|| {
-        format!("{} is malformed (no MARK before byte {}): {}", input.what, input.position, truncated_hint())
+        format!(
+            "{} is malformed (no MARK before byte {}): {}",
+            input.what,
+            input.position,
+            truncated_hint()
+        )
     })?;
     let items = stack.split_off(mark + 1);
     stack.pop();
@@ -944,14 +1014,22 @@ fn element_size(kind: &str) -> Option<u64> {
 fn non_negative(value: &Value, what: &str) -> Result<u64, String> {
     match value {
         Value::Int(i) if *i >= 0 => Ok(*i as u64),
-        other => Err(format!("{what} is {} instead of a non-negative int: {}", other.describe(), truncated_hint())),
+        other => Err(format!(
+            "{what} is {} instead of a non-negative int: {}",
+            other.describe(),
+            truncated_hint()
+        )),
     }
 }
 
 /// `('storage', torch.FloatStorage, key, location, numel[, view_metadata])`.
 fn storage_from_id(id: Value) -> Result<StorageRef, String> {
     let Value::Tuple(id) = id else {
-        return Err(format!("a storage reference is {} instead of a tuple: {}", id.describe(), truncated_hint()));
+        return Err(format!(
+            "a storage reference is {} instead of a tuple: {}",
+            id.describe(),
+            truncated_hint()
+        ));
     };
     let items = &id.items;
     if items.len() < 5 || !matches!(&items[0], Value::Str(s) if s == "storage") {
@@ -961,7 +1039,11 @@ fn storage_from_id(id: Value) -> Result<StorageRef, String> {
         Value::Global(g) => g.rsplit('.').next().unwrap_or_default().to_string(),
         Value::Str(s) => s.clone(),
         other => {
-            return Err(format!("a storage type is {} instead of a class: {}", other.describe(), truncated_hint()));
+            return Err(format!(
+                "a storage type is {} instead of a class: {}",
+                other.describe(),
+                truncated_hint()
+            ));
         }
     };
     let element_size = element_size(&kind).ok_or_else(|| {
@@ -972,7 +1054,11 @@ fn storage_from_id(id: Value) -> Result<StorageRef, String> {
     let key = match &items[2] {
         Value::Str(s) => s.clone(),
         other => {
-            return Err(format!("a storage key is {} instead of a string: {}", other.describe(), truncated_hint()));
+            return Err(format!(
+                "a storage key is {} instead of a string: {}",
+                other.describe(),
+                truncated_hint()
+            ));
         }
     };
     let numel = non_negative(&items[4], &format!("the size of storage `{key}`"))?;
@@ -995,23 +1081,37 @@ fn call(name: &str, args: Value) -> Result<Value, String> {
                 return ordered_dict(pairs.items);
             }
         }
-        return Err(format!("`{name}` is called with {} instead of a tuple: {}", args.describe(), truncated_hint()));
+        return Err(format!(
+            "`{name}` is called with {} instead of a tuple: {}",
+            args.describe(),
+            truncated_hint()
+        ));
     };
     let mut args = args.items;
     match name {
         "collections.OrderedDict" => match args.pop() {
             None => Ok(Value::Dict(Map::default())),
             Some(Value::List(pairs)) if args.is_empty() => ordered_dict(pairs.items),
-            Some(_) => Err(format!("`OrderedDict` is called with unexpected arguments: {}", truncated_hint())),
+            Some(_) => Err(format!(
+                "`OrderedDict` is called with unexpected arguments: {}",
+                truncated_hint()
+            )),
         },
         "torch._utils._rebuild_parameter" => match args.into_iter().next() {
             Some(tensor @ Value::Tensor(_)) => Ok(tensor),
-            _ => Err(format!("a parameter is rebuilt from something that is not a tensor: {}", truncated_hint())),
+            _ => Err(format!(
+                "a parameter is rebuilt from something that is not a tensor: {}",
+                truncated_hint()
+            )),
         },
         _ => {
             // _rebuild_tensor(storage, offset, size, stride[, requires_grad, hooks, metadata])
             if args.len() < 4 {
-                return Err(format!("`{name}` is called with {} arguments: {}", args.len(), truncated_hint()));
+                return Err(format!(
+                    "`{name}` is called with {} arguments: {}",
+                    args.len(),
+                    truncated_hint()
+                ));
             }
             let Value::Storage(storage) = &args[0] else {
                 return Err(format!(
@@ -1024,16 +1124,29 @@ fn call(name: &str, args: Value) -> Result<Value, String> {
             let dims = |v: &Value| -> Result<Vec<u64>, String> {
                 match v {
                     Value::Tuple(t) => t.items.iter().map(|d| non_negative(d, &what)).collect(),
-                    other => Err(format!("a tensor shape is {}: {}", other.describe(), truncated_hint())),
+                    other => {
+                        Err(format!("a tensor shape is {}: {}", other.describe(), truncated_hint()))
+                    }
                 }
             };
-            let offset = non_negative(&args[1], &format!("the offset of a tensor in storage `{}`", storage.key))?;
+            let offset = non_negative(
+                &args[1],
+                &format!("the offset of a tensor in storage `{}`", storage.key),
+            )?;
             let shape = dims(&args[2])?;
             let stride = dims(&args[3])?;
             if shape.len() != stride.len() {
-                return Err(format!("a tensor has shape {shape:?} but stride {stride:?}: {}", truncated_hint()));
+                return Err(format!(
+                    "a tensor has shape {shape:?} but stride {stride:?}: {}",
+                    truncated_hint()
+                ));
             }
-            Ok(Value::Tensor(Rc::new(TensorRef { storage: storage.clone(), offset, shape, stride })))
+            Ok(Value::Tensor(Rc::new(TensorRef {
+                storage: storage.clone(),
+                offset,
+                shape,
+                stride,
+            })))
         }
     }
 }

@@ -37,15 +37,21 @@ pub fn read_safetensors(path: &PathBuf) -> HashMap<String, TensorData> {
     file.tensors()
         .into_iter()
         .map(|(name, view)| {
-            let values: Vec<f32> =
-                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
             (name, TensorData::new(values, view.shape().to_vec()))
         })
         .collect()
 }
 
 /// Largest absolute difference between a tensor and reference data of the same shape.
-pub fn max_abs_diff<B: Backend, const D: usize>(actual: Tensor<B, D>, expected: &TensorData) -> f32 {
+pub fn max_abs_diff<B: Backend, const D: usize>(
+    actual: Tensor<B, D>,
+    expected: &TensorData,
+) -> f32 {
     assert_eq!(actual.dims().to_vec(), expected.shape.to_vec(), "shape");
     let a: Vec<f32> = actual.into_data().convert::<f32>().to_vec().unwrap();
     let e: Vec<f32> = expected.to_vec().unwrap();

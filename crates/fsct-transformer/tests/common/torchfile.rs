@@ -88,7 +88,11 @@ impl Pickle {
     }
     pub fn tensor(&mut self, e: &Entry, legacy: bool) -> &mut Self {
         self.global("torch._utils", "_rebuild_tensor_v2").op(b'(').op(b'(');
-        self.str("storage").global("torch", e.kind).str(&e.storage_key).str("cpu").int(e.numel as i64);
+        self.str("storage")
+            .global("torch", e.kind)
+            .str(&e.storage_key)
+            .str("cpu")
+            .int(e.numel as i64);
         if legacy {
             self.op(b'N');
         }
@@ -134,7 +138,8 @@ fn storages(entries: &[Entry]) -> Vec<&Entry> {
 pub fn write_zip_with(path: &Path, pickle: &[u8], entries: &[Entry]) {
     let file = std::fs::File::create(path).unwrap();
     let mut zip = zip::ZipWriter::new(file);
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     zip.start_file("archive/data.pkl", options).unwrap();
     zip.write_all(pickle).unwrap();
     zip.start_file("archive/byteorder", options).unwrap();
@@ -154,11 +159,22 @@ pub fn write_zip(path: &Path, entries: &[Entry], epoch: Option<i64>) {
 
 /// The legacy header: magic number, protocol version, system information.
 pub fn legacy_header() -> Vec<u8> {
-    let mut out = vec![0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e];
+    let mut out = vec![
+        0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e,
+    ];
     out.extend(Pickle::start().int(1001).stop());
     let mut info = Pickle::start();
     info.op(b'}').op(b'(').str("protocol_version").int(1001).str("little_endian").op(0x88);
-    info.str("type_sizes").op(b'}').op(b'(').str("short").int(2).str("int").int(4).str("long").int(4).op(b'u');
+    info.str("type_sizes")
+        .op(b'}')
+        .op(b'(')
+        .str("short")
+        .int(2)
+        .str("int")
+        .int(4)
+        .str("long")
+        .int(4)
+        .op(b'u');
     out.extend(info.op(b'u').stop());
     out
 }
