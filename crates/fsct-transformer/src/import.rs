@@ -50,94 +50,49 @@
 //! resort, every call into burn-store runs with its panics caught and kept off the screen (see
 //! `quiet.rs`), turned into an [`ImportError::Read`].
 
-mod keys;
-mod quiet;
-mod scan;
+//!
+//! # Where the pieces live
+//!
+//! This file holds the entry points ([`import_reference`], [`expected_reference_keys`]) and what
+//! they take and give; [`ImportError`] is in `error.rs`. Reading a file: `checkpoint.rs` (scan,
+//! locate, read through burn-store) over `scan.rs` (tells the layouts apart), `zip_layout.rs` and
+//! `legacy_layout.rs` (the containers and their storage bytes), `pickle.rs` with `input.rs`
+//! (the restricted pickle machine) and `rebuild.rs` (its allow-list), `storage.rs` (storage and
+//! tensor extents), `value.rs` (the object tree), `hint.rs` (shared advice); `keys.rs` finds
+//! where the state dict sits and which keys resemble a missing one; `quiet.rs` catches
+//! burn-store's panics. Mapping it onto the model: `key_map.rs` (reference ↔ fsct names) and
+//! `convert.rs` (one tensor into fsct's layout).
 
+mod checkpoint;
+mod convert;
+mod error;
+mod hint;
+mod input;
+mod key_map;
+mod keys;
+mod legacy_layout;
+mod pickle;
+mod quiet;
+mod rebuild;
+mod scan;
+mod storage;
+mod value;
+mod zip_layout;
+
+pub use error::ImportError;
 pub use quiet::quietly;
 pub use scan::CheckpointFormat;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::Path;
 
 use burn::module::ParamId;
 use burn::prelude::*;
-use burn::tensor::TensorData;
-use burn_store::pytorch::PytorchReader;
 use burn_store::{ModuleSnapshot, TensorSnapshot};
 
-/// What can go wrong when importing a reference checkpoint.
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    /// The file could not be read as a PyTorch checkpoint: missing, not a `torch.save` file,
-    /// damaged (truncated, sizes that claim more than is stored), or refused (a pickle that would
-    /// run code).
-    #[error("cannot read `{path}` as a PyTorch checkpoint: {message}")]
-    Read {
-        /// The checkpoint file.
-        path: PathBuf,
-        /// What is wrong, naming the storage, tensor or pickle entry, and how to fix it.
-        message: String,
-    },
-    /// The model has a parameter the checkpoint lacks.
-    #[error("`{path}` has no key `{key}` (needed for fsct parameter `{param}`){}", missing_hint(.similar))]
-    MissingKey {
-        /// The checkpoint file.
-        path: PathBuf,
-        /// The reference key looked for.
-        key: String,
-        /// The fsct parameter path.
-        param: String,
-        /// The file's keys that resemble `key` (shared suffix or small edit distance), best first.
-        similar: Vec<String>,
-    },
-    /// A tensor whose shape differs from the model's.
-    #[error(
-        "`{path}`: key `{key}` has shape {found:?} but the model expects {expected:?} (PyTorch layout): \
-         build the model with the checkpoint's settings (backbone, image size, n_way, k_shot, heads, dims)"
-    )]
-    Shape {
-        /// The checkpoint file.
-        path: PathBuf,
-        /// The reference key.
-        key: String,
-        /// The shape the model expects, in PyTorch layout.
-        expected: Vec<usize>,
-        /// The shape in the checkpoint.
-        found: Vec<usize>,
-    },
-    /// Two aliases of one conv/BN tensor that differ.
-    #[error("`{path}`: aliased keys `{key}` and `{alias}` should hold the same tensor but differ; the file is corrupt")]
-    AliasMismatch {
-        /// The checkpoint file.
-        path: PathBuf,
-        /// The key read.
-        key: String,
-        /// Its alias.
-        alias: String,
-    },
-    /// A checkpoint key that no parameter of the model takes.
-    #[error(
-        "`{path}` has key `{key}` that this model has no parameter for: the checkpoint was saved from a \
-         different model (e.g. a deeper backbone, or the older two-projection CTX with `to_qk`/`to_v`)"
-    )]
-    UnexpectedKey {
-        /// The checkpoint file.
-        path: PathBuf,
-        /// The unexpected key.
-        key: String,
-    },
-    /// A tensor that could not be decoded or applied.
-    #[error("`{path}`: cannot load `{key}`: {message}")]
-    Tensor {
-        /// The checkpoint file.
-        path: PathBuf,
-        /// The key.
-        key: String,
-        /// What went wrong.
-        message: String,
-    },
-}
+use checkpoint::read_checkpoint;
+use convert::take_reference;
+use key_map::{alias_target, expected_keys, is_ignored};
 
 /// Options of [`import_reference`].
 #[derive(Debug, Clone, Default)]
@@ -166,25 +121,6 @@ pub struct ImportReport {
     /// The prefix stripped from every key (`module.`, `_orig_mod.`, `module._orig_mod.`,
     /// `model.`, …), if any.
     pub stripped_prefix: Option<String>,
-}
-
-fn missing_hint(similar: &[String]) -> String {
-    const DIFFERENT: &str =
-        "the checkpoint was saved from a different model; check backbone, method and n_way/k_shot";
-    let quoted =
-        |keys: &[String]| keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-    match similar {
-        [] => format!(": {DIFFERENT}"),
-        [one] => format!(
-            "; did you mean `{one}`? If that is the same weight under another name, rename the file's keys to the \
-             reference's in Python and save it again; otherwise {DIFFERENT}"
-        ),
-        many => format!(
-            "; did you mean one of {}? If one is the same weight under another name, rename the file's keys to the \
-             reference's in Python and save it again; otherwise {DIFFERENT}",
-            quoted(many)
-        ),
-    }
 }
 
 /// Loads a reference checkpoint into `model`, checking every key and shape.
@@ -277,226 +213,7 @@ pub fn import_reference<B: Backend, M: Module<B>>(
     Ok((model, report))
 }
 
-/// The float tensors of a checkpoint's state dict, keyed by reference name, and what was found
-/// around them.
-struct Checkpoint {
-    tensors: BTreeMap<String, TensorData>,
-    epoch: Option<i64>,
-    format: CheckpointFormat,
-    state_dict_key: Option<String>,
-    stripped_prefix: Option<String>,
-    /// The file's other float tensors, by full name.
-    elsewhere: Vec<String>,
-}
-
-/// Checks the file (see the module docs), locates its state dict among `expected` keys and reads
-/// every float tensor of it as f32 through burn-store.
-fn read_checkpoint(path: &Path, expected: &BTreeSet<String>) -> Result<Checkpoint, ImportError> {
-    let read_error = |message: String| ImportError::Read { path: path.into(), message };
-    if !path.is_file() {
-        return Err(read_error("no such file".into()));
-    }
-    let scan = quietly_read(path, || scan::scan(path))?.map_err(read_error)?;
-    let located = keys::locate(&scan.root, expected).ok_or_else(|| {
-        read_error(
-            "it holds no tensors, so no state dict: save one with torch.save(model.state_dict(), path) or as the \
-             reference does, torch.save({'epoch': epoch, 'state': model.state_dict()}, path)"
-                .into(),
-        )
-    })?;
-    let reader = quietly_read(path, || PytorchReader::new(path))?
-        .map_err(|e| read_error(format!("burn-store cannot read it: {e}")))?;
-    let mut tensors = BTreeMap::new();
-    for entry in &located.entries {
-        if !entry.tensor.storage.is_float() {
-            // Integer buffers (num_batches_tracked) carry nothing fsct uses.
-            continue;
-        }
-        let shape: Vec<usize> = entry.tensor.shape.iter().map(|&d| d as usize).collect();
-        let data = if entry.tensor.numel() == Some(0) {
-            TensorData::new(Vec::<f32>::new(), shape)
-        } else {
-            if !entry.tensor.is_contiguous() {
-                return Err(read_error(format!(
-                    "tensor `{}` is stored as a non-contiguous view (shape {:?}, stride {:?}), which the reader \
-                     cannot lay out: in Python, save `{{k: v.contiguous() for k, v in state_dict.items()}}` instead",
-                    entry.full, entry.tensor.shape, entry.tensor.stride
-                )));
-            }
-            let snapshot = reader.get(&entry.full).ok_or_else(|| {
-                read_error(format!(
-                    "burn-store does not list tensor `{}` that the file describes",
-                    entry.full
-                ))
-            })?;
-            let data = quietly_read(path, || snapshot.to_data())?
-                .map_err(|e| read_error(format!("cannot read tensor `{}`: {e}", entry.full)))?;
-            if data.shape.as_slice() != shape.as_slice() {
-                return Err(read_error(format!(
-                    "tensor `{}` was read with shape {:?} instead of {shape:?}",
-                    entry.full, data.shape
-                )));
-            }
-            data.convert::<f32>()
-        };
-        tensors.insert(entry.key.clone(), data);
-    }
-    let non_empty = |s: String| (!s.is_empty()).then_some(s);
-    Ok(Checkpoint {
-        tensors,
-        epoch: located.epoch,
-        format: scan.format,
-        state_dict_key: non_empty(located.container.join(".")),
-        stripped_prefix: non_empty(located.prefix),
-        elsewhere: located.elsewhere,
-    })
-}
-
-/// Runs a dependency call with its panics caught and silenced, as a read error of `path`.
-fn quietly_read<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, ImportError> {
-    quiet::quietly(f).map_err(|panic| ImportError::Read {
-        path: path.into(),
-        message: format!(
-            "the reader failed on it ({panic}): the file is damaged or not a PyTorch checkpoint"
-        ),
-    })
-}
-
-/// Keys dropped on purpose.
-fn is_ignored(key: &str) -> bool {
-    key.starts_with("FCN.")
-        || key.starts_with("vic_regularization.")
-        || key.ends_with("num_batches_tracked")
-}
-
-/// For an aliased conv-block key `feature.trunk.{i}.trunk.{0,1}.*`, the primary `C`/`BN` key.
-fn alias_target(key: &str) -> Option<String> {
-    let rest = key.strip_prefix("feature.trunk.")?;
-    let (block, rest) = rest.split_once('.')?;
-    let rest = rest.strip_prefix("trunk.")?;
-    let (index, leaf) = rest.split_once('.')?;
-    let module = match index {
-        "0" => "C",
-        "1" => "BN",
-        _ => return None,
-    };
-    Some(format!("feature.trunk.{block}.{module}.{leaf}"))
-}
-
-/// The reference key of an fsct parameter path.
-fn reference_key(fsct_path: &str) -> String {
-    const SEGMENTS: [(&str, &str); 10] = [
-        ("input_linear.norm.", "input_linear.0."),
-        ("input_linear.proj.", "input_linear.1."),
-        ("FFN.norm.", "FFN.0."),
-        ("FFN.fc1.", "FFN.1."),
-        ("FFN.fc2.", "FFN.3."),
-        ("linear.norm.", "linear.0."),
-        ("linear.fc.", "linear.1."),
-        ("linear.last.", "linear.2."),
-        ("downsample.conv.", "downsample.0."),
-        ("downsample.bn.", "downsample.1."),
-    ];
-    let mut key = fsct_path.to_string();
-    for (from, to) in SEGMENTS {
-        if key.starts_with(from) || key.contains(&format!(".{from}")) {
-            key = key.replacen(from, to, 1);
-        }
-    }
-    if let Some(stem) = key.strip_suffix(".gamma") {
-        key = format!("{stem}.weight");
-    } else if let Some(stem) = key.strip_suffix(".beta") {
-        key = format!("{stem}.bias");
-    }
-    key
-}
-
-/// Removes and returns the reference tensor for one fsct parameter, in fsct layout.
-fn take_reference(
-    tensors: &mut BTreeMap<String, TensorData>,
-    fsct_path: &str,
-    model_shape: &[usize],
-    path: &Path,
-    known: &[String],
-) -> Result<TensorData, ImportError> {
-    let key = reference_key(fsct_path);
-    let missing = |k: &str| ImportError::MissingKey {
-        path: path.into(),
-        key: k.into(),
-        param: fsct_path.into(),
-        similar: keys::similar(k, known.iter().map(String::as_str)),
-    };
-    let shape_error = |key: &str, expected: Vec<usize>, found: &[usize]| ImportError::Shape {
-        path: path.into(),
-        key: key.to_string(),
-        expected,
-        found: found.to_vec(),
-    };
-    // The cosine head: weight norm folded into one vector.
-    if fsct_path == "linear.last.weight" && model_shape.len() == 1 {
-        let (g_key, v_key) = ("linear.2.L.weight_g", "linear.2.L.weight_v");
-        let g = tensors.remove(g_key).ok_or_else(|| missing(g_key))?;
-        let v = tensors.remove(v_key).ok_or_else(|| missing(v_key))?;
-        if v.shape.as_slice() != [1, model_shape[0]].as_slice() {
-            return Err(shape_error(v_key, vec![1, model_shape[0]], v.shape.as_slice()));
-        }
-        if g.shape.num_elements() != 1 {
-            return Err(shape_error(g_key, vec![1, 1], g.shape.as_slice()));
-        }
-        let g = to_vec(&g, g_key, path)?[0] as f64;
-        let v = to_vec(&v, v_key, path)?;
-        let norm = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
-        let w: Vec<f32> = v.iter().map(|&x| (g * x as f64 / norm) as f32).collect();
-        return Ok(TensorData::new(w, [model_shape[0]]));
-    }
-    let data = tensors.remove(&key).ok_or_else(|| missing(&key))?;
-    // Linear weights are [out, in] in PyTorch and [in, out] in Burn.
-    if model_shape.len() == 2 && key.ends_with(".weight") {
-        let expected = vec![model_shape[1], model_shape[0]];
-        if data.shape.as_slice() != expected.as_slice() {
-            return Err(shape_error(&key, expected, data.shape.as_slice()));
-        }
-        let (rows, cols) = (expected[0], expected[1]);
-        let values = to_vec(&data, &key, path)?;
-        let mut transposed = vec![0.0f32; values.len()];
-        for r in 0..rows {
-            for c in 0..cols {
-                transposed[c * rows + r] = values[r * cols + c];
-            }
-        }
-        return Ok(TensorData::new(transposed, [cols, rows]));
-    }
-    // Scalars saved as `[]` or `[1]` both fit a one-element parameter.
-    if data.shape.as_slice() != model_shape {
-        return Err(shape_error(&key, model_shape.to_vec(), data.shape.as_slice()));
-    }
-    Ok(data)
-}
-
-fn to_vec(data: &TensorData, key: &str, path: &Path) -> Result<Vec<f32>, ImportError> {
-    data.to_vec::<f32>().map_err(|e| ImportError::Tensor {
-        path: path.into(),
-        key: key.into(),
-        message: format!("{e:?}"),
-    })
-}
-
 /// The reference keys a model expects, in order (handy to diff against a checkpoint).
 pub fn expected_reference_keys<B: Backend, M: Module<B>>(model: &M) -> BTreeSet<String> {
     expected_keys(&ModuleSnapshot::<B>::collect(model, None, None, true))
-}
-
-/// The reference keys of a model's parameters (the cosine head's as its weight-norm pair).
-fn expected_keys(params: &[TensorSnapshot]) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
-    for param in params {
-        let fsct_path = param.full_path();
-        if fsct_path == "linear.last.weight" && param.shape.len() == 1 {
-            keys.insert("linear.2.L.weight_g".to_string());
-            keys.insert("linear.2.L.weight_v".to_string());
-        } else {
-            keys.insert(reference_key(&fsct_path));
-        }
-    }
-    keys
 }

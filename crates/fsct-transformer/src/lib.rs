@@ -9,6 +9,13 @@
 //!   query embeddings for VIC), with [`episode_loss`] and [`episode_accuracy`] (§2.6).
 //! - [`import`]: loading reference PyTorch checkpoints (`.tar` and plain state dicts, zip or legacy
 //!   format, with wrapper prefixes or nested in trainers' checkpoints), damaged files refused cleanly.
+//!   `import.rs` holds the entry points and `import/error.rs` the error. `import/checkpoint.rs`
+//!   reads a file: `scan.rs` checks it without its data (the layouts in `zip_layout.rs` and
+//!   `legacy_layout.rs`, the restricted pickle machine in `pickle.rs` and `input.rs` with its
+//!   allow-list in `rebuild.rs`, storage and tensor extents in `storage.rs`, the object tree in
+//!   `value.rs`), `keys.rs` finds where the state dict sits, `quiet.rs` keeps burn-store's panics
+//!   off the screen; `key_map.rs` (reference ↔ fsct names) and `convert.rs` (one tensor into
+//!   fsct's layout) map it onto the model.
 //!
 //! Build one around a backbone from `fsct-backbone` or your own type implementing [`Backbone`].
 

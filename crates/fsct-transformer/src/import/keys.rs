@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
-use super::scan::{TensorRef, Value};
+use super::value::{TensorRef, Value};
 
 /// Dict names trainers nest a state dict under, in order of preference when two tie.
 const CONTAINER_NAMES: [&str; 7] =

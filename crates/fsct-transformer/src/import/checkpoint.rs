@@ -1,0 +1,101 @@
+//! Reading a checkpoint's state dict: the file is scanned and checked (`scan.rs`), its state
+//! dict located (`keys.rs`), and only then are its float tensors read through burn-store, every
+//! call with its panics caught (`quiet.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use burn::tensor::TensorData;
+use burn_store::pytorch::PytorchReader;
+
+use super::error::ImportError;
+use super::scan::CheckpointFormat;
+use super::{keys, quiet, scan};
+
+/// The float tensors of a checkpoint's state dict, keyed by reference name, and what was found
+/// around them.
+pub(super) struct Checkpoint {
+    pub tensors: BTreeMap<String, TensorData>,
+    pub epoch: Option<i64>,
+    pub format: CheckpointFormat,
+    pub state_dict_key: Option<String>,
+    pub stripped_prefix: Option<String>,
+    /// The file's other float tensors, by full name.
+    pub elsewhere: Vec<String>,
+}
+
+/// Checks the file (see the module docs), locates its state dict among `expected` keys and reads
+/// every float tensor of it as f32 through burn-store.
+pub(super) fn read_checkpoint(
+    path: &Path,
+    expected: &BTreeSet<String>,
+) -> Result<Checkpoint, ImportError> {
+    let read_error = |message: String| ImportError::Read { path: path.into(), message };
+    if !path.is_file() {
+        return Err(read_error("no such file".into()));
+    }
+    let scan = quietly_read(path, || scan::scan(path))?.map_err(read_error)?;
+    let located = keys::locate(&scan.root, expected).ok_or_else(|| {
+        read_error(
+            "it holds no tensors, so no state dict: save one with torch.save(model.state_dict(), path) or as the \
+             reference does, torch.save({'epoch': epoch, 'state': model.state_dict()}, path)"
+                .into(),
+        )
+    })?;
+    let reader = quietly_read(path, || PytorchReader::new(path))?
+        .map_err(|e| read_error(format!("burn-store cannot read it: {e}")))?;
+    let mut tensors = BTreeMap::new();
+    for entry in &located.entries {
+        if !entry.tensor.storage.is_float() {
+            // Integer buffers (num_batches_tracked) carry nothing fsct uses.
+            continue;
+        }
+        let shape: Vec<usize> = entry.tensor.shape.iter().map(|&d| d as usize).collect();
+        let data = if entry.tensor.numel() == Some(0) {
+            TensorData::new(Vec::<f32>::new(), shape)
+        } else {
+            if !entry.tensor.is_contiguous() {
+                return Err(read_error(format!(
+                    "tensor `{}` is stored as a non-contiguous view (shape {:?}, stride {:?}), which the reader \
+                     cannot lay out: in Python, save `{{k: v.contiguous() for k, v in state_dict.items()}}` instead",
+                    entry.full, entry.tensor.shape, entry.tensor.stride
+                )));
+            }
+            let snapshot = reader.get(&entry.full).ok_or_else(|| {
+                read_error(format!(
+                    "burn-store does not list tensor `{}` that the file describes",
+                    entry.full
+                ))
+            })?;
+            let data = quietly_read(path, || snapshot.to_data())?
+                .map_err(|e| read_error(format!("cannot read tensor `{}`: {e}", entry.full)))?;
+            if data.shape.as_slice() != shape.as_slice() {
+                return Err(read_error(format!(
+                    "tensor `{}` was read with shape {:?} instead of {shape:?}",
+                    entry.full, data.shape
+                )));
+            }
+            data.convert::<f32>()
+        };
+        tensors.insert(entry.key.clone(), data);
+    }
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    Ok(Checkpoint {
+        tensors,
+        epoch: located.epoch,
+        format: scan.format,
+        state_dict_key: non_empty(located.container.join(".")),
+        stripped_prefix: non_empty(located.prefix),
+        elsewhere: located.elsewhere,
+    })
+}
+
+/// Runs a dependency call with its panics caught and silenced, as a read error of `path`.
+fn quietly_read<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, ImportError> {
+    quiet::quietly(f).map_err(|panic| ImportError::Read {
+        path: path.into(),
+        message: format!(
+            "the reader failed on it ({panic}): the file is damaged or not a PyTorch checkpoint"
+        ),
+    })
+}
