@@ -15,6 +15,8 @@
 //! On Flex (the CPU backend) the batch norm → ReLU → max-pool tail of each block runs as one
 //! fused operation with its own backward pass (`fused`): less memory and fewer passes than the
 //! composed ops, which every other backend runs and which compute the same function.
+//! BatchNorm computes in f32 whatever the activations' dtype (`norm.rs`, which also names every
+//! backbone's norm layers by type for mixed precision: `fsct_precision::NormLayers`).
 
 mod backbone;
 mod builtin;

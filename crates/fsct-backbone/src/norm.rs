@@ -1,6 +1,12 @@
+//! BatchNorm as fsct's backbones compute it (always in f32, without transposed copies), and the
+//! backbones' norm layers named by type for the precision policy ([`NormLayers`]).
+
 use burn::nn::BatchNorm;
 use burn::prelude::*;
-use burn::tensor::{DType, FloatDType};
+use burn::tensor::DType;
+use fsct_precision::{to_dtype, to_f32, NormLayer, NormLayers};
+
+use crate::{BasicBlock, BuiltinBackbone, ConvBlock, ConvNet, Downsample, ResNet};
 
 /// How a backbone's BatchNorm layers normalise.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -33,8 +39,8 @@ pub(crate) fn batch_norm<B: Backend>(
 ) -> Tensor<B, 4> {
     let dtype = x.dtype();
     if dtype != DType::F32 {
-        let y = batch_norm(bn, x.cast(FloatDType::F32), mode);
-        return y.cast(float_dtype(dtype));
+        let y = batch_norm(bn, to_f32(x), mode);
+        return to_dtype(y, dtype);
     }
     let training = B::ad_enabled(&x.device());
     match mode {
@@ -66,20 +72,12 @@ fn batch_statistics_norm<B: Backend>(
             n * h * w,
         );
     }
+    // Under pure half precision (`Cuda<f16>`, `Vulkan<f16>`) the parameters and running
+    // statistics are stored in half: mixing them with f32 maps would make GPU kernels read half
+    // values as f32 (Flex refuses mixed ops; cubecl does not check), so every one is cast.
     let scale =
-        var.add_scalar(bn.epsilon).sqrt().recip().mul(as_f32(bn.gamma.val()).reshape([1, c, 1]));
-    centered.mul(scale).add(as_f32(bn.beta.val()).reshape([1, c, 1])).reshape([n, c, h, w])
-}
-
-/// A parameter or running statistic in f32, the dtype BatchNorm computes in. Under pure half
-/// precision (`Cuda<f16>`, `Vulkan<f16>`) they are stored in half: mixing them with f32 maps
-/// would make GPU kernels read half values as f32 (Flex refuses mixed ops; cubecl does not check).
-fn as_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if x.dtype() == DType::F32 {
-        x
-    } else {
-        x.cast(FloatDType::F32)
-    }
+        var.add_scalar(bn.epsilon).sqrt().recip().mul(to_f32(bn.gamma.val()).reshape([1, c, 1]));
+    centered.mul(scale).add(to_f32(bn.beta.val()).reshape([1, c, 1])).reshape([n, c, h, w])
 }
 
 /// Moves the running statistics towards a batch's `mean` and biased `var` (both `[c]`, over
@@ -95,34 +93,71 @@ pub(crate) fn update_running_statistics<B: Backend>(
     let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
     let (old_mean, old_var) = (bn.running_mean.value_sync(), bn.running_var.value_sync());
     let stored = old_mean.dtype();
-    let back = |x: Tensor<B, 1>| if x.dtype() == stored { x } else { x.cast(float_dtype(stored)) };
-    let running_mean = as_f32(old_mean).mul_scalar(1.0 - m).add(as_f32(mean).mul_scalar(m));
-    let running_var = as_f32(old_var).mul_scalar(1.0 - m).add(as_f32(var).mul_scalar(unbiased * m));
-    bn.running_mean.update(back(running_mean));
-    bn.running_var.update(back(running_var));
+    let running_mean = to_f32(old_mean).mul_scalar(1.0 - m).add(to_f32(mean).mul_scalar(m));
+    let running_var = to_f32(old_var).mul_scalar(1.0 - m).add(to_f32(var).mul_scalar(unbiased * m));
+    bn.running_mean.update(to_dtype(running_mean, stored));
+    bn.running_var.update(to_dtype(running_var, stored));
 }
 
 /// Normalises with the running statistics (evaluation): one scale and one shift per channel.
 fn running_statistics_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
-    let scale = as_f32(bn.running_var.value())
+    let scale = to_f32(bn.running_var.value())
         .add_scalar(bn.epsilon)
         .sqrt()
         .recip()
-        .mul(as_f32(bn.gamma.val()));
-    let shift = as_f32(bn.beta.val()).sub(as_f32(bn.running_mean.value()).mul(scale.clone()));
+        .mul(to_f32(bn.gamma.val()));
+    let shift = to_f32(bn.beta.val()).sub(to_f32(bn.running_mean.value()).mul(scale.clone()));
     x.reshape([n, c, h * w])
         .mul(scale.reshape([1, c, 1]))
         .add(shift.reshape([1, c, 1]))
         .reshape([n, c, h, w])
 }
 
-pub(crate) fn float_dtype(dtype: DType) -> FloatDType {
-    match dtype {
-        DType::F16 => FloatDType::F16,
-        DType::BF16 => FloatDType::BF16,
-        DType::F64 => FloatDType::F64,
-        _ => FloatDType::F32,
+// The backbones' normalisation layers, by type (see `fsct_precision::NormLayers`): every
+// `BatchNorm` field of every backbone module is listed here.
+
+impl<B: Backend> NormLayers<B> for ConvBlock<B> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        self.BN.for_each_norm(visit);
+    }
+}
+
+impl<B: Backend> NormLayers<B> for ConvNet<B> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        self.trunk.for_each_norm(visit);
+    }
+}
+
+impl<B: Backend> NormLayers<B> for Downsample<B> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        self.bn.for_each_norm(visit);
+    }
+}
+
+impl<B: Backend> NormLayers<B> for BasicBlock<B> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        self.bn1.for_each_norm(visit);
+        self.bn2.for_each_norm(visit);
+        self.downsample.for_each_norm(visit);
+    }
+}
+
+impl<B: Backend> NormLayers<B> for ResNet<B> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        self.bn1.for_each_norm(visit);
+        for stage in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
+            stage.for_each_norm(visit);
+        }
+    }
+}
+
+impl<B: Backend> NormLayers<B> for BuiltinBackbone<B> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        match self {
+            Self::Conv(net) => net.for_each_norm(visit),
+            Self::ResNet(net) => net.for_each_norm(visit),
+        }
     }
 }
 

@@ -230,33 +230,9 @@ impl Default for OptimConfig {
     }
 }
 
-/// Numeric precision of training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Precision {
-    /// Everything in f32.
-    F32,
-    /// f32 master weights and optimizer state, forward/backward in f16, dynamic loss scaling.
-    MixedF16,
-    /// As `mixed-f16` with bf16 (no loss scaling needed, but kept on).
-    MixedBf16,
-    /// Pure half precision: the backend's float type is f16 (`Cuda<f16>`, `Vulkan<f16>`), so
-    /// parameters, gradients and optimizer state are f16 too; norms, softmax, cosine
-    /// normalisation, VIC and the loss still compute in f32 casts. Dynamic loss scaling is on.
-    /// GPU only (Flex's float type is f32): on the CPU use `mixed-f16`. Halves parameter and
-    /// optimizer memory, at the cost of f16 weight updates (small updates can round away).
-    F16,
-    /// As `f16` with bf16 (`Cuda<bf16>`): f32's range, fewer mantissa bits. CUDA only (Vulkan
-    /// has no bf16 arithmetic).
-    Bf16,
-}
-
-impl Precision {
-    /// The backend's own float type is half (as opposed to an f32 backend with half copies).
-    pub fn is_pure_half(self) -> bool {
-        matches!(self, Self::F16 | Self::Bf16)
-    }
-}
+/// Numeric precision of training (`memory.precision`): the policy type of `fsct-precision`,
+/// whose methods say what each value means (dtypes, layers kept in f32, loss scaling).
+pub use fsct_precision::Precision;
 
 /// `[memory]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -537,7 +513,7 @@ impl Config {
             ));
         }
         if self.run.device == DeviceKind::Vulkan
-            && matches!(self.memory.precision, Precision::Bf16 | Precision::MixedBf16)
+            && self.memory.precision.compute_dtype() == burn::tensor::FloatDType::BF16
         {
             return Err(invalid(
                 "memory.precision",

@@ -15,7 +15,8 @@ use anyhow::Result;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
 use burn::tensor::backend::{Backend, BackendTypes};
-use fsct_train::config::{Config, DeviceKind, Precision};
+use burn::tensor::FloatDType;
+use fsct_train::config::{Config, DeviceKind};
 use fsct_train::error::InputError;
 use fsct_train::train::{run_experiment, RunSummary};
 
@@ -42,22 +43,25 @@ pub trait CubeGpu {
     fn train_bf16(config: &Config, device: &Device<Self>) -> Result<RunSummary>;
 }
 
-/// Trains on `G`'s default device: `Autodiff<G::F32>` (f32, mixed precision) or
-/// `Autodiff<G::F16>` (pure f16), with `BalancedCheckpointing` when gradient checkpointing is on.
+/// Trains on `G`'s default device on the backend whose float type is the precision's master
+/// dtype ([`fsct_train::config::Precision::master_dtype`]): `Autodiff<G::F32>` (f32, mixed
+/// precision), `Autodiff<G::F16>` (pure f16) or `G`'s bf16 backend (pure bf16), with
+/// `BalancedCheckpointing` when gradient checkpointing is on.
 pub fn train<G: CubeGpu>(config: &Config) -> Result<RunSummary> {
     let device = G::open()?;
-    match config.memory.precision {
-        Precision::F16 => start::<G, G::F16>(&device)?,
-        Precision::Bf16 => {}
+    let master = config.memory.precision.master_dtype();
+    match master {
+        FloatDType::F16 => start::<G, G::F16>(&device)?,
+        FloatDType::BF16 => {}
         _ => start::<G, G::F32>(&device)?,
     }
     stop_on_device_failure(G::NAME, config);
-    match (config.memory.precision, config.memory.gradient_checkpoint) {
-        (Precision::F16, true) => {
+    match (master, config.memory.gradient_checkpoint) {
+        (FloatDType::F16, true) => {
             run_experiment::<Autodiff<G::F16, BalancedCheckpointing>>(config, &device)
         }
-        (Precision::F16, false) => run_experiment::<Autodiff<G::F16>>(config, &device),
-        (Precision::Bf16, _) => G::train_bf16(config, &device),
+        (FloatDType::F16, false) => run_experiment::<Autodiff<G::F16>>(config, &device),
+        (FloatDType::BF16, _) => G::train_bf16(config, &device),
         (_, true) => run_experiment::<Autodiff<G::F32, BalancedCheckpointing>>(config, &device),
         (_, false) => run_experiment::<Autodiff<G::F32>>(config, &device),
     }
@@ -181,7 +185,8 @@ fn memory_advice(config: &Config) -> String {
     if !config.memory.gradient_checkpoint {
         switches.push("memory.gradient_checkpoint = true".to_string());
     }
-    if config.memory.precision == Precision::F32 {
+    // A run computing in f32 can halve its activations with mixed precision.
+    if config.memory.precision.compute_dtype() == FloatDType::F32 {
         switches.push(
             "memory.precision = \"mixed-f16\" (or \"f16\" for half the parameter memory too)"
                 .to_string(),
@@ -340,6 +345,7 @@ pub fn train_on(config: &Config) -> Result<RunSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fsct_train::config::Precision;
 
     #[test]
     fn out_of_memory_messages_are_recognised() {

@@ -1,52 +1,31 @@
 //! Mixed precision as PyTorch AMP users expect it: f32 master weights and optimizer state, the
 //! forward and backward computed in half precision, dynamic loss scaling.
 //!
-//! Burn 0.21 has no autocast. Each step, [`half_copy`] maps the f32 model to a copy whose float
-//! parameters are cast to f16/bf16; the cast is differentiable, so gradients land on the f32 master
-//! parameters. The copy is rebuilt every step (a reused copy silently drops gradients). What stays
-//! in f32: BatchNorm and LayerNorm parameters and their computation, softmax/cosine
-//! normalisations, the loss, VIC's reductions — the model crates cast around them.
+//! The policy — what each `memory.precision` value means — is [`Precision`] (`fsct-precision`,
+//! re-exported here with the compute copy [`half_copy`] and the cast helpers). This module adds
+//! what training needs on top: the trained model's norm layers by type ([`NormLayers`] for
+//! [`AnyModel`]) and the dynamic [`LossScaler`]. What stays in f32 whatever the precision:
+//! BatchNorm and LayerNorm parameters and their computation, softmax/cosine normalisations, the
+//! loss, VIC's reductions — the model crates cast around them with `fsct_precision::to_f32`.
 
-use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::FloatDType;
+pub use fsct_precision::{
+    half_copy, to_dtype, to_f32, LayerKind, NormLayer, NormLayers, Precision,
+};
 use serde::{Deserialize, Serialize};
 
-/// Casts float parameters to `dtype`, except those of normalisation layers.
-struct HalfMapper {
-    dtype: FloatDType,
-    containers: Vec<String>,
-}
+use crate::model::AnyModel;
 
-impl<B: Backend> ModuleMapper<B> for HalfMapper {
-    fn enter_module(&mut self, _name: &str, container_type: &str) {
-        self.containers.push(container_type.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.containers.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        // The innermost container is the layer owning the parameter (e.g. `Struct:BatchNorm`).
-        let in_norm = self
-            .containers
-            .last()
-            .is_some_and(|c| c.ends_with(":BatchNorm") || c.ends_with(":LayerNorm"));
-        if in_norm {
-            return param;
+impl<B: Backend> NormLayers<B> for AnyModel<B> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        match self {
+            Self::Fsct(model) => model.for_each_norm(visit),
+            Self::Ctx(model) => model.for_each_norm(visit),
         }
-        let dtype = self.dtype;
-        param.map(|t| t.cast(dtype))
     }
-}
-
-/// A copy of `model` whose non-normalisation float parameters are in `dtype`, linked to the
-/// original by the autodiff graph (gradients flow back to the f32 parameters).
-pub fn half_copy<B: Backend, M: Module<B>>(model: &M, dtype: FloatDType) -> M {
-    model.clone().map(&mut HalfMapper { dtype, containers: Vec::new() })
 }
 
 /// Dynamic loss scaling: skip steps with non-finite gradients and halve the scale; double it
@@ -168,6 +147,56 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Unscale<'_, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use burn::backend::Flex;
+    use burn::module::Module;
+    use std::collections::BTreeSet;
+
+    /// The ids of the float tensors whose innermost container is a `BatchNorm` or a `LayerNorm`
+    /// by Burn's container-type name (how norm layers were recognised before they were named by
+    /// type): the cross-check that no model type forgets a norm layer.
+    #[derive(Default)]
+    struct ByName {
+        containers: Vec<String>,
+        ids: BTreeSet<ParamId>,
+    }
+
+    impl<B: Backend> ModuleVisitor<B> for ByName {
+        fn enter_module(&mut self, _name: &str, container_type: &str) {
+            self.containers.push(container_type.to_string());
+        }
+
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.containers.pop();
+        }
+
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let last = self.containers.last();
+            if last.is_some_and(|c| c.ends_with(":BatchNorm") || c.ends_with(":LayerNorm")) {
+                self.ids.insert(param.id);
+            }
+        }
+    }
+
+    #[test]
+    fn every_built_in_model_names_all_its_norm_layers_by_type() {
+        let device = Default::default();
+        for backbone in ["Conv4", "Conv6NP", "ResNet12", "ResNet18"] {
+            for method in ["FSCT_cosine", "CTX_cosine"] {
+                let text = format!(
+                    "[model]\nbackbone = \"{backbone}\"\nmethod = \"{method}\"\n[data]\nimage_size = 32\n"
+                );
+                let config = Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
+                let model = crate::model::build_model::<Flex>(&config, &device).unwrap();
+                let mut by_type = BTreeSet::new();
+                model.for_each_norm(&mut |layer| by_type.extend(layer.param_ids()));
+                let mut by_name = ByName::default();
+                model.visit(&mut by_name);
+                assert!(!by_type.is_empty(), "{backbone} {method}");
+                assert_eq!(by_type, by_name.ids, "{backbone} {method}");
+            }
+        }
+    }
 
     /// The scaler after a run of outcomes (true = finite gradients).
     fn after(outcomes: &[bool]) -> LossScaler {

@@ -11,7 +11,7 @@ use fsct_transformer::{episode_accuracy, episode_loss, FewShotModel};
 use fsct_vic::VicValues;
 
 use crate::checkpoint::TrainerState;
-use crate::config::{Config, Precision};
+use crate::config::Config;
 use crate::model::AnyModel;
 use crate::precision::{half_copy, LossScaler};
 
@@ -31,16 +31,6 @@ pub struct StepOutcome {
     pub applied: bool,
 }
 
-/// The f16/bf16 compute dtype of a precision, if it is a mixed one.
-pub fn half_dtype(precision: Precision) -> Option<FloatDType> {
-    match precision {
-        // Pure half needs no copy: the backend's own float type is half.
-        Precision::F32 | Precision::F16 | Precision::Bf16 => None,
-        Precision::MixedF16 => Some(FloatDType::F16),
-        Precision::MixedBf16 => Some(FloatDType::BF16),
-    }
-}
-
 /// Pure f16 (`memory.precision = "f16"`) keeps AdamW's moments in f16, which cannot hold them as
 /// they are: ε = 1e-8 rounds to 0, and (1 − β₂)·g² underflows for |g| below about 8e-3, so the
 /// update m̂ / (√v̂ + ε) became m̂ / 0 = ±inf after the first step. AdamW's update does not depend
@@ -54,9 +44,15 @@ pub const HALF_ADAM_GRADIENT_SCALE: f64 = 32.0;
 /// the √v̂ of any gradient whose v̂ underflows).
 pub const HALF_ADAM_EPSILON: f64 = 1.0 / 128.0;
 
+/// Whether AdamW's moments are f16 (pure f16: the master dtype is f16), which needs
+/// [`HALF_ADAM_GRADIENT_SCALE`] and [`HALF_ADAM_EPSILON`]. (bf16 has f32's range: not needed.)
+fn f16_optimizer_state(config: &Config) -> bool {
+    config.memory.precision.master_dtype() == FloatDType::F16
+}
+
 /// AdamW as configured, with PyTorch's eps (under pure f16, [`HALF_ADAM_EPSILON`]).
 pub fn new_optimizer<B: AutodiffBackend>(config: &Config) -> Optim<B> {
-    let epsilon = if config.memory.precision == Precision::F16 { HALF_ADAM_EPSILON } else { 1e-8 };
+    let epsilon = if f16_optimizer_state(config) { HALF_ADAM_EPSILON } else { 1e-8 };
     AdamWConfig::new()
         .with_weight_decay(config.optim.weight_decay as f32)
         .with_epsilon(epsilon as f32)
@@ -71,9 +67,7 @@ pub fn new_trainer_state(config: &Config) -> TrainerState {
         best_epoch: None,
         steps: 0,
         vic: config.model.use_vic.then(|| fsct_vic::VicState::new(&config.vic)),
-        scaler: (half_dtype(config.memory.precision).is_some()
-            || config.memory.precision.is_pure_half())
-        .then(|| {
+        scaler: config.memory.precision.loss_scaling().then(|| {
             LossScaler::new(config.memory.loss_scale, config.memory.loss_scale_growth_interval)
         }),
     }
@@ -122,7 +116,7 @@ pub fn train_step_observed<B: AutodiffBackend>(
     model.check_episode(x.dims())?;
     let n_query = config.episodes.n_query;
     // Mixed precision: a fresh half copy each step; gradients flow back to the f32 master.
-    let out = match half_dtype(config.memory.precision) {
+    let out = match config.memory.precision.compute_copy() {
         Some(dtype) => half_copy(&model, dtype).forward_episode(x.cast(dtype)),
         None => model.forward_episode(x),
     };
@@ -144,7 +138,7 @@ pub fn train_step_observed<B: AutodiffBackend>(
     let mut grads = GradientsParams::from_grads(scaled.backward(), &model);
     observe(StepPoint::AfterBackward);
     let applied = match state.scaler.as_mut() {
-        Some(scaler) if config.memory.precision == Precision::F16 => {
+        Some(scaler) if f16_optimizer_state(config) => {
             scaler.unscale_to(&model, &mut grads, HALF_ADAM_GRADIENT_SCALE)
         }
         Some(scaler) => scaler.unscale(&model, &mut grads),

@@ -3,8 +3,9 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use crate::config::AttentionVariant;
-use crate::precision::{f32, layer_norm, to_dtype};
+use crate::precision::layer_norm;
 use crate::rows::linear_rows;
+use fsct_precision::{to_dtype, to_f32};
 
 /// LayerNorm followed by a bias-free projection: the reference's `input_linear` Sequential
 /// (`input_linear.0` = `norm`, `input_linear.1` = `proj`).
@@ -78,14 +79,15 @@ impl<B: Backend> Attention<B> {
         let weights = match self.variant {
             AttentionVariant::Cosine => {
                 // c[h,b,n] = <U,V> / (|U|·|V|), no epsilon, as the reference; in f32.
-                let (u, v) = (f32(u), f32(v.clone()));
+                let (u, v) = (to_f32(u), to_f32(v.clone()));
                 let dots = u.clone().mul(v.clone()).sum_dim(3); // [H, Q, N, 1]
                 let norms = u.square().sum_dim(3).sqrt().mul(v.square().sum_dim(3).sqrt());
                 dots.div(norms)
             }
             AttentionVariant::Softmax => {
                 let dim_head = v.dims()[3] as f64;
-                let dots = f32(u).mul(f32(v.clone())).sum_dim(3).mul_scalar(dim_head.powf(-0.5));
+                let dots =
+                    to_f32(u).mul(to_f32(v.clone())).sum_dim(3).mul_scalar(dim_head.powf(-0.5));
                 // Softmax over the last axis, which has one element (the reference's shape).
                 softmax(dots, 3)
             }

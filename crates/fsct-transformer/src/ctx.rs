@@ -5,8 +5,8 @@ use burn::tensor::activation::softmax;
 use crate::config::{AttentionVariant, CtxConfig};
 use crate::episode::{check_way_shot, EpisodeForward, FewShotModel};
 use crate::error::ModelError;
-use crate::precision::{f32, to_dtype};
 use fsct_backbone::Backbone;
+use fsct_precision::{to_dtype, to_f32};
 
 /// The reference's CTX baseline (spec §2.8) around a backbone `F` that yields `[c, h, w]` maps.
 ///
@@ -107,7 +107,7 @@ impl<B: Backend, F: Backbone<B>> FewShotModel<B> for Ctx<B, F> {
         let s = proj.clone().narrow(1, 0, k_shot); // [N, K, D]
         let q = proj.narrow(1, k_shot, n_query).reshape([q_count, dim]); // [Q, D]
         let dtype = q.dtype();
-        let (s32, q32) = (f32(s.clone()), f32(q.clone()));
+        let (s32, q32) = (to_f32(s.clone()), to_f32(q.clone()));
         // dots[b, n, k] = <q_b, s_{n,k}>
         let dots = q32
             .clone()
@@ -124,7 +124,7 @@ impl<B: Backend, F: Backbone<B>> FewShotModel<B> for Ctx<B, F> {
         // o[b, n] = Σ_k a[b, n, k] s_{n,k}: batched over classes.
         let attn = to_dtype(attn, dtype).swap_dims(0, 1); // [N, Q, K]
         let attended = attn.matmul(s).swap_dims(0, 1); // [Q, N, D]
-        let diff = f32(q.reshape([q_count, 1, dim])).sub(f32(attended));
+        let diff = to_f32(q.reshape([q_count, 1, dim])).sub(to_f32(attended));
         let scores =
             diff.square().sum_dim(2).reshape([q_count, n_way]).div_scalar((fh * fw) as f64).neg();
         EpisodeForward { scores: to_dtype(scores, dtype), support: support_emb, query: query_emb }

@@ -2,7 +2,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use crate::error::ModelError;
-use crate::precision::f32;
+use fsct_precision::to_f32;
 
 /// What one forward pass over an episode yields.
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ pub fn episode_targets<B: Backend>(
 pub fn episode_loss<B: Backend>(scores: Tensor<B, 2>, n_query: usize) -> Tensor<B, 1> {
     let [q, n_way] = scores.dims();
     let targets = episode_targets::<B>(n_way, n_query, &scores.device()).reshape([q, 1]);
-    log_softmax(f32(scores), 1).gather(1, targets).mean().neg()
+    log_softmax(to_f32(scores), 1).gather(1, targets).mean().neg()
 }
 
 /// Fraction of queries whose highest score is their class.

@@ -3,8 +3,9 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
 use crate::config::AttentionVariant;
-use crate::precision::{f32, layer_norm, to_dtype};
+use crate::precision::layer_norm;
 use crate::rows::linear_rows;
+use fsct_precision::{to_dtype, to_f32};
 
 /// The reference's `CosineDistLinear(64, 1)` (spec §2.5) with its weight norm folded into one
 /// weight `w = g·v/‖v‖`.
@@ -38,11 +39,11 @@ impl<B: Backend> CosineDistLinear<B> {
     /// - output: `[Q, N]`
     pub fn forward(&self, y: Tensor<B, 3>) -> Tensor<B, 2> {
         let dtype = y.dtype();
-        let y = f32(y);
+        let y = to_f32(y);
         let norm = y.clone().square().sum_dim(1).sqrt().add_scalar(Self::EPS); // [Q, 1, 64]
         let y = y.div(norm);
         let [q, n, c] = y.dims();
-        let w = f32(self.weight.val()).reshape([1, 1, c]);
+        let w = to_f32(self.weight.val()).reshape([1, 1, c]);
         let scores = y.mul(w).sum_dim(2).mul_scalar(Self::SCALE).reshape([q, n]);
         to_dtype(scores, dtype)
     }

@@ -18,6 +18,12 @@
 //!   fsct's layout) map it onto the model.
 //!
 //! Build one around a backbone from `fsct-backbone` or your own type implementing [`Backbone`].
+//!
+//! Under half precision, LayerNorm, the attention's softmax and cosine normalisations, the
+//! output head's cosine and the loss compute in f32 (`fsct_precision`'s casts; LayerNorm in
+//! `precision.rs`), and every model type here names its norm layers by type
+//! (`fsct_precision::NormLayers`, needed by mixed precision's compute copy; a backbone of your
+//! own implements it too to train in mixed precision).
 
 mod attention;
 mod config;

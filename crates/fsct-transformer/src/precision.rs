@@ -1,26 +1,15 @@
-//! Keeps numerically fragile reductions in f32 when the model computes in half precision.
+//! The transformer under half precision: LayerNorm computed in f32 ([`layer_norm`]), and the
+//! transformer's norm layers named by type for the precision policy (`fsct_precision::NormLayers`,
+//! which the mixed-precision compute copy uses to leave them on the f32 master parameters). The
+//! casts around softmax, cosine normalisations and the loss are `fsct_precision`'s
+//! `to_f32`/`to_dtype`, used where those are computed.
+
+use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
-use burn::tensor::{DType, FloatDType};
+use burn::tensor::DType;
+use fsct_precision::{to_dtype, to_f32, NormLayer, NormLayers};
 
-/// `x` as f32 (a no-op when it already is).
-pub(crate) fn f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if x.dtype() == DType::F32 {
-        x
-    } else {
-        x.cast(FloatDType::F32)
-    }
-}
-
-/// `x` back in `dtype` (a no-op when it already is).
-pub(crate) fn to_dtype<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
-    match dtype {
-        d if d == x.dtype() => x,
-        DType::F16 => x.cast(FloatDType::F16),
-        DType::BF16 => x.cast(FloatDType::BF16),
-        DType::F64 => x.cast(FloatDType::F64),
-        _ => x.cast(FloatDType::F32),
-    }
-}
+use crate::{Attention, Ctx, FeedForward, FewShotTransformer, OutputHead, PreNormLinear};
 
 /// LayerNorm computed in f32 whatever the activations' dtype (its parameters stay f32 under
 /// mixed precision), returned in the input's dtype. Under pure half precision (`Cuda<f16>`,
@@ -32,20 +21,60 @@ pub(crate) fn layer_norm<B: Backend, const D: usize>(
 ) -> Tensor<B, D> {
     let dtype = x.dtype();
     if norm.gamma.val().dtype() == DType::F32 {
-        return to_dtype(norm.forward(f32(x)), dtype);
+        return to_dtype(norm.forward(to_f32(x)), dtype);
     }
     let norm = norm.clone().map(&mut ToF32);
-    to_dtype(norm.forward(f32(x)), dtype)
+    to_dtype(norm.forward(to_f32(x)), dtype)
 }
 
 /// Casts every float parameter to f32.
 struct ToF32;
 
-impl<B: Backend> burn::module::ModuleMapper<B> for ToF32 {
-    fn map_float<const D: usize>(
-        &mut self,
-        param: burn::module::Param<Tensor<B, D>>,
-    ) -> burn::module::Param<Tensor<B, D>> {
-        param.map(f32)
+impl<B: Backend> ModuleMapper<B> for ToF32 {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.map(to_f32)
+    }
+}
+
+// The transformer's normalisation layers, by type: every `LayerNorm` field of every module of
+// this crate, and the backbone's through `F`.
+
+impl<B: Backend> NormLayers<B> for PreNormLinear<B> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        self.norm.for_each_norm(visit);
+    }
+}
+
+impl<B: Backend> NormLayers<B> for Attention<B> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        self.input_linear.for_each_norm(visit);
+    }
+}
+
+impl<B: Backend> NormLayers<B> for FeedForward<B> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        self.norm.for_each_norm(visit);
+    }
+}
+
+impl<B: Backend> NormLayers<B> for OutputHead<B> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        self.norm.for_each_norm(visit);
+    }
+}
+
+impl<B: Backend, F: Module<B> + NormLayers<B>> NormLayers<B> for FewShotTransformer<B, F> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        self.feature.for_each_norm(visit);
+        self.ATTN.for_each_norm(visit);
+        self.FFN.for_each_norm(visit);
+        self.linear.for_each_norm(visit);
+    }
+}
+
+impl<B: Backend, F: Module<B> + NormLayers<B>> NormLayers<B> for Ctx<B, F> {
+    fn for_each_norm<'a>(&'a self, visit: &mut dyn FnMut(NormLayer<'a, B>)) {
+        // The 1×1 projection has no norm: only the backbone's.
+        self.feature.for_each_norm(visit);
     }
 }

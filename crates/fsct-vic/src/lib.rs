@@ -37,8 +37,8 @@
 //! # Ok::<(), fsct_vic::VicError>(())
 //! ```
 //!
-//! Generic over `B: Backend`; depends on nothing but Burn, so it sits beside the model crates and
-//! only `fsct-train` uses it.
+//! Generic over `B: Backend`; depends on nothing but Burn and `fsct-precision` (the workspace's
+//! cast helper, `precision.rs`), so it sits beside the model crates and only `fsct-train` uses it.
 
 mod config;
 mod covariance;
