@@ -2,7 +2,7 @@
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
 
-use crate::fused::batch_norm_relu_pool;
+use crate::fused::{batch_norm_relu_pool, Pool};
 use crate::init::{conv2d, normal};
 use burn::nn::conv::Conv2d;
 
@@ -68,7 +68,8 @@ impl<B: Backend> ConvBlock<B> {
     /// - output: `[n, out_channels, h', w']`, see [`ConvBlock::output_size`]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let _span = tracing::trace_span!("conv_block", pool = self.pool).entered();
-        batch_norm_relu_pool(&self.BN, self.C.forward(x), self.pool)
+        let pool = if self.pool { Pool::Max2x2 } else { Pool::Off };
+        batch_norm_relu_pool(&self.BN, self.C.forward(x), pool)
     }
 
     /// Spatial size after this block for an input side of `side` pixels (`None` if it vanishes).

@@ -12,9 +12,13 @@
 //! - [`BackboneName`] / [`BuiltinBackbone`]: pick one of the above by its reference name.
 //!
 //! Everything is generic over `B: Backend`; feature shapes are computed from the input size.
-//! On Flex (the CPU backend) the batch norm → ReLU → max-pool tail of each block runs as one
-//! fused operation with its own backward pass (`fused`): less memory and fewer passes than the
-//! composed ops, which every other backend runs and which compute the same function.
+//! On Flex (the CPU backend) the batch norm → ReLU → max-pool tail of each Conv block and the
+//! batch norm → add → ReLU end of each ResNet block run as fused operations with their own
+//! backward pass: less memory and fewer passes than the composed ops, which every other backend
+//! runs and which compute the same function. They live in `fused/`: the entry points and the
+//! composed ops in `fused/mod.rs`, routing to Flex in `route.rs`, the shared batch-norm pieces in
+//! `batch_norm.rs`, the op skeleton in `op.rs`, one file per op (`relu_pool.rs`, `residual.rs`)
+//! and the slice kernels in `kernels/`.
 //! BatchNorm computes in f32 whatever the activations' dtype (`norm.rs`, which also names every
 //! backbone's norm layers by type for mixed precision: `fsct_precision::NormLayers`).
 

@@ -1,4 +1,5 @@
-//! Batch norm → ReLU → optional 2×2 max-pool (the tail of every Conv* block) as one operation.
+//! Batch norm → ReLU → optional 2×2 max-pool (the tail of every Conv* block), and batch norm →
+//! add the residual → ReLU (the end of a ResNet BasicBlock), each as one operation.
 //!
 //! Composed from Burn's tensor ops, the tail keeps the batch-norm intermediates, the ReLU output
 //! and the pool input alive for the backward pass — on a Conv4 at 84 px that is several 190 MiB
@@ -6,26 +7,44 @@
 //! with or without autodiff and gradient checkpointing) this module runs the tail as one custom
 //! operation instead: two passes forward, two backward, and it keeps only the block's input and
 //! one byte per pooled output. Every other backend (CUDA, or a backend of your own) takes the
-//! composed path, which computes the same function (the tests hold the two together).
+//! composed path, which computes the same function (the tests hold the two together); the first
+//! fallback of each kind says so once at debug level.
 //!
-//! The fast path is picked by comparing `B` with the concrete Flex types at run time, so the
-//! backbone code stays generic over `B: Backend`.
+//! Where the pieces live:
+//!
+//! - this file: the entry points the blocks call, and the composed ops;
+//! - [`route`]: which backends the fused ops run on (compared with the concrete Flex types at
+//!   run time, so the backbone code stays generic over `B: Backend`), the conversions to Flex's
+//!   tensors and back, and the fallback messages;
+//! - [`storage`]: the element types (f32, f16, bf16), the one dtype dispatch, map ↔ slice;
+//! - [`batch_norm`]: the affine maps on running and batch statistics, the running-statistics
+//!   update;
+//! - [`op`]: the skeleton every fused op fills in ([`op::FusedTail`]): routing, inference,
+//!   training as one autodiff node, retro-forward, backward;
+//! - [`relu_pool`] and [`residual`]: the two ops;
+//! - [`kernels`]: the kernels on plain slices (moments, forward, backward), free of autodiff.
 
-mod flex;
+mod batch_norm;
 mod kernels;
+mod op;
+mod relu_pool;
 mod residual;
+mod route;
+mod storage;
 
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 
+pub(crate) use kernels::Pool;
+
 use crate::norm::{batch_norm, BatchNormMode};
 
 /// Whether `B` is Flex or `Autodiff<Flex>` (with or without balanced checkpointing): the
 /// backends the fused tails run on.
 pub(crate) fn is_flex<B: Backend>() -> bool {
-    flex::Route::of::<B>().is_some()
+    route::Route::of::<B>().is_some()
 }
 
 /// `pool?(relu(batch_norm(x)))` with the batch norm in [`BatchNormMode::Standard`]: batch
@@ -34,13 +53,13 @@ pub(crate) fn is_flex<B: Backend>() -> bool {
 ///
 /// # Shapes
 /// - `x`: `[n, c, h, w]`
-/// - output: `[n, c, h / 2, w / 2]` (floor) with `pool`, else `[n, c, h, w]`
+/// - output: `[n, c, h / 2, w / 2]` (floor) with [`Pool::Max2x2`], else `[n, c, h, w]`
 pub(crate) fn batch_norm_relu_pool<B: Backend>(
     bn: &BatchNorm<B>,
     x: Tensor<B, 4>,
-    pool: bool,
+    pool: Pool,
 ) -> Tensor<B, 4> {
-    match flex::try_forward(bn, x, pool) {
+    match relu_pool::try_forward(bn, x, pool) {
         Ok(y) => y,
         Err(x) => composed(bn, x, pool),
     }
@@ -59,7 +78,7 @@ pub(crate) fn batch_norm_relu<B: Backend>(
     mode: BatchNormMode,
 ) -> Tensor<B, 4> {
     match mode {
-        BatchNormMode::Standard => batch_norm_relu_pool(bn, x, false),
+        BatchNormMode::Standard => batch_norm_relu_pool(bn, x, Pool::Off),
         BatchNormMode::BatchStatistics => relu(batch_norm(bn, x, mode)),
     }
 }
@@ -86,6 +105,7 @@ pub(crate) fn batch_norm_add_relu<B: Backend>(
     composed_residual(bn, x, residual, mode)
 }
 
+/// `relu(batch_norm(x) + residual)` from Burn's tensor ops, for every backend.
 fn composed_residual<B: Backend>(
     bn: &BatchNorm<B>,
     x: Tensor<B, 4>,
@@ -95,13 +115,12 @@ fn composed_residual<B: Backend>(
     relu(batch_norm(bn, x, mode).add(residual))
 }
 
-/// The same function from Burn's tensor ops, for every backend.
-fn composed<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: bool) -> Tensor<B, 4> {
+/// `pool?(relu(batch_norm(x)))` from Burn's tensor ops, for every backend.
+fn composed<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: Pool) -> Tensor<B, 4> {
     let x = relu(batch_norm(bn, x, BatchNormMode::Standard));
-    if pool {
-        max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
-    } else {
-        x
+    match pool {
+        Pool::Max2x2 => max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false),
+        Pool::Off => x,
     }
 }
 

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, FloatDType, Tolerance};
 
-use super::composed;
+use super::{composed, Pool};
 
 fn batch_norm<B: Backend>(c: usize, device: &B::Device) -> BatchNorm<B> {
     let mut bn = BatchNormConfig::new(c).init::<B>(device);
@@ -25,7 +25,7 @@ fn run<B: AutodiffBackend>(
     fused: bool,
     x: &Tensor<B, 4>,
     weights: &Tensor<B, 4>,
-    pool: bool,
+    pool: Pool,
 ) -> Vec<TensorData> {
     let device = x.device();
     let bn = batch_norm::<B>(x.dims()[1], &device);
@@ -43,18 +43,18 @@ fn run<B: AutodiffBackend>(
 }
 
 /// The fused path itself: fails the test if it declines the backend.
-fn fast_path<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: bool) -> Tensor<B, 4> {
-    match super::flex::try_forward(bn, x, pool) {
+fn fast_path<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: Pool) -> Tensor<B, 4> {
+    match super::relu_pool::try_forward(bn, x, pool) {
         Ok(y) => y,
         Err(_) => panic!("the fused path declined {}", core::any::type_name::<B>()),
     }
 }
 
-fn agree<B: AutodiffBackend>(shape: [usize; 4], pool: bool) {
+fn agree<B: AutodiffBackend>(shape: [usize; 4], pool: Pool) {
     let device = Default::default();
     let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device);
     let [n, c, h, w] = shape;
-    let out = if pool { [n, c, h / 2, w / 2] } else { shape };
+    let out = if pool == Pool::Max2x2 { [n, c, h / 2, w / 2] } else { shape };
     let weights = Tensor::<B, 4>::random(out, Distribution::Normal(0.0, 1.0), &device);
     let fused = run(true, &x, &weights, pool);
     let reference = run(false, &x, &weights, pool);
@@ -67,18 +67,18 @@ fn agree<B: AutodiffBackend>(shape: [usize; 4], pool: bool) {
 
 #[test]
 fn fused_training_tail_matches_the_composed_one_with_pooling() {
-    agree::<Autodiff<Flex>>([4, 3, 6, 10], true);
+    agree::<Autodiff<Flex>>([4, 3, 6, 10], Pool::Max2x2);
 }
 
 #[test]
 fn fused_training_tail_matches_on_odd_sizes_and_without_pooling() {
-    agree::<Autodiff<Flex>>([3, 2, 7, 5], true);
-    agree::<Autodiff<Flex>>([3, 4, 5, 6], false);
+    agree::<Autodiff<Flex>>([3, 2, 7, 5], Pool::Max2x2);
+    agree::<Autodiff<Flex>>([3, 4, 5, 6], Pool::Off);
 }
 
 #[test]
 fn fused_training_tail_matches_under_gradient_checkpointing() {
-    agree::<Autodiff<Flex, BalancedCheckpointing>>([2, 3, 8, 8], true);
+    agree::<Autodiff<Flex, BalancedCheckpointing>>([2, 3, 8, 8], Pool::Max2x2);
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn fused_inference_tail_uses_the_running_statistics() {
     bn.running_var =
         burn::module::RunningState::new(Tensor::from_data([4.0f32, 0.25, 1.0], &device));
     let x = Tensor::<Flex, 4>::random([2, 3, 6, 4], Distribution::Normal(0.0, 2.0), &device);
-    for pool in [true, false] {
+    for pool in [Pool::Max2x2, Pool::Off] {
         let fused = fast_path(&bn, x.clone(), pool);
         let reference = composed(&bn, x.clone(), pool);
         fused
@@ -111,8 +111,11 @@ fn half_precision_maps_stay_half_forward_and_backward() {
         Tensor::<Autodiff<Flex>, 4>::random([2, 2, 2, 2], Distribution::Normal(0.0, 1.0), &device);
     let mut results = Vec::new();
     for fused in [true, false] {
-        let y =
-            if fused { fast_path(&bn, x.clone(), true) } else { composed(&bn, x.clone(), true) };
+        let y = if fused {
+            fast_path(&bn, x.clone(), Pool::Max2x2)
+        } else {
+            composed(&bn, x.clone(), Pool::Max2x2)
+        };
         assert_eq!(y.dtype(), burn::tensor::DType::F16);
         let grads = y.clone().cast(FloatDType::F32).mul(weights.clone()).sum().backward();
         let dx = x.grad(&grads).map(|g| g.into_data());
@@ -162,10 +165,11 @@ fn conv4_gradients_agree<B: AutodiffBackend>() {
         let mut x = images.clone();
         for block in &net.trunk {
             let conv = block.C.forward(x);
+            let pool = if block.pool { Pool::Max2x2 } else { Pool::Off };
             x = if fused {
-                fast_path(&block.BN, conv, block.pool)
+                fast_path(&block.BN, conv, pool)
             } else {
-                composed(&block.BN, conv, block.pool)
+                composed(&block.BN, conv, pool)
             };
         }
         let loss = x.clone().mul(x).sum();

@@ -1,0 +1,167 @@
+//! The backward kernels of the batch-statistics tails.
+
+use rayon::prelude::*;
+
+use super::{positive_or_nan, Dims, Element, Pool, INACTIVE};
+
+/// What the backward pass of a batch-statistics block tail needs besides its input and the
+/// output gradient.
+#[derive(Clone, Debug)]
+pub(crate) struct Saved {
+    pub dims: Dims,
+    pub mean: Vec<f32>,
+    pub inv_std: Vec<f32>,
+    pub gamma: Vec<f32>,
+    /// `gamma · inv_std` and `beta − mean · gamma · inv_std`: the forward's affine map, kept so
+    /// the unpooled backward recomputes exactly the forward's ReLU decisions.
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+    /// What `codes` holds: see [`Decisions`].
+    pub decisions: Decisions,
+    /// Window codes of the pooled forward, or the ReLU mask of the residual forward (empty for
+    /// the plain unpooled tail, which recomputes its ReLU decisions from `x`).
+    pub codes: Vec<u8>,
+}
+
+/// Where the backward pass finds the forward's ReLU (and pool) decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decisions {
+    /// The pooled tail: `codes` holds, per output, the window slot of its maximum, or
+    /// [`INACTIVE`] where the ReLU zeroed it.
+    PoolWindows,
+    /// The plain unpooled tail: recomputed from `x` and the saved affine map (`codes` is empty).
+    RecomputedRelu,
+    /// The residual tail `relu(bn(x) + r)`: `codes` holds the ReLU mask, since `bn(x) + r` cannot
+    /// be recomputed from `x` alone.
+    ReluMask,
+}
+
+impl Saved {
+    /// Whether the forward pooled (and so its output is smaller than `x`).
+    pub fn pool(&self) -> Pool {
+        match self.decisions {
+            Decisions::PoolWindows => Pool::Max2x2,
+            Decisions::RecomputedRelu | Decisions::ReluMask => Pool::Off,
+        }
+    }
+
+    /// Whether the ReLU let the gradient through at element `i` of plane `p` (unpooled tails).
+    #[inline(always)]
+    fn passes(&self, p: usize, i: usize, v: f32, ch: usize) -> bool {
+        if self.decisions == Decisions::ReluMask {
+            self.codes[p * self.dims.plane() + i] != 0
+        } else {
+            positive_or_nan(v * self.scale[ch] + self.shift[ch])
+        }
+    }
+}
+
+/// Gradients of the block tail with batch statistics: `(dx, dgamma, dbeta)`.
+///
+/// With `dz` the gradient at the batch-norm output (`grad` routed through the pool and the
+/// ReLU), `dbeta = Σ dz`, `dgamma = Σ dz·x̂` and
+/// `dx = gamma·inv_std·(dz − dbeta/N − x̂·dgamma/N)`, where `x̂ = (x − mean)·inv_std` and `N` is
+/// the number of values per channel.
+pub(crate) fn backward<E: Element>(x: &[E], grad: &[E], s: &Saved) -> (Vec<E>, Vec<f32>, Vec<f32>) {
+    let d = s.dims;
+    let pool = s.pool() == Pool::Max2x2;
+    let o = d.output(s.pool());
+    debug_assert_eq!(x.len(), d.len());
+    debug_assert_eq!(grad.len(), o.len());
+    let (plane, out_plane) = (d.plane(), o.plane());
+    let count = (d.n * plane).max(1) as f64;
+
+    let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = (0..d.c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mean, inv_std) = (s.mean[ch], s.inv_std[ch]);
+            let (mut sum_dz, mut sum_dz_xhat) = (0f64, 0f64);
+            for i in 0..d.n {
+                let p = i * d.c + ch;
+                let xs = &x[p * plane..][..plane];
+                let gs = &grad[p * out_plane..][..out_plane];
+                let (mut a, mut b) = (0f32, 0f32);
+                if pool {
+                    let codes = &s.codes[p * out_plane..][..out_plane];
+                    for (k, (&code, &g)) in codes.iter().zip(gs).enumerate() {
+                        // Branch-free: an inactive output reads slot 3 and counts zero.
+                        let g = if code != INACTIVE { g.to_f32() } else { 0.0 };
+                        let v = xs[window_position(k, code & 3, o.w, d.w)].to_f32();
+                        a += g;
+                        b += g * (v - mean) * inv_std;
+                    }
+                } else {
+                    for (j, (&v, &g)) in xs.iter().zip(gs).enumerate() {
+                        let v = v.to_f32();
+                        let g = if s.passes(p, j, v, ch) { g.to_f32() } else { 0.0 };
+                        a += g;
+                        b += g * (v - mean) * inv_std;
+                    }
+                }
+                sum_dz += a as f64;
+                sum_dz_xhat += b as f64;
+            }
+            (sum_dz, sum_dz_xhat)
+        })
+        .unzip();
+
+    let mut dx: Vec<E> = Vec::with_capacity(d.len());
+    if d.len() > 0 {
+        dx.spare_capacity_mut().par_chunks_mut(plane).enumerate().for_each(|(p, dst)| {
+            let ch = p % d.c;
+            let (mean, inv_std) = (s.mean[ch], s.inv_std[ch]);
+            let k = s.gamma[ch] * inv_std;
+            let mean_dz = (dbeta[ch] / count) as f32;
+            let mean_dz_xhat = (dgamma[ch] / count) as f32;
+            let xs = &x[p * plane..][..plane];
+            let gs = &grad[p * out_plane..][..out_plane];
+            if pool {
+                // Accumulate the plane in f32 (a half dx would round twice), then store.
+                let codes = &s.codes[p * out_plane..][..out_plane];
+                PLANE.with_borrow_mut(|buf| {
+                    buf.clear();
+                    buf.extend(
+                        xs.iter().map(|&v| {
+                            -k * (mean_dz + (v.to_f32() - mean) * inv_std * mean_dz_xhat)
+                        }),
+                    );
+                    for (k_out, (&code, &g)) in codes.iter().zip(gs).enumerate() {
+                        let g = if code != INACTIVE { g.to_f32() } else { 0.0 };
+                        buf[window_position(k_out, code & 3, o.w, d.w)] += k * g;
+                    }
+                    for (o, &v) in dst.iter_mut().zip(buf.iter()) {
+                        o.write(E::from_f32(v));
+                    }
+                });
+            } else {
+                for (j, ((o, &v), &g)) in dst.iter_mut().zip(xs).zip(gs).enumerate() {
+                    let v = v.to_f32();
+                    let dz = if s.passes(p, j, v, ch) { g.to_f32() } else { 0.0 };
+                    o.write(E::from_f32(k * (dz - mean_dz - (v - mean) * inv_std * mean_dz_xhat)));
+                }
+            }
+        });
+        // SAFETY: every plane of `dx` was written in full above.
+        unsafe { dx.set_len(d.len()) };
+    }
+    let to_f32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+    (dx, to_f32(dgamma), to_f32(dbeta))
+}
+
+/// The residual's gradient in `relu(bn(x) + r)`: `grad` where the ReLU passed, else 0.
+pub(crate) fn residual_gradient<E: Element>(grad: &[E], mask: &[u8]) -> Vec<E> {
+    grad.par_iter().zip(mask).map(|(&g, &m)| if m != 0 { g } else { E::from_f32(0.0) }).collect()
+}
+
+thread_local! {
+    /// One plane of f32 scratch per worker thread for the pooled backward.
+    static PLANE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The input position (within a plane of width `w`) of slot `code` of pooled output `k`.
+#[inline]
+fn window_position(k: usize, code: u8, out_w: usize, w: usize) -> usize {
+    let (oy, ox) = (k / out_w, k % out_w);
+    let (dy, dx) = ((code >> 1) as usize, (code & 1) as usize);
+    (2 * oy + dy) * w + 2 * ox + dx
+}
