@@ -33,16 +33,21 @@ fn main() {
     println!("cargo::warning=fix: add to your workspace's Cargo.toml: {fix}");
 }
 
-/// The `[patch.crates-io]` lines a dependent needs, on one line: fsct's repository, and the
-/// vendored copy next to this crate when there is one (a path or git dependency on fsct).
+/// The `[patch.crates-io]` line a dependent needs: the vendored copy next to this crate when
+/// there is one (a path or git dependency on fsct), and fsct's repository when the manifest
+/// names one.
 fn patch_lines() -> String {
-    let repository = env::var("CARGO_PKG_REPOSITORY").unwrap_or_default();
-    let git = format!("[patch.crates-io] burn-flex = {{ git = \"{repository}\" }} (the source and rev you take fsct-backbone from)");
     let manifest_dir = env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
-    match Path::new(&manifest_dir).join("../../vendor/burn-flex").canonicalize() {
-        Ok(path) => {
-            format!("[patch.crates-io] burn-flex = {{ path = \"{}\" }}, or {git}", path.display())
-        }
-        Err(_) => git,
+    let path = match Path::new(&manifest_dir).join("../../vendor/burn-flex").canonicalize() {
+        Ok(path) => path.display().to_string(),
+        Err(_) => "<your fsct checkout>/vendor/burn-flex".to_owned(),
+    };
+    let path = format!("[patch.crates-io] burn-flex = {{ path = \"{path}\" }}");
+    match env::var("CARGO_PKG_REPOSITORY") {
+        Ok(repository) if !repository.is_empty() => format!(
+            "{path}, or [patch.crates-io] burn-flex = {{ git = \"{repository}\" }} (the source \
+             and rev you take fsct-backbone from)"
+        ),
+        _ => path,
     }
 }
