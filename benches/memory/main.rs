@@ -36,6 +36,8 @@
 //! - `FSCT_BENCH_CONFIGS=checkpointing,all`: only the configurations whose name contains one of
 //!   these (the baseline always runs); `FSCT_BENCH_VERBOSE=1`: each step's time, loss and VIC terms.
 
+// The benches' one counting allocator (shared with fsct-vic's covariance bench).
+#[path = "../common/counting_alloc.rs"]
 mod counting_alloc;
 #[cfg(any(feature = "cuda", feature = "vulkan"))]
 mod gpu;
@@ -48,8 +50,11 @@ use burn::backend::Flex;
 use measure::{measure, CpuProbe, Steps};
 use report::{Row, RunInfo};
 
+// Counts the bytes that fsct-train's own allocator serves (huge pages, cached large blocks), so
+// step times match the binary's.
 #[global_allocator]
-static ALLOC: counting_alloc::CountingAlloc = counting_alloc::CountingAlloc;
+static ALLOC: counting_alloc::CountingAlloc<fsct_train::hugepages::HugePageAllocator> =
+    counting_alloc::CountingAlloc::new(fsct_train::hugepages::HugePageAllocator);
 
 /// What to run on one device.
 pub struct Plan {

@@ -72,6 +72,7 @@ impl<B: Backend> ConvNet<B> {
     /// - output: `[n, width, h', w']` as given by [`Backbone::feature_shape`]
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let _span = tracing::trace_span!("convnet", blocks = self.trunk.len()).entered();
+        crate::flex_kernels::warn_if_stock_flex::<B>();
         let mut x = if self.single_channel { images.narrow(1, 0, 1) } else { images };
         for block in &self.trunk {
             x = block.forward(x);

@@ -27,6 +27,7 @@ mod builtin;
 mod conv_block;
 mod convnet;
 mod error;
+mod flex_kernels;
 mod fused;
 mod init;
 mod norm;

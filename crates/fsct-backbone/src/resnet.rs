@@ -232,6 +232,7 @@ impl<B: Backend> ResNet<B> {
     /// - `images`: `[n, 3, h, w]`
     /// - output: `[n, 512, 7, 7]` (FETI) or `[n, 512, ⌈h/32⌉, ⌈w/32⌉]` (torchvision)
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+        crate::flex_kernels::warn_if_stock_flex::<B>();
         let mut x = {
             let _span = tracing::trace_span!("resnet.stem").entered();
             batch_norm_relu(&self.bn1, self.conv1.forward(images), self.batch_norm)

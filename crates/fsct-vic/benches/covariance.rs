@@ -9,63 +9,20 @@
 //! beforehand and not counted). The table is printed and written to
 //! `target/fsct-vic-covariance.md`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::System;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use burn::backend::Flex;
 use burn::tensor::{Distribution, Tensor};
 use fsct_vic::{covariance_term, CovarianceForm};
 
-struct CountingAlloc;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(bytes: usize) {
-    let now = CURRENT.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the wrapper only counts bytes.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            if new_size >= layout.size() {
-                grew(new_size - layout.size());
-            } else {
-                CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        new
-    }
-}
+// The benches' one counting allocator (shared with the root memory bench).
+#[path = "../../../benches/common/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
+static ALLOC: counting_alloc::CountingAlloc<System> = counting_alloc::CountingAlloc::new(System);
 
 struct Measurement {
     peak_bytes: usize,
@@ -78,12 +35,11 @@ fn measure(x: &Tensor<Flex, 2>, form: CovarianceForm, iterations: usize) -> Meas
     let mut peak_bytes = 0;
     let mut value = f64::NAN;
     for _ in 0..iterations {
-        let baseline = CURRENT.load(Ordering::Relaxed);
-        PEAK.store(baseline, Ordering::Relaxed);
+        let baseline = counting_alloc::reset_peak();
         let start = Instant::now();
         value = covariance_term(x.clone(), form).into_scalar() as f64;
         times.push(start.elapsed());
-        peak_bytes = peak_bytes.max(PEAK.load(Ordering::Relaxed).saturating_sub(baseline));
+        peak_bytes = peak_bytes.max(counting_alloc::peak().saturating_sub(baseline));
     }
     times.sort();
     Measurement { peak_bytes, median: times[times.len() / 2], value }

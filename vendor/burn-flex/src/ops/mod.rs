@@ -101,6 +101,7 @@ pub mod conv_transpose;
 pub mod cumulative;
 pub mod deform_conv;
 pub mod expand;
+// fsct: NCHW convolution and 2×2 max pooling, see FSCT.md.
 mod fast_conv;
 mod fast_pool;
 pub mod fft;
@@ -117,6 +118,7 @@ pub mod pool;
 mod qtensor;
 pub mod reduce;
 pub mod repeat_dim;
+// fsct: binary ops on row-broadcast operands, see FSCT.md.
 mod row_broadcast;
 pub mod slice;
 pub mod sort;

@@ -68,6 +68,7 @@ impl ModuleOps<Flex> for Flex {
         super::fast_conv::conv2d(x, weight, bias, &options)
     }
 
+    // fsct: NCHW input gradient (upstream: Burn's generic decomposition), see `fast_conv`.
     fn conv2d_x_backward(
         x: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
@@ -77,6 +78,7 @@ impl ModuleOps<Flex> for Flex {
         super::fast_conv::conv2d_x_backward(x, weight, output_grad, &options)
     }
 
+    // fsct: NCHW weight gradient (upstream: Burn's generic decomposition), see `fast_conv`.
     fn conv2d_weight_backward(
         x: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
@@ -86,6 +88,7 @@ impl ModuleOps<Flex> for Flex {
         super::fast_conv::conv2d_weight_backward(x, weight, output_grad, &options)
     }
 
+    // fsct: NCHW bias gradient (upstream: Burn's generic decomposition), see `fast_conv`.
     fn conv2d_bias_backward(
         _x: FloatTensor<Flex>,
         bias: FloatTensor<Flex>,
@@ -531,6 +534,7 @@ impl ModuleOps<Flex> for Flex {
 
     fn max_pool2d_with_indices_backward(
         x: FloatTensor<Flex>,
+        // fsct: named (upstream: `_kernel_size`, …), the fast path below reads them.
         kernel_size: [usize; 2],
         stride: [usize; 2],
         padding: [usize; 2],

@@ -1,27 +1,46 @@
-//! A global allocator that counts the heap bytes held and their peak: the CPU's memory figure.
+//! A global allocator that counts the heap bytes held and their peak: the CPU's memory figure of
+//! the benches.
+//!
+//! One copy for every bench, included by path (`#[path = ".../benches/common/counting_alloc.rs"]
+//! mod counting_alloc;`): a bench binary has one global allocator, so the counters are plain
+//! statics of this module. The bench picks the allocator that does the work, e.g.
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static ALLOC: counting_alloc::CountingAlloc<std::alloc::System> =
+//!     counting_alloc::CountingAlloc::new(std::alloc::System);
+//! ```
+//!
+//! and reads [`peak`] after [`reset_peak`]. The counts are the bytes requested, whatever the inner
+//! allocator keeps aside (caches, page rounding).
 
 use std::alloc::{GlobalAlloc, Layout};
-
-// The allocator `fsct-train` itself runs on (huge pages, cached large blocks), so step times
-// match the binary's; the counts are the bytes requested, whatever the allocator keeps aside.
-use fsct_train::hugepages::HugePageAllocator as Inner;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
-/// Forwards to fsct-train's allocator, counting bytes on every thread (Flex's rayon workers included).
-pub struct CountingAlloc;
+/// Forwards to `A`, counting bytes on every thread (Flex's rayon workers included).
+pub struct CountingAlloc<A> {
+    inner: A,
+}
+
+impl<A> CountingAlloc<A> {
+    /// Counts the allocations that `inner` serves (`const`: for a `#[global_allocator]` static).
+    pub const fn new(inner: A) -> Self {
+        Self { inner }
+    }
+}
 
 fn grew(bytes: usize) {
     let now = CURRENT.fetch_add(bytes, Ordering::Relaxed) + bytes;
     PEAK.fetch_max(now, Ordering::Relaxed);
 }
 
-// SAFETY: every call is forwarded unchanged to `Inner`; the wrapper only counts bytes.
-unsafe impl GlobalAlloc for CountingAlloc {
+// SAFETY: every call is forwarded unchanged to `A`; the wrapper only counts bytes.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { Inner.alloc(layout) };
+        let ptr = unsafe { self.inner.alloc(layout) };
         if !ptr.is_null() {
             grew(layout.size());
         }
@@ -29,7 +48,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { Inner.alloc_zeroed(layout) };
+        let ptr = unsafe { self.inner.alloc_zeroed(layout) };
         if !ptr.is_null() {
             grew(layout.size());
         }
@@ -37,12 +56,12 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { Inner.dealloc(ptr, layout) };
+        unsafe { self.inner.dealloc(ptr, layout) };
         CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = unsafe { Inner.realloc(ptr, layout, new_size) };
+        let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             if new_size >= layout.size() {
                 grew(new_size - layout.size());
