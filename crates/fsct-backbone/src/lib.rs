@@ -21,6 +21,10 @@
 //! and the slice kernels in `kernels/`.
 //! BatchNorm computes in f32 whatever the activations' dtype (`norm.rs`, which also names every
 //! backbone's norm layers by type for mixed precision: `fsct_precision::NormLayers`).
+//! Those kernels and the convolutions behind them need fsct's patched burn-flex
+//! (`vendor/burn-flex`, applied by `[patch.crates-io]`): built against stock Flex, the build
+//! script warns and `flex_kernels.rs` logs one warning on the first forward pass (README, "Using
+//! fsct as a library").
 
 mod backbone;
 mod builtin;
