@@ -24,9 +24,7 @@ pub fn build_model<B: Backend>(
     config: &Config,
     device: &B::Device,
 ) -> Result<AnyModel<B>, ModelError> {
-    let name = config
-        .backbone()
-        .map_err(|e| ModelError::Config { field: "model.backbone", why: e.to_string() })?;
+    let name = config.backbone();
     let backbone = name.init_with::<B>(config.model.train_backbone, device);
     let side = config.image_size();
     let [c, h, w] = backbone.feature_shape([3, side, side]);
