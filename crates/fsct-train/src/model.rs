@@ -56,12 +56,11 @@ pub fn build_model<B: Backend>(
         fsct.validate()?;
         AnyModel::Fsct(fsct.init(backbone, device))
     })
-    .map(|model| {
+    .inspect(|model| {
         // Burn draws a parameter's initial values lazily, at its first use, and a clone made
         // before that draws its own. The mixed-precision half copy is such a clone: without this,
         // the first half step would run on other weights than the f32 master's.
         model.visit(&mut Materialise);
-        model
     })
 }
 

@@ -103,9 +103,7 @@ pub fn load_checkpoint_model<B: Backend, M: Module<B>>(
 
 /// Serialises the optimizer's state into checkpoint bytes.
 pub fn optimizer_bytes<B: AutodiffBackend>(optim: &Optim<B>) -> Result<Vec<u8>> {
-    Ok(ModelRecorder::default()
-        .record(optim.to_record(), ())
-        .context("serialising the optimizer")?)
+    ModelRecorder::default().record(optim.to_record(), ()).context("serialising the optimizer")
 }
 
 /// Loads checkpoint bytes into the optimizer's state. `source` names the checkpoint in messages.

@@ -106,7 +106,8 @@ fn every_shipped_config_parses_and_validates() {
 fn each_memory_switch_trains_a_step() {
     let _guard = serial();
     let dir = tempfile::tempdir().unwrap();
-    let variants: [(&str, fn(&mut Config)); 4] = [
+    type Variant = (&'static str, fn(&mut Config));
+    let variants: [Variant; 4] = [
         ("f32", |_| {}),
         ("mixed-f16", |c| c.memory.precision = Precision::MixedF16),
         ("vic", |c| c.model.use_vic = true),

@@ -27,6 +27,8 @@ pub fn import(args: &ImportArgs) -> Result<()> {
     let model = build_model::<Flex>(&config, &device)?;
     // The reference never saves its frozen torchvision ResNets (spec §1.5).
     let frozen = matches!(config.backbone(), BackboneName::ResNet { feti: false, .. });
+    // `..Default::default()` keeps this line right when ImportOptions gains a field.
+    #[allow(clippy::needless_update)]
     let options = ImportOptions { allow_missing_backbone: frozen, ..Default::default() };
     let (model, report) = import_reference(model, &args.input, &options)?;
     let epochs_done = report.epoch.map_or(0, |e| e.max(0) as usize + 1);

@@ -83,7 +83,7 @@ impl Config {
             ));
         }
         // `model.backbone` needs no check here: an unknown name fails while the file is parsed.
-        if self.optim.optimizer.to_ascii_lowercase() != "adamw" {
+        if !self.optim.optimizer.eq_ignore_ascii_case("adamw") {
             return Err(invalid(
                 "optim.optimizer",
                 format!(
