@@ -93,7 +93,9 @@ pub fn baseline(backbone: &str, image_size: usize, n_query: usize) -> Config {
     let mut config = Config::default();
     (config.episodes.n_way, config.episodes.k_shot, config.episodes.n_query) = (5, 5, n_query);
     config.model.method = Method::FsctCosine;
-    config.model.backbone = backbone.to_string();
+    // A name from FSCT_BENCH_BACKBONES that is not a backbone stops the bench, naming the choices.
+    config.model.backbone =
+        backbone.parse().unwrap_or_else(|err| panic!("FSCT_BENCH_BACKBONES: {err}"));
     config.model.train_backbone = true;
     config.data.image_size = Some(image_size);
     config.memory.cleanup_every = 0;

@@ -45,6 +45,17 @@ impl BackboneName {
         }
     }
 
+    /// The reference's name (`--backbone`), as configs and checkpoints store it: `Conv4SNP`,
+    /// `ResNet18`. The FETI switch is not part of it (the reference passes `--FETI` separately), so
+    /// unlike [`Display`](fmt::Display) this never ends in `-FETI`; parsing it gives the name back
+    /// (ResNet12 is always FETI).
+    pub fn reference_name(&self) -> String {
+        match *self {
+            Self::Conv { .. } => self.to_string(),
+            Self::ResNet { depth, .. } => format!("ResNet{depth}"),
+        }
+    }
+
     /// Builds the backbone with the reference initialisation.
     pub fn init<B: Backend>(&self, device: &B::Device) -> BuiltinBackbone<B> {
         self.init_with(false, device)

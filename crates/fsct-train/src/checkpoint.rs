@@ -84,6 +84,13 @@ pub enum CheckpointError {
 }
 
 impl Checkpoint {
+    /// A checkpoint of a model built from `config`, at `state`, with the model's and the
+    /// optimizer's record bytes (`optimizer` empty where no run continues from it: the best
+    /// model, an imported one).
+    pub fn new(config: &Config, state: &TrainerState, model: Vec<u8>, optimizer: Vec<u8>) -> Self {
+        Self { header: Header { config: config.clone(), state: state.clone() }, model, optimizer }
+    }
+
     /// Writes the checkpoint atomically to `path`: a uniquely named temp file beside it, fsync,
     /// rename. A concurrent writer of the same path never corrupts this one's file.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {

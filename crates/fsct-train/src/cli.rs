@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use fsct_backbone::BackboneName;
 
 use crate::config::{Config, DeviceKind, Method};
 
@@ -84,8 +85,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// Backbone, e.g. Conv4 or ResNet18 (`model.backbone`).
-    #[arg(long)]
-    pub backbone: Option<String>,
+    #[arg(long, value_parser = parse_backbone)]
+    pub backbone: Option<BackboneName>,
     /// FSCT_cosine, FSCT_softmax, CTX_cosine or CTX_softmax (`model.method`).
     #[arg(long, value_parser = parse_method)]
     pub method: Option<Method>,
@@ -139,6 +140,10 @@ fn parse_device(s: &str) -> Result<DeviceKind, String> {
         "vulkan" => Ok(DeviceKind::Vulkan),
         _ => Err(format!("unknown device `{s}`: use cpu, cuda or vulkan")),
     }
+}
+
+fn parse_backbone(s: &str) -> Result<BackboneName, String> {
+    s.parse().map_err(|err: fsct_backbone::BackboneError| err.to_string())
 }
 
 fn parse_method(s: &str) -> Result<Method, String> {
@@ -209,7 +214,7 @@ impl TrainArgs {
             config.run.overwrite = true;
         }
         if let Some(v) = &self.backbone {
-            config.model.backbone = v.clone();
+            config.model.backbone = *v;
         }
         if let Some(v) = self.method {
             config.model.method = v;

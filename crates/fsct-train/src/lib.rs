@@ -1,12 +1,22 @@
 //! The training side of fsct: everything behind the `fsct-train` binary, as a library so that
 //! tests (and researchers) can drive it.
 //!
-//! - [`config`]: the TOML experiment file (serde, unknown keys rejected, reference defaults).
-//! - [`train`]: episodic training, validation each epoch, best/last checkpoints, resume, test.
+//! - [`config`]: the TOML experiment file (serde, unknown keys rejected, reference defaults), its
+//!   sections and its validation.
+//! - [`cli`]: the subcommands' flags (the subcommands themselves are the binary's, in
+//!   `src/commands/`).
+//! - [`train`]: the experiment ([`train::run_experiment`]): output folder, resume check, dataset,
+//!   the trainer's epochs, the final test.
+//! - [`trainer`]: [`trainer::Trainer`], which owns the model, optimizer, trainer state and output
+//!   files of a run, and its epoch (training, validation, best/last checkpoints, metrics).
+//! - [`evaluate`]: accuracy ± 95% CI over validation or test episodes; the progress bars.
+//! - [`outputs`]: the output folder's files besides checkpoints (`metrics.jsonl`,
+//!   `results.txt`) and the results line both `train` and `test` write.
 //! - [`step`]: one training step (what the trainer and the memory bench run), the optimizer.
 //! - [`precision`]: mixed precision (f32 master weights, half compute, dynamic loss scaling).
 //! - [`checkpoint`]: atomic, self-describing, checksummed checkpoint files.
-//! - [`weights`]: model weights to and from checkpoint bytes, every parameter's shape checked.
+//! - [`weights`]: model weights (every parameter's shape checked) and optimizer state to and from
+//!   checkpoint bytes.
 //! - [`run_dir`]: claiming the output folder (writable, locked, no other run's files replaced).
 //! - [`resume`]: the resume policy (which config fields may change when a run resumes).
 //! - [`error`]: exit codes (2 bad input, 1 a failed run) and one-cause error messages.
@@ -21,12 +31,15 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod evaluate;
 pub mod hugepages;
 pub mod model;
+pub mod outputs;
 pub mod precision;
 pub mod resume;
 pub mod run_dir;
 pub mod stats;
 pub mod step;
 pub mod train;
+pub mod trainer;
 pub mod weights;

@@ -24,9 +24,7 @@ pub fn build_model<B: Backend>(
     config: &Config,
     device: &B::Device,
 ) -> Result<AnyModel<B>, ModelError> {
-    let name = config
-        .backbone()
-        .map_err(|e| ModelError::Config { field: "model.backbone", why: e.to_string() })?;
+    let name = config.backbone();
     let backbone = name.init_with::<B>(config.model.train_backbone, device);
     let side = config.image_size();
     let [c, h, w] = backbone.feature_shape([3, side, side]);
@@ -58,12 +56,11 @@ pub fn build_model<B: Backend>(
         fsct.validate()?;
         AnyModel::Fsct(fsct.init(backbone, device))
     })
-    .map(|model| {
+    .inspect(|model| {
         // Burn draws a parameter's initial values lazily, at its first use, and a clone made
         // before that draws its own. The mixed-precision half copy is such a clone: without this,
         // the first half step would run on other weights than the f32 master's.
         model.visit(&mut Materialise);
-        model
     })
 }
 

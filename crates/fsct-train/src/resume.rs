@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn image_sizes_compare_as_resolved() {
         let mut saved = Config::default();
-        saved.model.backbone = "Conv4".into();
+        saved.model.backbone = "Conv4".parse().unwrap();
         let mut now = saved.clone();
         now.data.image_size = Some(84); // Conv4's default, written out
         assert!(compare(&now, &saved).1.is_empty());

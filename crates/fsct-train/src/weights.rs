@@ -6,16 +6,23 @@
 //! `layer_norm` over the wrong width). [`load_model_bytes`] is the one door through which saved
 //! weights enter a model in fsct-train (`test`, `--resume`, the best model before the final test):
 //! it compares the shapes of every parameter and fails with an [`InputError`] naming each
-//! mismatching parameter, both shapes and the likely setting.
+//! mismatching parameter, both shapes and the likely setting. The optimizer's state travels
+//! through here too ([`optimizer_bytes`], [`load_optimizer_bytes`]).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use burn::optim::Optimizer;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
 use burn_store::ModuleSnapshot;
+use fsct_transformer::import::quietly;
 
+use crate::checkpoint::Checkpoint;
 use crate::error::InputError;
+use crate::step::Optim;
 
 /// The recorder of model and optimizer records inside checkpoints.
 pub type ModelRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
@@ -57,11 +64,10 @@ pub fn load_model_bytes<B: Backend, M: Module<B>>(
     // Decoding builds tensors through asserting constructors (`Tensor::from_data` checks rank
     // and byte count): a crafted record that passed the checksums must still end as an error,
     // with the panic's message kept off the user's screen.
-    let record =
-        fsct_transformer::import::quietly(|| ModelRecorder::default().load(bytes.to_vec(), device))
-            .map_err(&unfit)?
-            .map_err(|err| unfit(err.to_string()))?;
-    let loaded = fsct_transformer::import::quietly(|| model.load_record(record)).map_err(&unfit)?;
+    let record = quietly(|| ModelRecorder::default().load(bytes.to_vec(), device))
+        .map_err(&unfit)?
+        .map_err(|err| unfit(err.to_string()))?;
+    let loaded = quietly(|| model.load_record(record)).map_err(&unfit)?;
     let found = param_shapes::<B, M>(&loaded);
     let mismatches = shape_mismatches(&expected, &found);
     if !mismatches.is_empty() {
@@ -74,6 +80,53 @@ pub fn load_model_bytes<B: Backend, M: Module<B>>(
         .into());
     }
     Ok(loaded)
+}
+
+/// How messages name the checkpoint file at `path`.
+pub fn checkpoint_source(path: &Path) -> String {
+    format!("checkpoint `{}`", path.display())
+}
+
+/// Loads the weights of `ckpt`, read from `path`, into `model`: [`load_model_bytes`] with the
+/// file named in messages.
+///
+/// # Errors
+/// As [`load_model_bytes`].
+pub fn load_checkpoint_model<B: Backend, M: Module<B>>(
+    model: M,
+    ckpt: &Checkpoint,
+    path: &Path,
+    device: &B::Device,
+) -> Result<M> {
+    load_model_bytes(model, &ckpt.model, &checkpoint_source(path), device)
+}
+
+/// Serialises the optimizer's state into checkpoint bytes.
+pub fn optimizer_bytes<B: AutodiffBackend>(optim: &Optim<B>) -> Result<Vec<u8>> {
+    ModelRecorder::default().record(optim.to_record(), ()).context("serialising the optimizer")
+}
+
+/// Loads checkpoint bytes into the optimizer's state. `source` names the checkpoint in messages.
+///
+/// # Errors
+/// An [`InputError`] (exit code 2) when the bytes do not decode or do not fit the model's
+/// parameters.
+pub fn load_optimizer_bytes<B: AutodiffBackend>(
+    optim: Optim<B>,
+    bytes: Vec<u8>,
+    source: &str,
+    device: &B::Device,
+) -> Result<Optim<B>> {
+    let record = quietly(|| ModelRecorder::default().load(bytes, device))
+        .map_err(|why| {
+            InputError::new(format!("{source}: its optimizer state cannot be read ({why})"))
+        })?
+        .map_err(|err| {
+            InputError::new(format!("{source}: its optimizer state cannot be read ({err})"))
+        })?;
+    Ok(quietly(move || optim.load_record(record)).map_err(|why| {
+        InputError::new(format!("{source}: its optimizer state does not fit the model ({why})"))
+    })?)
 }
 
 /// One line per parameter that is missing, extra or shaped differently (at most 8, then a count).

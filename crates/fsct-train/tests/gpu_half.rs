@@ -73,7 +73,7 @@ fn serial() -> MutexGuard<'static, ()> {
 /// As `tests/gpu.rs`: 3-way 2-shot 2-query, a narrow transformer.
 fn small(backbone: &str, side: usize) -> Config {
     let mut c = Config::default();
-    c.model.backbone = backbone.to_string();
+    c.model.backbone = backbone.parse().unwrap();
     c.model.train_backbone = true;
     (c.model.heads, c.model.dim_head, c.model.mlp_dim) = (2, 16, 32);
     (c.episodes.n_way, c.episodes.k_shot, c.episodes.n_query) = (3, 2, 2);

@@ -62,8 +62,14 @@ fn config_errors_name_the_file_the_field_and_the_fix() {
         |text: &str| Config::parse(text, path).unwrap().validate(path).unwrap_err().to_string();
     let err = check("[episodes]\nn_way = 1\n");
     assert!(err.contains("episodes.n_way") && err.contains("at least 2"), "{err}");
-    let err = check("[model]\nbackbone = \"ResNet50\"\n");
-    assert!(err.contains("model.backbone") && err.contains("ResNet34"), "{err}");
+    // An unknown backbone fails as the file is read (the field is typed), with the line.
+    let err = Config::parse("[model]\nbackbone = \"ResNet50\"\n", path).unwrap_err().to_string();
+    assert!(
+        err.contains("configs/broken.toml")
+            && err.contains("model.backbone")
+            && err.contains("ResNet34"),
+        "{err}"
+    );
     let err = check("[data]\nkind = \"json\"\n");
     assert!(err.contains("data.root"), "{err}");
     let err = check("[optim]\nlearning_rate = -1.0\n");
@@ -100,7 +106,8 @@ fn every_shipped_config_parses_and_validates() {
 fn each_memory_switch_trains_a_step() {
     let _guard = serial();
     let dir = tempfile::tempdir().unwrap();
-    let variants: [(&str, fn(&mut Config)); 4] = [
+    type Variant = (&'static str, fn(&mut Config));
+    let variants: [Variant; 4] = [
         ("f32", |_| {}),
         ("mixed-f16", |c| c.memory.precision = Precision::MixedF16),
         ("vic", |c| c.model.use_vic = true),

@@ -1,0 +1,24 @@
+//! The binary's subcommands, one file each, over the library's shared pieces (the
+//! [`Trainer`](fsct_train::trainer::Trainer), [`evaluate`](fsct_train::evaluate), checkpoint
+//! weights in [`weights`](fsct_train::weights), the results line in
+//! [`outputs`](fsct_train::outputs)):
+//!
+//! - [`train`]: the default; picks the backend and runs the experiment;
+//! - [`test`]: tests a checkpoint on the test split;
+//! - [`import`]: converts a reference PyTorch checkpoint into an fsct one.
+
+use anyhow::Result;
+use fsct_train::cli::{Cli, Command};
+
+pub mod import;
+pub mod test;
+pub mod train;
+
+/// Runs the command line's subcommand (`train` when none is named).
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command.unwrap_or(Command::Train(cli.train)) {
+        Command::Train(args) => train::train(&args).map(|_| ()),
+        Command::Test(args) => test::test(&args),
+        Command::ImportPytorch(args) => import::import(&args),
+    }
+}

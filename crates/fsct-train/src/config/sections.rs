@@ -1,0 +1,320 @@
+//! The sections of the config file (`[data]`, `[episodes]`, `[model]`, `[optim]`, `[memory]`,
+//! `[run]`; `[vic]` is fsct-vic's [`VicConfig`](fsct_vic::VicConfig)) with their reference defaults.
+
+use std::path::PathBuf;
+
+use fsct_backbone::BackboneName;
+use serde::{Deserialize, Serialize};
+
+/// The kind of dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetKind {
+    /// Procedural glyphs made in code (no files): the quickstart's data.
+    Synthetic,
+    /// The reference's split files `base.json`, `val.json`, `novel.json` in `root`.
+    Json,
+    /// Image folders `root/{train,val,test}/<class>/<image>`.
+    Folder,
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `synthetic` (default), `json` or `folder`.
+    pub kind: DatasetKind,
+    /// The dataset's folder (json: holds the split files; folder: holds train/val/test).
+    pub root: Option<PathBuf>,
+    /// The reference dataset name (miniImagenet, CUB, CIFAR, Omniglot, …): decides the default
+    /// image size (spec §3.2) and the results-file setting name.
+    pub name: String,
+    /// Base (training) split file name for `json`, default `base.json`.
+    pub base_split: String,
+    /// Validation split file name for `json`, default `val.json`.
+    pub val_split: String,
+    /// Test split file name for `json`, default `novel.json` (the reference's `--split novel`).
+    pub test_split: String,
+    /// Image side in pixels; default per backbone and dataset as the reference (84 Conv, 224
+    /// ResNet; CIFAR 64/112).
+    pub image_size: Option<usize>,
+    /// Training augmentation (random resized crop, flip, colour jitter); the reference's `--train_aug`.
+    pub train_aug: bool,
+    /// Use the reference's 2022 evaluation transform (extra 1.15× square resize), which produced
+    /// the published numbers.
+    pub eval_reference_2022: bool,
+    /// Loader worker threads.
+    pub threads: usize,
+    /// Episodes decoded ahead of training.
+    pub prefetch: usize,
+    /// Keep decoded, resized images in memory (for datasets that fit).
+    pub cache: bool,
+    /// Synthetic dataset: number of classes (split 64/16/20 %).
+    pub synthetic_classes: usize,
+    /// Synthetic dataset: images per class.
+    pub synthetic_images_per_class: usize,
+    /// Synthetic dataset: side at which glyphs are drawn before the transforms.
+    pub synthetic_native_size: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            kind: DatasetKind::Synthetic,
+            root: None,
+            name: "synthetic".into(),
+            base_split: "base.json".into(),
+            val_split: "val.json".into(),
+            test_split: "novel.json".into(),
+            image_size: None,
+            train_aug: false,
+            eval_reference_2022: false,
+            threads: 2,
+            prefetch: 4,
+            cache: false,
+            synthetic_classes: 100,
+            synthetic_images_per_class: 60,
+            synthetic_native_size: 32,
+        }
+    }
+}
+
+/// `[episodes]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EpisodesConfig {
+    /// Classes per episode (N), the reference's `--n_way`.
+    pub n_way: usize,
+    /// Support images per class (K), `--k_shot`.
+    pub k_shot: usize,
+    /// Query images per class (M), `--n_query`.
+    pub n_query: usize,
+    /// Training episodes per epoch, `--n_episode` (the reference validates on as many).
+    pub train_episodes: usize,
+    /// Validation episodes per epoch; default: as many as training episodes, like the reference.
+    pub val_episodes: Option<usize>,
+    /// Test episodes, `--test_iter`.
+    pub test_episodes: usize,
+}
+
+impl Default for EpisodesConfig {
+    fn default() -> Self {
+        Self {
+            n_way: 5,
+            k_shot: 5,
+            n_query: 16,
+            train_episodes: 200,
+            val_episodes: None,
+            test_episodes: 600,
+        }
+    }
+}
+
+impl EpisodesConfig {
+    /// Validation episodes per epoch.
+    pub fn val_episodes(&self) -> usize {
+        self.val_episodes.unwrap_or(self.train_episodes)
+    }
+}
+
+/// The few-shot method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    /// FS-CT with cosine attention (the paper's).
+    #[serde(rename = "FSCT_cosine")]
+    FsctCosine,
+    /// FS-CT with softmax attention.
+    #[serde(rename = "FSCT_softmax")]
+    FsctSoftmax,
+    /// CTX with cosine attention.
+    #[serde(rename = "CTX_cosine")]
+    CtxCosine,
+    /// CTX with softmax attention.
+    #[serde(rename = "CTX_softmax")]
+    CtxSoftmax,
+}
+
+impl Method {
+    /// The reference's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FsctCosine => "FSCT_cosine",
+            Self::FsctSoftmax => "FSCT_softmax",
+            Self::CtxCosine => "CTX_cosine",
+            Self::CtxSoftmax => "CTX_softmax",
+        }
+    }
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// `FSCT_cosine` (default), `FSCT_softmax`, `CTX_cosine` or `CTX_softmax`.
+    pub method: Method,
+    /// Conv4, Conv6, Conv4NP, Conv6NP, Conv4S, Conv6S, Conv4SNP, Conv6SNP, ResNet12, ResNet18,
+    /// ResNet34. The reference's default is ResNet18. Written as the reference's name (see
+    /// [`backbone_name`]); whether a ResNet is FETI is `feti`'s to say (see [`Config::backbone`](super::Config::backbone)).
+    #[serde(with = "backbone_name")]
+    pub backbone: BackboneName,
+    /// ResNets: the trained "FETI" layout instead of the frozen torchvision one (`--FETI`).
+    pub feti: bool,
+    /// Encoder blocks.
+    pub depth: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Width per head.
+    pub dim_head: usize,
+    /// FFN hidden width.
+    pub mlp_dim: usize,
+    /// Train a torchvision-layout ResNet (ResNet18/34 without `feti`) end to end, as the fork's
+    /// memory guide does. The reference (default `false`) freezes it with BatchNorm on batch
+    /// statistics — meaningful only with ImageNet weights, which fsct cannot download.
+    pub train_backbone: bool,
+    /// Add VIC regularization (section `[vic]`) to the loss.
+    pub use_vic: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::FsctCosine,
+            backbone: BackboneName::ResNet { depth: 18, feti: false },
+            feti: false,
+            depth: 1,
+            heads: 8,
+            dim_head: 64,
+            mlp_dim: 512,
+            train_backbone: false,
+            use_vic: false,
+        }
+    }
+}
+
+/// `[optim]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Only `adamw` (the reference's default) is implemented.
+    pub optimizer: String,
+    /// Constant learning rate (the reference has no schedule).
+    pub learning_rate: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Epochs, `--num_epoch`.
+    pub epochs: usize,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self { optimizer: "adamw".into(), learning_rate: 1e-3, weight_decay: 1e-5, epochs: 50 }
+    }
+}
+
+/// Numeric precision of training (`memory.precision`): the policy type of `fsct-precision`,
+/// whose methods say what each value means (dtypes, layers kept in f32, loss scaling).
+pub use fsct_precision::Precision;
+
+/// `[memory]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Train on `Autodiff<B, BalancedCheckpointing>`: memory-bound activations are recomputed in
+    /// the backward pass instead of kept.
+    pub gradient_checkpoint: bool,
+    /// `f32` (default), `mixed-f16` or `mixed-bf16` (f32 master weights, half compute), or
+    /// `f16` / `bf16` (pure half on the backend type; GPU only, bf16 on CUDA only).
+    pub precision: Precision,
+    /// Release the backend's cached memory every this many steps (0 = never) and between train,
+    /// validation and test.
+    pub cleanup_every: usize,
+    /// Initial dynamic loss scale for mixed precision.
+    pub loss_scale: f64,
+    /// Good steps before the loss scale doubles.
+    pub loss_scale_growth_interval: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            gradient_checkpoint: false,
+            precision: Precision::F32,
+            cleanup_every: 10,
+            loss_scale: 65536.0,
+            loss_scale_growth_interval: 200,
+        }
+    }
+}
+
+/// The compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// Burn's Flex CPU backend.
+    Cpu,
+    /// CUDA (needs a build with `--features cuda` and an NVIDIA GPU).
+    Cuda,
+    /// Vulkan through wgpu (needs a build with `--features vulkan` and a Vulkan driver): AMD,
+    /// Intel and NVIDIA GPUs, Apple GPUs through MoltenVK, or Mesa's software device.
+    Vulkan,
+}
+
+impl DeviceKind {
+    /// The value as written in a config (`run.device`) or on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Vulkan => "vulkan",
+        }
+    }
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Output folder: checkpoints, metrics, results.
+    pub output: PathBuf,
+    /// Seed of the model initialisation and of every episode.
+    pub seed: u64,
+    /// `cpu` (default), `cuda` or `vulkan`.
+    pub device: DeviceKind,
+    /// Continue from `output/last.ckpt` if it exists.
+    pub resume: bool,
+    /// Replace a run already in `output` (the `--overwrite` flag only; never read from or
+    /// written to a file).
+    #[serde(skip)]
+    pub overwrite: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            output: PathBuf::from("runs/experiment"),
+            seed: 4040,
+            device: DeviceKind::Cpu,
+            resume: false,
+            overwrite: false,
+        }
+    }
+}
+
+/// `model.backbone` as text, in config files and checkpoint headers: the reference's name
+/// ([`BackboneName::reference_name`]), exactly what configs and checkpoints held when the field
+/// was a string. An unknown name fails while the file is read, naming the field and the choices.
+mod backbone_name {
+    use fsct_backbone::{BackboneError, BackboneName};
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(name: &BackboneName, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(&name.reference_name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<BackboneName, D::Error> {
+        let text = String::deserialize(input)?;
+        text.parse()
+            .map_err(|err: BackboneError| D::Error::custom(format!("`model.backbone` {err}")))
+    }
+}

@@ -1,0 +1,176 @@
+//! [`Config::validate`]: every value that would otherwise fail later, checked up front with the
+//! field and the fix.
+
+use std::path::Path;
+
+use super::{Config, ConfigError, DatasetKind, DeviceKind, Precision};
+
+impl Config {
+    /// Checks every value that would otherwise fail later, with the field and the fix.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &str, why: String| ConfigError::Invalid {
+            path: path.into(),
+            field: field.into(),
+            why,
+        };
+        let e = &self.episodes;
+        if e.n_way < 2 {
+            return Err(invalid(
+                "episodes.n_way",
+                format!("is {}; use at least 2 classes per episode", e.n_way),
+            ));
+        }
+        for (field, value) in [
+            ("episodes.k_shot", e.k_shot),
+            ("episodes.n_query", e.n_query),
+            ("episodes.train_episodes", e.train_episodes),
+            ("episodes.test_episodes", e.test_episodes),
+            ("episodes.val_episodes", e.val_episodes()),
+            ("optim.epochs", self.optim.epochs),
+            ("model.depth", self.model.depth),
+            ("model.heads", self.model.heads),
+            ("model.dim_head", self.model.dim_head),
+            ("model.mlp_dim", self.model.mlp_dim),
+            ("data.threads", self.data.threads),
+            ("data.prefetch", self.data.prefetch),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "is 0; it must be at least 1".into()));
+            }
+        }
+        // Upper bounds: far beyond any few-shot setting, low enough that sizes and counts
+        // neither overflow nor ask for more memory than any machine has.
+        for (field, value, max) in [
+            ("episodes.n_way", e.n_way, 1000),
+            ("episodes.k_shot", e.k_shot, 1000),
+            ("episodes.n_query", e.n_query, 1000),
+            ("episodes.train_episodes", e.train_episodes, 10_000_000),
+            ("episodes.val_episodes", e.val_episodes(), 10_000_000),
+            ("episodes.test_episodes", e.test_episodes, 10_000_000),
+            ("optim.epochs", self.optim.epochs, 1_000_000),
+            ("model.depth", self.model.depth, 64),
+            ("model.heads", self.model.heads, 256),
+            ("model.dim_head", self.model.dim_head, 4096),
+            ("model.mlp_dim", self.model.mlp_dim, 65_536),
+            ("data.threads", self.data.threads, 1024),
+            ("data.prefetch", self.data.prefetch, 1024),
+            ("data.image_size", self.data.image_size.unwrap_or(8), 2048),
+            ("data.synthetic_classes", self.data.synthetic_classes, 100_000),
+            ("data.synthetic_images_per_class", self.data.synthetic_images_per_class, 100_000),
+            ("data.synthetic_native_size", self.data.synthetic_native_size, 1024),
+        ] {
+            if value > max {
+                return Err(invalid(field, format!("is {value}; it must be at most {max}")));
+            }
+        }
+        if self.data.synthetic_native_size < 8 {
+            return Err(invalid(
+                "data.synthetic_native_size",
+                format!("is {}; use at least 8 pixels", self.data.synthetic_native_size),
+            ));
+        }
+        let episode_bytes =
+            (e.n_way * (e.k_shot + e.n_query)) as u128 * 3 * (self.image_size() as u128).pow(2) * 4;
+        if episode_bytes > 16 << 30 {
+            return Err(invalid(
+                "episodes",
+                format!(
+                    "n_way × (k_shot + n_query) images of {0}×{0} px make an episode of {1} GiB; lower n_way, k_shot, \
+                     n_query or data.image_size",
+                    self.image_size(),
+                    episode_bytes >> 30
+                ),
+            ));
+        }
+        // `model.backbone` needs no check here: an unknown name fails while the file is parsed.
+        if !self.optim.optimizer.eq_ignore_ascii_case("adamw") {
+            return Err(invalid(
+                "optim.optimizer",
+                format!(
+                    "is `{}`; only `adamw` (the reference's default) is implemented",
+                    self.optim.optimizer
+                ),
+            ));
+        }
+        if !(self.optim.learning_rate > 0.0 && self.optim.learning_rate.is_finite()) {
+            return Err(invalid(
+                "optim.learning_rate",
+                format!("is {}; use a positive number such as 1e-3", self.optim.learning_rate),
+            ));
+        }
+        if !(self.optim.weight_decay >= 0.0 && self.optim.weight_decay.is_finite()) {
+            return Err(invalid(
+                "optim.weight_decay",
+                format!("is {}; use 0 or a positive number such as 1e-5", self.optim.weight_decay),
+            ));
+        }
+        if self.memory.precision.is_pure_half() && self.run.device == DeviceKind::Cpu {
+            return Err(invalid(
+                "memory.precision",
+                "is a pure half precision, which needs a GPU, run.device = \"cuda\" or \"vulkan\" (the CPU \
+                 backend computes in f32): use \"mixed-f16\" on the CPU"
+                    .into(),
+            ));
+        }
+        if self.run.device == DeviceKind::Vulkan
+            && self.memory.precision.compute_dtype() == burn::tensor::FloatDType::BF16
+        {
+            return Err(invalid(
+                "memory.precision",
+                format!(
+                    "is \"{}\", but Vulkan has no bf16 arithmetic: use \"{}\" on run.device = \"vulkan\" (bf16 needs \
+                     run.device = \"cuda\")",
+                    if self.memory.precision == Precision::Bf16 { "bf16" } else { "mixed-bf16" },
+                    if self.memory.precision == Precision::Bf16 { "f16" } else { "mixed-f16" },
+                ),
+            ));
+        }
+        if !(self.memory.loss_scale >= 1.0 && self.memory.loss_scale <= 16_777_216.0) {
+            return Err(invalid(
+                "memory.loss_scale",
+                format!(
+                    "is {}; use a power of two from 1 to 2^24 such as 65536",
+                    self.memory.loss_scale
+                ),
+            ));
+        }
+        if self.memory.loss_scale_growth_interval == 0 {
+            return Err(invalid(
+                "memory.loss_scale_growth_interval",
+                "is 0; use a number of steps such as 200".into(),
+            ));
+        }
+        let size = self.image_size();
+        if size < 8 {
+            return Err(invalid("data.image_size", format!("is {size}; use at least 8 pixels")));
+        }
+        if self.data.kind != DatasetKind::Synthetic && self.data.root.is_none() {
+            return Err(invalid(
+                "data.root",
+                "is missing; set it to the dataset's folder (or use kind = \"synthetic\")".into(),
+            ));
+        }
+        if self.data.kind == DatasetKind::Synthetic {
+            let needed = e.k_shot + e.n_query;
+            if self.data.synthetic_images_per_class < needed {
+                return Err(invalid(
+                    "data.synthetic_images_per_class",
+                    format!(
+                        "is {}; each class needs k_shot + n_query = {needed} images",
+                        self.data.synthetic_images_per_class
+                    ),
+                ));
+            }
+            if self.data.synthetic_classes < 10 {
+                return Err(invalid(
+                    "data.synthetic_classes",
+                    "must be at least 10 (split 64/16/20 %)".into(),
+                ));
+            }
+        }
+        if self.model.use_vic {
+            self.vic.validate().map_err(|err| invalid("vic", err.to_string()))?;
+        }
+        Ok(())
+    }
+}

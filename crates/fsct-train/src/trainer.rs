@@ -1,0 +1,287 @@
+//! [`Trainer`]: the model, its optimizer, the trainer state and the output files of one run, and
+//! the epoch it repeats (spec §3.5): training episodes, validation, the best and last
+//! checkpoints, one line of metrics.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use fsct_episodes::Dataset;
+use fsct_transformer::FewShotModel;
+
+use crate::checkpoint::{Checkpoint, TrainerState};
+use crate::config::Config;
+use crate::data::{loader, Stream};
+use crate::error::Diverged;
+use crate::evaluate::{evaluate, progress_bar, Evaluation};
+use crate::model::{build_model, AnyModel};
+use crate::outputs::{append_line, keep_metrics_before, peak_rss_mib, EpochMetrics, Outputs};
+use crate::step::{new_optimizer, new_trainer_state, train_step, Optim, StepOutcome};
+use crate::weights::{
+    checkpoint_source, load_checkpoint_model, load_optimizer_bytes, model_bytes, optimizer_bytes,
+};
+
+/// The means over one epoch's training steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochStats {
+    /// Mean loss.
+    pub loss: f64,
+    /// Mean query accuracy in [0, 1].
+    pub accuracy: f64,
+    /// Mean seconds per step (loading the episode excluded).
+    pub step_seconds: f64,
+}
+
+/// What one epoch did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochReport {
+    /// Training.
+    pub train: EpochStats,
+    /// Validation.
+    pub val: Evaluation,
+    /// Whether validation beat the best so far (`best.ckpt` was written).
+    pub improved: bool,
+}
+
+/// One run's model, optimizer, trainer state and output files. `B` is `Autodiff<…>`, with or
+/// without checkpointing.
+pub struct Trainer<B: AutodiffBackend> {
+    config: Config,
+    device: B::Device,
+    /// Always present between steps: a step takes the model by value (Burn's optimizer does)
+    /// and puts the updated one back; only a step that failed leaves it empty.
+    model: Option<AnyModel<B>>,
+    optim: Optim<B>,
+    state: TrainerState,
+    outputs: Outputs,
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    /// A run that has not taken a step: seeds the backend with `run.seed`, builds the model
+    /// (checked against the configured episode shape), the optimizer and a fresh state.
+    ///
+    /// # Errors
+    /// A model the config cannot build, or an episode shape it cannot take.
+    pub fn new(config: &Config, outputs: Outputs, device: &B::Device) -> Result<Self> {
+        B::seed(device, config.run.seed);
+        let model = build_model::<B>(config, device)?;
+        let side = config.image_size();
+        let e = &config.episodes;
+        model.check_episode([e.n_way, e.k_shot + e.n_query, 3, side, side])?;
+        tracing::info!(params = model.num_params(), method = config.model.method.name(), backbone = %config.model.backbone.reference_name(), "model built");
+        Ok(Self {
+            config: config.clone(),
+            device: device.clone(),
+            model: Some(model),
+            optim: new_optimizer::<B>(config),
+            state: new_trainer_state(config),
+            outputs,
+        })
+    }
+
+    /// Continues from `ckpt`, read from `path` (the resume policy already checked): its weights,
+    /// optimizer state and trainer state; `metrics.jsonl` loses the lines of epochs it had not
+    /// completed.
+    ///
+    /// # Errors
+    /// Weights or optimizer state that do not fit the model (exit code 2).
+    pub fn resume_from(&mut self, ckpt: Checkpoint, path: &Path) -> Result<()> {
+        let model = self.take_model();
+        self.model = Some(load_checkpoint_model(model, &ckpt, path, &self.device)?);
+        let optim = std::mem::replace(&mut self.optim, new_optimizer::<B>(&self.config));
+        self.optim =
+            load_optimizer_bytes(optim, ckpt.optimizer, &checkpoint_source(path), &self.device)?;
+        self.state = ckpt.header.state;
+        keep_metrics_before(&self.outputs.metrics, self.state.epochs_done)?;
+        tracing::info!(
+            epochs_done = self.state.epochs_done,
+            best = self.state.best_val_acc,
+            "resumed from {}",
+            path.display()
+        );
+        Ok(())
+    }
+
+    /// The trainer state (epochs done, best validation accuracy, steps, VIC, loss scaler).
+    pub fn state(&self) -> &TrainerState {
+        &self.state
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &AnyModel<B> {
+        self.model.as_ref().expect("a failed step left the trainer without its model")
+    }
+
+    /// One epoch (0-based `epoch`): training on `base`, validation on `val`, then `best.ckpt`
+    /// when validation improved, `last.ckpt`, a line of `metrics.jsonl` and one on stdout.
+    ///
+    /// # Errors
+    /// [`Diverged`] (exit code 1) when the loss becomes non-finite or mixed precision's loss
+    /// scale is stuck at its floor; an episode that cannot be loaded; a file that cannot be
+    /// written.
+    pub fn run_epoch(
+        &mut self,
+        base: &Arc<Dataset>,
+        val: &Arc<Dataset>,
+        epoch: usize,
+    ) -> Result<EpochReport> {
+        let train = self.train_epoch(base, epoch)?;
+        B::memory_cleanup(&self.device);
+        let val =
+            evaluate(&self.config, &self.model().valid(), val, Stream::Val, epoch, &self.device)?;
+        B::memory_cleanup(&self.device);
+        let improved = val.accuracy > self.state.best_val_acc;
+        tracing::info!(
+            epoch,
+            train_loss = train.loss,
+            train_acc = train.accuracy,
+            val_acc = val.accuracy,
+            val_ci = val.ci95,
+            improved,
+            "epoch done"
+        );
+        self.state.epochs_done = epoch + 1;
+        if improved {
+            self.state.best_val_acc = val.accuracy;
+            self.state.best_epoch = Some(epoch);
+        }
+        let report = EpochReport { train, val, improved };
+        self.save_checkpoints(improved)?;
+        self.record(epoch, &report)?;
+        Ok(report)
+    }
+
+    /// The model to test: the best checkpoint's when one was written (the reference's default,
+    /// `--save_iter -1`), else the current one.
+    ///
+    /// # Errors
+    /// A best checkpoint that cannot be read or does not fit.
+    pub fn model_to_test(&self) -> Result<AnyModel<B::InnerBackend>> {
+        if !self.outputs.best.exists() {
+            return Ok(self.model().valid());
+        }
+        let ckpt = Checkpoint::load(&self.outputs.best)?;
+        let model = build_model::<B::InnerBackend>(&self.config, &self.device)?;
+        load_checkpoint_model(model, &ckpt, &self.outputs.best, &self.device)
+    }
+
+    /// The training steps of one epoch, stopping with [`Diverged`] as described in
+    /// [`Self::run_epoch`].
+    fn train_epoch(&mut self, base: &Arc<Dataset>, epoch: usize) -> Result<EpochStats> {
+        let n = self.config.episodes.train_episodes as u64;
+        let range = epoch as u64 * n..(epoch as u64 + 1) * n;
+        let episodes = loader(&self.config, base, Stream::Train, range)?;
+        let bar = progress_bar(n, &format!("epoch {}/{}", epoch + 1, self.config.optim.epochs));
+        let (mut loss_sum, mut acc_sum, mut time_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
+        for episode in episodes {
+            let episode = episode.context("loading a training episode")?;
+            let started = Instant::now();
+            let outcome = self.step(episode.to_tensor::<B>(&self.device))?;
+            self.check_divergence(&outcome, epoch, count + 1)?;
+            time_sum += started.elapsed().as_secs_f64();
+            loss_sum += outcome.loss;
+            acc_sum += outcome.accuracy;
+            count += 1;
+            bar.set_message(format!(
+                "loss {:.4} acc {:.1}%",
+                loss_sum / count as f64,
+                100.0 * acc_sum / count as f64
+            ));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let c = count.max(1) as f64;
+        Ok(EpochStats { loss: loss_sum / c, accuracy: acc_sum / c, step_seconds: time_sum / c })
+    }
+
+    /// One training step on episode `x`.
+    fn step(&mut self, x: Tensor<B, 5>) -> Result<StepOutcome> {
+        let model = self.take_model();
+        let (model, outcome) =
+            train_step(&self.config, model, &mut self.optim, &mut self.state, x, &self.device)?;
+        self.model = Some(model);
+        Ok(outcome)
+    }
+
+    fn take_model(&mut self) -> AnyModel<B> {
+        self.model.take().expect("a failed step left the trainer without its model")
+    }
+
+    /// Stops the run when the loss is non-finite without a loss scaler (the scaler skips such
+    /// steps itself), or when the scaler is stuck at its floor.
+    fn check_divergence(&self, outcome: &StepOutcome, epoch: usize, step: usize) -> Result<()> {
+        let loss = outcome.loss;
+        if !loss.is_finite() && self.state.scaler.is_none() {
+            return Err(Diverged(format!(
+                "the training diverged: the loss became {loss} at epoch {}, step {step}; lower \
+                 optim.learning_rate (no result was written)",
+                epoch + 1,
+            ))
+            .into());
+        }
+        if let Some(scaler) = self.state.scaler.as_ref().filter(|s| s.diverged()) {
+            return Err(Diverged(format!(
+                "the training diverged: at epoch {}, step {step}, the gradients have overflowed half precision {} steps \
+                 in a row with the loss scale at its floor ({}), so no update can be made ({} steps skipped in all); \
+                 lower optim.learning_rate, or use memory.precision = \"mixed-bf16\" or \"f32\" (no result was written)",
+                epoch + 1,
+                scaler.skips_at_floor,
+                scaler.scale,
+                scaler.skipped
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// `best.ckpt` (weights only) when validation improved, and `last.ckpt` (weights and
+    /// optimizer state, the resume point).
+    fn save_checkpoints(&self, improved: bool) -> Result<()> {
+        let model = model_bytes(self.model())?;
+        if improved {
+            Checkpoint::new(&self.config, &self.state, model.clone(), Vec::new())
+                .save(&self.outputs.best)?;
+        }
+        let optimizer = optimizer_bytes(&self.optim)?;
+        Checkpoint::new(&self.config, &self.state, model, optimizer).save(&self.outputs.last)?;
+        Ok(())
+    }
+
+    /// The epoch's line of `metrics.jsonl` and of stdout.
+    fn record(&self, epoch: usize, report: &EpochReport) -> Result<()> {
+        let EpochReport { train, val, improved } = *report;
+        let vic = self.state.vic.as_ref();
+        let scaler = self.state.scaler.as_ref();
+        let line = EpochMetrics {
+            epoch,
+            train_loss: train.loss,
+            train_acc: train.accuracy,
+            val_acc: val.accuracy,
+            val_ci95: val.ci95,
+            vic_variance: vic.map(|v| v.ema_variance),
+            vic_invariance: vic.map(|v| v.ema_invariance),
+            vic_covariance: vic.map(|v| v.ema_covariance),
+            vic_lambdas: vic.map(|v| v.lambdas()),
+            step_seconds: train.step_seconds,
+            loss_scale: scaler.map(|s| s.scale),
+            skipped_steps: scaler.map_or(0, |s| s.skipped),
+            peak_rss_mib: peak_rss_mib(),
+        };
+        append_line(&self.outputs.metrics, &serde_json::to_string(&line)?)?;
+        println!(
+            "epoch {:>3}/{}: train loss {:.4} acc {:.2}% | val acc {:.2}% ± {:.2}%{}",
+            epoch + 1,
+            self.config.optim.epochs,
+            train.loss,
+            train.accuracy * 100.0,
+            val.accuracy,
+            val.ci95,
+            if improved { "  (best)" } else { "" }
+        );
+        Ok(())
+    }
+}
