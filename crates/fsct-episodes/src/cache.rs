@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use image::RgbImage;
 
+use crate::dataset::Dataset;
 use crate::error::EpisodeError;
-use crate::split::Dataset;
 
 pub(crate) struct ImageCache {
     /// First slot of each class.
@@ -99,8 +99,8 @@ mod tests {
     fn registry_shares_per_dataset_and_size_and_forgets_dropped_datasets() {
         let config =
             SyntheticConfig { classes: 5, images_per_class: 4, ..SyntheticConfig::default() };
-        let a = Arc::new(synthetic_splits(&config).base);
-        let b = Arc::new(synthetic_splits(&config).base);
+        let a = synthetic_splits(&config).base;
+        let b = synthetic_splits(&config).base;
         let cache = shared_cache(&a, 16);
         assert!(Arc::ptr_eq(&cache, &shared_cache(&a, 16)));
         assert!(!Arc::ptr_eq(&cache, &shared_cache(&a, 32)));

@@ -3,7 +3,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::sampler::EpisodeSpec;
+use crate::spec::EpisodeSpec;
 
 /// The images of one episode, `[N, K + M, C, H, W]` row-major (spec §2.1): position `n` along the
 /// first axis is target class `n`; within a class the first K images are the support set and the

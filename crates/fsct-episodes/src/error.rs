@@ -164,3 +164,11 @@ impl EpisodeError {
         Self::Decode { path, listed_in, reason: reason.to_string() }
     }
 }
+
+/// ", and N more <what>" for a count of problems of which the first is named.
+pub(crate) fn more(count: usize, what: &str) -> String {
+    match count {
+        0 | 1 => String::new(),
+        n => format!(", and {} more {what}", n - 1),
+    }
+}

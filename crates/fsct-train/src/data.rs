@@ -1,23 +1,16 @@
-//! Opens the configured dataset's three splits and validates them before training starts.
+//! Opens the configured dataset's three splits and validates them before training starts
+//! (through fsct-episodes' [`SplitSource`]), and makes the episode loaders of a run.
 
 use std::sync::Arc;
 
 use fsct_episodes::{
-    synthetic_splits, Dataset, EpisodeError, EpisodeLoader, EpisodeSpec, LoaderConfig,
-    SyntheticConfig, TransformConfig, TransformMode,
+    Dataset, EpisodeError, EpisodeLoader, EpisodeSpec, LoaderConfig, SplitSource, SyntheticConfig,
+    TransformConfig, TransformMode,
 };
+/// The three splits of an experiment, and one split by its role (fsct-episodes' types).
+pub use fsct_episodes::{Role, Splits};
 
 use crate::config::{Config, DatasetKind};
-
-/// The three splits of an experiment.
-pub struct Splits {
-    /// Training classes.
-    pub base: Arc<Dataset>,
-    /// Validation classes.
-    pub val: Arc<Dataset>,
-    /// Test classes.
-    pub novel: Arc<Dataset>,
-}
 
 /// Which split and purpose an episode stream serves; each gets its own seed stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,67 +39,42 @@ pub fn episode_spec(config: &Config) -> EpisodeSpec {
     EpisodeSpec { n_way: e.n_way, k_shot: e.k_shot, n_query: e.n_query }
 }
 
-/// One split of the dataset, by its role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Training classes (`base.json`, `train/`).
-    Base,
-    /// Validation classes (`val.json`, `val/`).
-    Val,
-    /// Test classes (`novel.json`, `test/`).
-    Novel,
+/// Where the config's dataset comes from: the synthetic glyphs, `root/<file>` JSON splits or
+/// `root/train`, `root/val`, `root/test` folders.
+pub fn split_source(config: &Config) -> SplitSource {
+    let d = &config.data;
+    let root = d.root.clone().unwrap_or_default();
+    match d.kind {
+        DatasetKind::Synthetic => SplitSource::Synthetic(SyntheticConfig {
+            seed: config.run.seed,
+            classes: d.synthetic_classes,
+            images_per_class: d.synthetic_images_per_class,
+            native_size: d.synthetic_native_size,
+        }),
+        DatasetKind::Json => SplitSource::JsonFiles {
+            base: root.join(&d.base_split),
+            val: root.join(&d.val_split),
+            novel: root.join(&d.test_split),
+        },
+        DatasetKind::Folder => SplitSource::Folders {
+            base: root.join("train"),
+            val: root.join("val"),
+            novel: root.join("test"),
+        },
+    }
 }
 
 /// Opens and validates one split (missing files, damaged images, too-small classes, … are
 /// reported here). `test` opens only [`Role::Novel`], so a dataset that has only its test split
 /// (cross-domain evaluation) works.
 pub fn open_split(config: &Config, role: Role) -> Result<Arc<Dataset>, EpisodeError> {
-    let d = &config.data;
-    let split = match d.kind {
-        DatasetKind::Synthetic => {
-            let s = synthetic_splits(&SyntheticConfig {
-                seed: config.run.seed,
-                classes: d.synthetic_classes,
-                images_per_class: d.synthetic_images_per_class,
-                native_size: d.synthetic_native_size,
-            });
-            match role {
-                Role::Base => s.base,
-                Role::Val => s.val,
-                Role::Novel => s.novel,
-            }
-        }
-        DatasetKind::Json => {
-            let root = d.root.clone().unwrap_or_default();
-            let file = match role {
-                Role::Base => &d.base_split,
-                Role::Val => &d.val_split,
-                Role::Novel => &d.test_split,
-            };
-            Dataset::open_json(&root.join(file))?
-        }
-        DatasetKind::Folder => {
-            let root = d.root.clone().unwrap_or_default();
-            let folder = match role {
-                Role::Base => "train",
-                Role::Val => "val",
-                Role::Novel => "test",
-            };
-            Dataset::open_folder(&root.join(folder), None)?
-        }
-    };
-    split.validate(&episode_spec(config))?;
-    Ok(Arc::new(split))
+    split_source(config).open_validated(role, &episode_spec(config))
 }
 
 /// Opens and validates the three splits of a training run, and checks that no class (by name
 /// or by image file) is in two of them.
 pub fn open_splits(config: &Config) -> Result<Splits, EpisodeError> {
-    let base = open_split(config, Role::Base)?;
-    let val = open_split(config, Role::Val)?;
-    let novel = open_split(config, Role::Novel)?;
-    fsct_episodes::check_disjoint(&[&*base, &*val, &*novel])?;
-    Ok(Splits { base, val, novel })
+    split_source(config).open_all(&episode_spec(config))
 }
 
 /// Episodes `range` of one stream, decoded on worker threads.
