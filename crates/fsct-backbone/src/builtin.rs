@@ -144,6 +144,9 @@ impl fmt::Display for BackboneName {
 }
 
 /// Any built-in backbone, chosen at run time (the binary builds one from its config).
+// A model is built once and moved a handful of times per step: boxing the large variant would
+// buy nothing and add an indirection to every parameter visit.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum BuiltinBackbone<B: Backend> {
     /// A Conv* net.

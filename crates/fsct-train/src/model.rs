@@ -11,6 +11,9 @@ use fsct_transformer::{
 use crate::config::{Config, Method};
 
 /// FS-CT or CTX around a [`BuiltinBackbone`].
+// A model is built once and moved a handful of times per step: boxing the large variant would
+// buy nothing and add an indirection to every parameter visit.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum AnyModel<B: Backend> {
     /// Few-Shot Cosine Transformer.
