@@ -92,7 +92,7 @@ fn fail(message: &str) -> ! {
 fn median(mut v: Vec<f64>) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    let median = if v.len() % 2 == 0 { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] };
+    let median = if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] };
     serde_json::json!({ "median": median, "min": v[0], "max": v[v.len() - 1] })
 }
 

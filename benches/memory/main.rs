@@ -26,8 +26,8 @@
 //!
 //! Environment:
 //! - `FSCT_BENCH_QUICK=1` (or `--quick`): proves it runs (CI): on the CPU Conv4 at 28 px, 1 warm-up
-//!   + 2 steps; on a GPU Conv4 at 16 px with 4 queries per class, 1 warm-up + 1 step (a software
-//!   device is slow).
+//!   and 2 steps; on a GPU Conv4 at 16 px with 4 queries per class, 1 warm-up and 1 step (a
+//!   software device is slow).
 //! - `FSCT_BENCH_STEPS=N`, `FSCT_BENCH_WARMUP=N`: measured and warm-up steps (full mode: 3 and 1
 //!   on the CPU, 10 and 2 on a GPU).
 //! - `FSCT_BENCH_BACKBONES=Conv4,ResNet18`: the backbones; `FSCT_BENCH_SIZE=84`: the image side;
