@@ -187,7 +187,7 @@ if can_run; then
         cargo bench --locked $F --bench memory
     table="$ROOT/target/fsct-memory-bench-$FEATURE.md"
     if [ "$STEP_OK" = 1 ] && [ -f "$table" ] && ! grep -q '| failed |' "$table"; then
-        row "memory bench (ResNet18/34, $B_SIZE px)" ok "$STEP_SECS" "$(grep -c '^| ' "$table" | awk '{print $1 - 4}') configurations measured"
+        row "memory bench (ResNet18/34, $B_SIZE px)" ok "$STEP_SECS" "$(grep '^| ' "$table" | grep -vc '^| Configuration') configurations measured"
     else
         row "memory bench (ResNet18/34, $B_SIZE px)" FAILED "$STEP_SECS" "$(md "$(grep -m2 -E 'failed|error|panicked' "$OUT/memory-bench.log" "$table" 2>/dev/null)")"
     fi
@@ -220,7 +220,7 @@ if can_run; then
     metrics="$OUT/medium_16gb_run/metrics.jsonl"
     if [ "$STEP_OK" = 1 ] && [ -f "$metrics" ]; then
         line=$(tail -n1 "$metrics")
-        step_s=$(printf '%s' "$line" | grep -o '"step_seconds":[0-9.e-]*' | cut -d: -f2)
+        step_s=$(printf '%s' "$line" | grep -o '"step_seconds":[0-9.e-]*' | cut -d: -f2 | xargs printf '%.2f' 2>/dev/null)
         scale=$(printf '%s' "$line" | grep -o '"loss_scale":[0-9.e-]*' | cut -d: -f2)
         acc=$(grep -m1 'test:' "$OUT/medium_16gb.log")
         row "configs/medium_16gb.toml, synthetic data (${m_args[*]})" ok "$STEP_SECS" \
