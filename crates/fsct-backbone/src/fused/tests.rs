@@ -143,6 +143,49 @@ fn conv4_parameter_gradients_agree_with_the_composed_blocks() {
 }
 
 fn conv4_gradients_agree<B: AutodiffBackend>() {
+    let device = Default::default();
+    let net = crate::ConvNetConfig::conv(4).init::<B>(&device);
+    let images = Tensor::<B, 4>::random([6, 3, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+    let fused = conv4_gradients(&net, images.clone(), Path::Fused);
+    let composed = conv4_gradients(&net, images.clone(), Path::Composed);
+    // How far the composed blocks' own gradients move when the input moves by one ulp either way.
+    // At 28 px the last block normalises 6 values per channel (1×1 maps), and some random draws
+    // put a max-pool window or a ReLU on a knife edge that one rounding flips: there the gradient
+    // of the first convolution jumps by a few percent on either path (seen in 3 of 200 seeds).
+    let nudged: Vec<_> = [1.0 + f32::EPSILON, 1.0 - f32::EPSILON]
+        .map(|factor| conv4_gradients(&net, images.clone().mul_scalar(factor), Path::Composed))
+        .into();
+    assert_eq!(fused.len(), 16, "conv weight, conv bias, gamma, beta per block");
+    let max_diff =
+        |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    // Conv biases feed a batch norm, so their true gradient is 0 and both paths return rounding
+    // noise: every gradient is held to the scale of its block's weight gradient.
+    for (i, (a, b)) in fused.iter().zip(&composed).enumerate() {
+        let weights = &composed[i - i % 4];
+        let scale = weights.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let sensitivity = nudged.iter().map(|n| max_diff(&n[i], b)).fold(0f32, f32::max);
+        let err = max_diff(a, b);
+        let bound = (1e-4 * scale).max(2.0 * sensitivity);
+        assert!(
+            err <= bound,
+            "parameter {i}: max |Δ| {err} vs max |g| {scale} (one ulp of input moves it {sensitivity})"
+        );
+    }
+}
+
+/// Which way a Conv block's batch norm → ReLU → max-pool tail is computed.
+#[derive(Clone, Copy)]
+enum Path {
+    Fused,
+    Composed,
+}
+
+/// Every parameter gradient of `net` (in visiting order) for the loss Σ features² on `images`.
+fn conv4_gradients<B: AutodiffBackend>(
+    net: &crate::ConvNet<B>,
+    images: Tensor<B, 4>,
+    path: Path,
+) -> Vec<Vec<f32>> {
     use burn::module::{ModuleVisitor, Param};
 
     struct Collect<'a, B: AutodiffBackend> {
@@ -157,36 +200,20 @@ fn conv4_gradients_agree<B: AutodiffBackend>() {
         }
     }
 
-    let device = Default::default();
-    let net = crate::ConvNetConfig::conv(4).init::<B>(&device);
-    let images = Tensor::<B, 4>::random([6, 3, 28, 28], Distribution::Normal(0.0, 1.0), &device);
-    let mut gradients = Vec::new();
-    for fused in [true, false] {
-        let mut x = images.clone();
-        for block in &net.trunk {
-            let conv = block.C.forward(x);
-            let pool = if block.pool { Pool::Max2x2 } else { Pool::Off };
-            x = if fused {
-                fast_path(&block.BN, conv, pool)
-            } else {
-                composed(&block.BN, conv, pool)
-            };
-        }
-        let loss = x.clone().mul(x).sum();
-        let grads = loss.backward();
-        let mut collect = Collect::<B> { grads: &grads, out: Vec::new() };
-        net.visit(&mut collect);
-        gradients.push(collect.out);
+    let mut x = images;
+    for block in &net.trunk {
+        let conv = block.C.forward(x);
+        let pool = if block.pool { Pool::Max2x2 } else { Pool::Off };
+        x = match path {
+            Path::Fused => fast_path(&block.BN, conv, pool),
+            Path::Composed => composed(&block.BN, conv, pool),
+        };
     }
-    assert_eq!(gradients[0].len(), 16, "conv weight, conv bias, gamma, beta per block");
-    // Conv biases feed a batch norm, so their true gradient is 0 and both paths return rounding
-    // noise: every gradient is held to the scale of its block's weight gradient.
-    for (i, (a, b)) in gradients[0].iter().zip(&gradients[1]).enumerate() {
-        let weights = &gradients[1][i - i % 4];
-        let scale = weights.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(err <= 1e-4 * scale, "parameter {i}: max |Δ| {err} vs max |g| {scale}");
-    }
+    let loss = x.clone().mul(x).sum();
+    let grads = loss.backward();
+    let mut collect = Collect::<B> { grads: &grads, out: Vec::new() };
+    net.visit(&mut collect);
+    collect.out
 }
 
 /// Output and the gradients of x, the residual, gamma and beta, and the running statistics.
