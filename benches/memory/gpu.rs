@@ -336,12 +336,11 @@ pub mod vulkan {
         /// wgpu's best Vulkan adapter, opened on this thread (a missing driver panics here).
         fn open() -> Result<(WgpuDevice, String), String> {
             let device = WgpuDevice::DefaultDevice;
-            let hook = std::panic::take_hook();
-            std::panic::set_hook(Box::new(|_| {}));
-            let setup = std::panic::catch_unwind(|| {
+            // wgpu panics on this thread, so the project's per-thread guard silences it (CUDA's
+            // probe above silences every thread: cubecl-cuda panics on its device thread).
+            let setup = fsct_transformer::import::quietly(|| {
                 init_setup::<graphics::Vulkan>(&WgpuDevice::DefaultDevice, Default::default())
             });
-            std::panic::set_hook(hook);
             let info = setup
                 .map_err(|_| {
                     "no Vulkan adapter: install the GPU's Vulkan driver, or mesa-vulkan-drivers"
