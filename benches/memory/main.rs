@@ -2,10 +2,11 @@
 //! another, timed and measured, as the memory guide's "Performance Impact" and "Memory Usage
 //! Comparison" tables (spec §4.3), with measured numbers.
 //!
-//! The configurations, in order: the f32 baseline, then gradient checkpointing
-//! (`Autodiff<_, BalancedCheckpointing>`), mixed f16, VIC with the naive d×d covariance, VIC with
-//! the Gram form, cache clearing (`memory_cleanup` every step), and all of them combined
-//! (checkpointing, mixed f16, VIC Gram, cleanup). Each runs on its own fresh model through
+//! The configurations, in order: the f32 baseline, then Burn's op-level gradient checkpointing
+//! (`Autodiff<_, BalancedCheckpointing>`), segment checkpointing by blocks and by stages
+//! (`fsct_backbone::segments`), mixed f16, VIC with the naive d×d covariance, VIC with the Gram
+//! form, cache clearing (`memory_cleanup` every step), and all of them combined (block
+//! checkpointing, mixed f16, VIC Gram, cleanup). Each runs on its own fresh model through
 //! `fsct_train::step::train_step_observed`, the code `fsct-train` runs (mixed-precision copy, VIC,
 //! loss scaling, AdamW, cleanup). Episodes are 5-way 5-shot 16-query FS-CT cosine as spec §3,
 //! with seeded random-normal pixels (the loader is benched in fsct-episodes). Warm-up steps

@@ -7,7 +7,7 @@ use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
-use fsct_train::config::Config;
+use fsct_train::config::{Checkpointing, Config};
 use fsct_train::model::build_model;
 use fsct_train::step::{new_optimizer, new_trainer_state, train_step_observed, StepPoint};
 
@@ -97,7 +97,7 @@ pub fn measure<Inner: Backend>(
     probe: &mut dyn Probe,
 ) -> Result<Measured, String> {
     let run = AssertUnwindSafe(|| {
-        if config.memory.gradient_checkpoint {
+        if config.memory.gradient_checkpoint == Checkpointing::Balanced {
             run_steps::<Autodiff<Inner, BalancedCheckpointing>>(config, device, steps, probe)
         } else {
             run_steps::<Autodiff<Inner>>(config, device, steps, probe)

@@ -1,6 +1,6 @@
 //! The configurations compared, each a change to the baseline trainer config.
 
-use fsct_train::config::{Config, Method, Precision};
+use fsct_train::config::{Checkpointing, Config, Method, Precision};
 use fsct_vic::CovarianceMode;
 
 /// One row of the table.
@@ -20,9 +20,21 @@ pub fn all() -> Vec<Variant> {
     vec![
         Variant { name: "baseline f32", apply: |_| {}, note: "", gpu_only: false },
         Variant {
-            name: "+ gradient checkpointing",
-            apply: |c| c.memory.gradient_checkpoint = true,
+            name: "+ balanced checkpointing",
+            apply: |c| c.memory.gradient_checkpoint = Checkpointing::Balanced,
             note: "Autodiff<_, BalancedCheckpointing>",
+            gpu_only: false,
+        },
+        Variant {
+            name: "+ block checkpointing",
+            apply: |c| c.memory.gradient_checkpoint = Checkpointing::Blocks,
+            note: "each block keeps its input, runs again in the backward pass",
+            gpu_only: false,
+        },
+        Variant {
+            name: "+ stage checkpointing",
+            apply: |c| c.memory.gradient_checkpoint = Checkpointing::Stages,
+            note: "each ResNet stage keeps its input (Conv: as blocks)",
             gpu_only: false,
         },
         Variant {
@@ -58,23 +70,23 @@ pub fn all() -> Vec<Variant> {
         Variant {
             name: "all combined",
             apply: |c| {
-                c.memory.gradient_checkpoint = true;
+                c.memory.gradient_checkpoint = Checkpointing::Blocks;
                 c.memory.precision = Precision::MixedF16;
                 vic(c, CovarianceMode::Gram);
                 c.memory.cleanup_every = 1;
             },
-            note: "checkpointing + mixed f16 + VIC Gram + cache clearing",
+            note: "block checkpointing + mixed f16 + VIC Gram + cache clearing",
             gpu_only: false,
         },
         Variant {
             name: "all combined, pure f16",
             apply: |c| {
-                c.memory.gradient_checkpoint = true;
+                c.memory.gradient_checkpoint = Checkpointing::Blocks;
                 c.memory.precision = Precision::F16;
                 vic(c, CovarianceMode::Gram);
                 c.memory.cleanup_every = 1;
             },
-            note: "checkpointing + pure f16 + VIC Gram + cache clearing",
+            note: "block checkpointing + pure f16 + VIC Gram + cache clearing",
             gpu_only: true,
         },
     ]
@@ -100,7 +112,7 @@ pub fn baseline(backbone: &str, image_size: usize, n_query: usize) -> Config {
     config.data.image_size = Some(image_size);
     config.memory.cleanup_every = 0;
     config.memory.precision = Precision::F32;
-    config.memory.gradient_checkpoint = false;
+    config.memory.gradient_checkpoint = Checkpointing::None;
     config.model.use_vic = false;
     config
 }

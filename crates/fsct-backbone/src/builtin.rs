@@ -169,4 +169,23 @@ impl<B: Backend> Backbone<B> for BuiltinBackbone<B> {
             Self::ResNet(net) => net.feature_shape(input),
         }
     }
+
+    fn segment_count(&self, level: crate::SegmentLevel) -> usize {
+        match self {
+            Self::Conv(net) => net.segment_count(level),
+            Self::ResNet(net) => net.segment_count(level),
+        }
+    }
+
+    fn forward_segment(
+        &self,
+        level: crate::SegmentLevel,
+        index: usize,
+        x: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
+        match self {
+            Self::Conv(net) => net.forward_segment(level, index, x),
+            Self::ResNet(net) => net.forward_segment(level, index, x),
+        }
+    }
 }

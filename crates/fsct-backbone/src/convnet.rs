@@ -2,6 +2,7 @@ use burn::prelude::*;
 
 use crate::backbone::Backbone;
 use crate::conv_block::{ConvBlock, ConvBlockConfig};
+use crate::segments::SegmentLevel;
 
 /// Configuration of the Conv* family (spec §1.2).
 ///
@@ -97,6 +98,23 @@ impl<B: Backend> Backbone<B> for ConvNet<B> {
         let h = self.output_side(input[1]).unwrap_or(0);
         let w = self.output_side(input[2]).unwrap_or(0);
         [width, h, w]
+    }
+
+    /// One segment per block at either level (a ConvNet has no stages); the S variants' channel
+    /// selection runs in the first.
+    fn segment_count(&self, _level: SegmentLevel) -> usize {
+        self.trunk.len().max(1)
+    }
+
+    fn forward_segment(&self, _level: SegmentLevel, index: usize, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = if index == 0 && self.single_channel { x.narrow(1, 0, 1) } else { x };
+        match self.trunk.get(index) {
+            Some(block) => {
+                let _span = tracing::trace_span!("convnet.block", index).entered();
+                block.forward(x)
+            }
+            None => x,
+        }
     }
 }
 

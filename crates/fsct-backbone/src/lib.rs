@@ -19,6 +19,9 @@
 //! composed ops in `fused/mod.rs`, routing to Flex in `route.rs`, the shared batch-norm pieces in
 //! `batch_norm.rs`, the op skeleton in `op.rs`, one file per op (`relu_pool.rs`, `residual.rs`)
 //! and the slice kernels in `kernels/`.
+//! Segment checkpointing (keep each block's input, run the block again in the backward pass)
+//! lives in `segments.rs`; each backbone says where it cuts through [`Backbone::segment_count`]
+//! and [`Backbone::forward_segment`].
 //! BatchNorm computes in f32 whatever the activations' dtype (`norm.rs`, which also names every
 //! backbone's norm layers by type for mixed precision: `fsct_precision::NormLayers`).
 //! Those kernels and the convolutions behind them need fsct's patched burn-flex
@@ -36,6 +39,7 @@ mod fused;
 mod init;
 mod norm;
 mod resnet;
+pub mod segments;
 
 pub use backbone::Backbone;
 pub use builtin::{BackboneName, BuiltinBackbone};
@@ -44,3 +48,4 @@ pub use convnet::{ConvNet, ConvNetConfig};
 pub use error::BackboneError;
 pub use norm::BatchNormMode;
 pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig, ResNetStem};
+pub use segments::{SegmentLevel, SegmentTape};

@@ -88,6 +88,10 @@ pub(crate) fn update_running_statistics<B: Backend>(
     var: Tensor<B, 1>,
     count: usize,
 ) {
+    // A segment run again for its backward pass saw this batch already (segments.rs).
+    if crate::segments::recomputing() {
+        return;
+    }
     let count = count as f64;
     let m = bn.momentum;
     let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };

@@ -7,6 +7,7 @@ use crate::backbone::Backbone;
 use crate::fused::{batch_norm_add_relu, batch_norm_relu};
 use crate::init::{conv2d, normal};
 use crate::norm::{batch_norm, BatchNormMode};
+use crate::segments::SegmentLevel;
 
 /// The stem (and head) layout of a [`ResNet`].
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -233,24 +234,51 @@ impl<B: Backend> ResNet<B> {
     /// - output: `[n, 512, 7, 7]` (FETI) or `[n, 512, ⌈h/32⌉, ⌈w/32⌉]` (torchvision)
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         crate::flex_kernels::warn_if_stock_flex::<B>();
-        let mut x = {
-            let _span = tracing::trace_span!("resnet.stem").entered();
-            batch_norm_relu(&self.bn1, self.conv1.forward(images), self.batch_norm)
-        };
-        if self.stem == ResNetStem::TorchVision {
-            x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
-        }
-        for (i, stage) in
-            [&self.layer1, &self.layer2, &self.layer3, &self.layer4].into_iter().enumerate()
-        {
+        let mut x = self.stem_forward(images);
+        for (i, stage) in self.stages().into_iter().enumerate() {
             let _span = tracing::trace_span!("resnet.layer", index = i + 1).entered();
             for block in stage {
                 x = block.forward(x);
             }
         }
+        self.final_pool(x)
+    }
+
+    /// The stem: conv1, bn1, ReLU and (torchvision) the max-pool.
+    fn stem_forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+        let _span = tracing::trace_span!("resnet.stem").entered();
+        let x = batch_norm_relu(&self.bn1, self.conv1.forward(images), self.batch_norm);
+        match self.stem {
+            ResNetStem::TorchVision => max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false),
+            ResNetStem::Feti => x,
+        }
+    }
+
+    /// The pool after the last stage (FETI: adaptive average to 7×7; torchvision: none).
+    fn final_pool(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         match self.stem {
             ResNetStem::Feti => adaptive_avg_pool2d(x, [7, 7]),
             ResNetStem::TorchVision => x,
+        }
+    }
+
+    fn stages(&self) -> [&Vec<BasicBlock<B>>; 4] {
+        [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+    }
+
+    /// The blocks of segment `index` (after the stem, segment 0) at `level`.
+    fn segment_blocks(&self, level: SegmentLevel, index: usize) -> Vec<&BasicBlock<B>> {
+        let Some(after_stem) = index.checked_sub(1) else { return Vec::new() };
+        match level {
+            SegmentLevel::Blocks => {
+                self.stages().into_iter().flatten().nth(after_stem).into_iter().collect()
+            }
+            SegmentLevel::Stages => self
+                .stages()
+                .into_iter()
+                .filter(|stage| !stage.is_empty())
+                .nth(after_stem)
+                .map_or_else(Vec::new, |stage| stage.iter().collect()),
         }
     }
 
@@ -261,8 +289,7 @@ impl<B: Backend> ResNet<B> {
     }
 
     fn width(&self) -> usize {
-        let stages = [&self.layer1, &self.layer2, &self.layer3, &self.layer4];
-        stages.iter().rposition(|s| !s.is_empty()).map_or(64, |i| 64 << i)
+        self.stages().iter().rposition(|s| !s.is_empty()).map_or(64, |i| 64 << i)
     }
 }
 
@@ -293,6 +320,30 @@ impl<B: Backend> Backbone<B> for ResNet<B> {
             }
         };
         [self.width(), side(input[1]), side(input[2])]
+    }
+
+    /// The stem, then each BasicBlock (`Blocks`) or each non-empty stage (`Stages`); the final
+    /// pool runs in the last segment.
+    fn segment_count(&self, level: SegmentLevel) -> usize {
+        let stages = self.stages();
+        1 + match level {
+            SegmentLevel::Blocks => stages.iter().map(|s| s.len()).sum::<usize>(),
+            SegmentLevel::Stages => stages.iter().filter(|s| !s.is_empty()).count(),
+        }
+    }
+
+    fn forward_segment(&self, level: SegmentLevel, index: usize, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut x = if index == 0 {
+            crate::flex_kernels::warn_if_stock_flex::<B>();
+            self.stem_forward(x)
+        } else {
+            let _span = tracing::trace_span!("resnet.segment", index).entered();
+            self.segment_blocks(level, index).into_iter().fold(x, |x, block| block.forward(x))
+        };
+        if index + 1 == self.segment_count(level) {
+            x = self.final_pool(x);
+        }
+        x
     }
 }
 

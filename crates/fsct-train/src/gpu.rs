@@ -16,7 +16,7 @@ use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
 use burn::tensor::backend::{Backend, BackendTypes};
 use burn::tensor::FloatDType;
-use fsct_train::config::{Config, DeviceKind};
+use fsct_train::config::{Checkpointing, Config, DeviceKind};
 use fsct_train::error::InputError;
 use fsct_train::train::{run_experiment, RunSummary};
 
@@ -56,7 +56,8 @@ pub fn train<G: CubeGpu>(config: &Config) -> Result<RunSummary> {
         _ => start::<G, G::F32>(&device)?,
     }
     stop_on_device_failure(G::NAME, config);
-    match (master, config.memory.gradient_checkpoint) {
+    // Segment checkpointing runs on plain autodiff: it recomputes whole blocks itself.
+    match (master, config.memory.gradient_checkpoint == Checkpointing::Balanced) {
         (FloatDType::F16, true) => {
             run_experiment::<Autodiff<G::F16, BalancedCheckpointing>>(config, &device)
         }
@@ -182,8 +183,8 @@ fn summary(message: &str) -> String {
 /// What to change, naming the switches that are not on yet and the current sizes.
 fn memory_advice(config: &Config) -> String {
     let mut switches = Vec::new();
-    if !config.memory.gradient_checkpoint {
-        switches.push("memory.gradient_checkpoint = true".to_string());
+    if config.memory.gradient_checkpoint.segments().is_none() {
+        switches.push("memory.gradient_checkpoint = \"blocks\"".to_string());
     }
     // A run computing in f32 can halve its activations with mixed precision.
     if config.memory.precision.compute_dtype() == FloatDType::F32 {
@@ -235,7 +236,7 @@ pub mod cuda {
 
         fn train_bf16(config: &Config, device: &Device<Self>) -> Result<RunSummary> {
             start::<Self, Cuda<bf16>>(device)?;
-            if config.memory.gradient_checkpoint {
+            if config.memory.gradient_checkpoint == Checkpointing::Balanced {
                 run_experiment::<Autodiff<Cuda<bf16>, BalancedCheckpointing>>(config, device)
             } else {
                 run_experiment::<Autodiff<Cuda<bf16>>>(config, device)
@@ -364,11 +365,11 @@ mod tests {
         let mut config = Config::default();
         let advice = memory_advice(&config);
         assert!(
-            advice.contains("gradient_checkpoint = true") && advice.contains("mixed-f16"),
+            advice.contains("gradient_checkpoint = \"blocks\"") && advice.contains("mixed-f16"),
             "{advice}"
         );
         assert!(advice.contains("image_size") && advice.contains("n_query"), "{advice}");
-        config.memory.gradient_checkpoint = true;
+        config.memory.gradient_checkpoint = Checkpointing::Blocks;
         config.memory.precision = Precision::MixedF16;
         let advice = memory_advice(&config);
         assert!(

@@ -22,6 +22,30 @@ pub enum AnyModel<B: Backend> {
     Ctx(Ctx<B, BuiltinBackbone<B>>),
 }
 
+impl<B: Backend> AnyModel<B> {
+    /// The backbone.
+    pub fn backbone(&self) -> &BuiltinBackbone<B> {
+        match self {
+            Self::Fsct(m) => &m.feature,
+            Self::Ctx(m) => &m.feature,
+        }
+    }
+
+    /// Whether any backbone parameter is trained (`false` for the frozen torchvision ResNets:
+    /// their forward pass records nothing, so segment checkpointing has nothing to save).
+    pub fn trains_backbone(&self) -> bool {
+        struct AnyTrainable(bool);
+        impl<B: Backend> ModuleVisitor<B> for AnyTrainable {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                self.0 |= param.val().is_require_grad();
+            }
+        }
+        let mut any = AnyTrainable(false);
+        self.backbone().visit(&mut any);
+        any.0
+    }
+}
+
 /// Builds the configured model, sized from the backbone's output at the configured image size.
 pub fn build_model<B: Backend>(
     config: &Config,
@@ -102,6 +126,18 @@ impl<B: Backend> FewShotModel<B> for AnyModel<B> {
         match self {
             Self::Fsct(m) => m.forward_episode(episode),
             Self::Ctx(m) => m.forward_episode(episode),
+        }
+    }
+
+    fn forward_maps(
+        &self,
+        maps: Tensor<B, 4>,
+        n_way: usize,
+        per_class: usize,
+    ) -> EpisodeForward<B> {
+        match self {
+            Self::Fsct(m) => m.forward_maps(maps, n_way, per_class),
+            Self::Ctx(m) => m.forward_maps(maps, n_way, per_class),
         }
     }
 }

@@ -3,10 +3,12 @@
 //! memory cleanup. Public so that benches and researchers time and measure the code users run.
 
 use anyhow::Result;
+use burn::module::{ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::FloatDType;
+use fsct_backbone::SegmentTape;
 use fsct_transformer::{episode_accuracy, episode_loss, FewShotModel};
 use fsct_vic::VicValues;
 
@@ -14,6 +16,21 @@ use crate::checkpoint::TrainerState;
 use crate::config::Config;
 use crate::model::AnyModel;
 use crate::precision::{half_copy, LossScaler};
+
+/// Moves the gradients of a module's parameters out of one backward pass's gradients into
+/// `into` (what `GradientsParams::from_grads` does, adding to gradients already collected).
+struct CollectGradients<'a, B: AutodiffBackend> {
+    grads: &'a mut B::Gradients,
+    into: &'a mut GradientsParams,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for CollectGradients<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(grad) = param.val().grad_remove(self.grads) {
+            self.into.register::<B::InnerBackend, D>(param.id, grad);
+        }
+    }
+}
 
 /// The trainer's optimizer: AdamW over [`AnyModel`].
 pub type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, AnyModel<B>, B>;
@@ -113,30 +130,8 @@ pub fn train_step_observed<B: AutodiffBackend>(
     device: &B::Device,
     observe: &mut dyn FnMut(StepPoint),
 ) -> Result<(AnyModel<B>, StepOutcome)> {
-    model.check_episode(x.dims())?;
-    let n_query = config.episodes.n_query;
-    // Mixed precision: a fresh half copy each step; gradients flow back to the f32 master.
-    let out = match config.memory.precision.compute_copy() {
-        Some(dtype) => half_copy(&model, dtype).forward_episode(x.cast(dtype)),
-        None => model.forward_episode(x),
-    };
-    let ce = episode_loss(out.scores.clone(), n_query);
-    let (loss, vic_terms) = match state.vic.as_ref() {
-        Some(vic) => {
-            let terms = fsct_vic::vic_terms(out.support, out.query, vic.lambdas(), &config.vic);
-            (ce.add(terms.total.clone()), Some(terms))
-        }
-        None => (ce, None),
-    };
-    let accuracy = episode_accuracy(out.scores, n_query);
-    let loss_value: f64 = loss.clone().into_scalar().elem();
-    let scaled = match &state.scaler {
-        Some(scaler) => loss.mul_scalar(scaler.scale),
-        None => loss,
-    };
-    observe(StepPoint::BeforeBackward);
-    let mut grads = GradientsParams::from_grads(scaled.backward(), &model);
-    observe(StepPoint::AfterBackward);
+    let StepGradients { mut grads, loss, accuracy, vic_terms } =
+        step_gradients(config, &model, state, x, observe)?;
     let applied = match state.scaler.as_mut() {
         Some(scaler) if f16_optimizer_state(config) => {
             scaler.unscale_to(&model, &mut grads, HALF_ADAM_GRADIENT_SCALE)
@@ -154,5 +149,81 @@ pub fn train_step_observed<B: AutodiffBackend>(
     if every > 0 && state.steps.is_multiple_of(every as u64) {
         B::memory_cleanup(device);
     }
-    Ok((model, StepOutcome { loss: loss_value, accuracy, vic, applied }))
+    Ok((model, StepOutcome { loss, accuracy, vic, applied }))
+}
+
+/// What a step computes before its update.
+pub struct StepGradients<B: AutodiffBackend> {
+    /// The gradient of every trained parameter of the (master) model, multiplied by the loss
+    /// scale when the step scales its loss (mixed precision).
+    pub grads: GradientsParams,
+    /// The unscaled loss.
+    pub loss: f64,
+    /// Query accuracy in [0, 1].
+    pub accuracy: f64,
+    /// The VIC terms, when VIC is on.
+    pub vic_terms: Option<fsct_vic::VicTerms<B>>,
+}
+
+/// The forward and backward pass of one step on episode `x` (`[N, K+M, C, H, W]`), without the
+/// update: the half copy under mixed precision, the loss (classification plus VIC), loss scaling,
+/// and the backward pass, through the backbone's segments under segment checkpointing.
+///
+/// # Errors
+/// An episode whose shape does not fit the model.
+pub fn step_gradients<B: AutodiffBackend>(
+    config: &Config,
+    model: &AnyModel<B>,
+    state: &TrainerState,
+    x: Tensor<B, 5>,
+    observe: &mut dyn FnMut(StepPoint),
+) -> Result<StepGradients<B>> {
+    model.check_episode(x.dims())?;
+    let n_query = config.episodes.n_query;
+    // Mixed precision: a fresh half copy each step; gradients flow back to the f32 master.
+    let half = config.memory.precision.compute_copy().map(|dtype| (half_copy(model, dtype), dtype));
+    let (runner, x) = match &half {
+        Some((copy, dtype)) => (copy, x.cast(*dtype)),
+        None => (model, x),
+    };
+    // Segment checkpointing: the backbone keeps only its segments' inputs (a frozen backbone
+    // records nothing to begin with).
+    let segments = config.memory.gradient_checkpoint.segments().filter(|_| model.trains_backbone());
+    let (out, tape) = match segments {
+        Some(level) => {
+            let [n_way, per_class, c, h, w] = x.dims();
+            let images = x.reshape([n_way * per_class, c, h, w]);
+            let tape = SegmentTape::forward(runner.backbone(), level, images);
+            (runner.forward_maps(tape.output(), n_way, per_class), Some(tape))
+        }
+        None => (runner.forward_episode(x), None),
+    };
+    let ce = episode_loss(out.scores.clone(), n_query);
+    let (loss, vic_terms) = match state.vic.as_ref() {
+        Some(vic) => {
+            let terms = fsct_vic::vic_terms(out.support, out.query, vic.lambdas(), &config.vic);
+            (ce.add(terms.total.clone()), Some(terms))
+        }
+        None => (ce, None),
+    };
+    let accuracy = episode_accuracy(out.scores, n_query);
+    let loss_value: f64 = loss.clone().into_scalar().elem();
+    let scaled = match &state.scaler {
+        Some(scaler) => loss.mul_scalar(scaler.scale),
+        None => loss,
+    };
+    observe(StepPoint::BeforeBackward);
+    let mut raw = scaled.backward();
+    let backbone_grad = tape.as_ref().and_then(|tape| tape.output_grad(&mut raw));
+    let mut grads = GradientsParams::from_grads(raw, model);
+    if let (Some(tape), Some(grad)) = (tape, backbone_grad) {
+        // The backbone's backward pass, segment by segment; its parameters' gradients reach the
+        // master model through the half copy's casts, as without checkpointing.
+        tape.backward(runner.backbone(), grad, |segment| {
+            model.visit(&mut CollectGradients { grads: segment, into: &mut grads });
+        });
+    }
+    drop(half);
+    observe(StepPoint::AfterBackward);
+    Ok(StepGradients { grads, loss: loss_value, accuracy, vic_terms })
 }

@@ -88,13 +88,22 @@ impl<B: Backend, F: Backbone<B>> FewShotModel<B> for Ctx<B, F> {
 
     fn forward_episode(&self, episode: Tensor<B, 5>) -> EpisodeForward<B> {
         let [n_way, per_class, c, h, w] = episode.dims();
-        let k_shot = self.k_shot;
-        let n_query = per_class - k_shot;
-        let q_count = n_way * n_query;
         let maps = {
             let _span = tracing::trace_span!("ctx.backbone").entered();
             self.feature.features(episode.reshape([n_way * per_class, c, h, w]))
         };
+        self.forward_maps(maps, n_way, per_class)
+    }
+
+    fn forward_maps(
+        &self,
+        maps: Tensor<B, 4>,
+        n_way: usize,
+        per_class: usize,
+    ) -> EpisodeForward<B> {
+        let k_shot = self.k_shot;
+        let n_query = per_class - k_shot;
+        let q_count = n_way * n_query;
         let [_, fc, fh, fw] = maps.dims();
         let flat = maps.clone().reshape([n_way, per_class, fc * fh * fw]);
         let support_emb = flat.clone().narrow(1, 0, k_shot);

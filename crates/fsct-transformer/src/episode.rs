@@ -29,6 +29,18 @@ pub trait FewShotModel<B: Backend>: Module<B> {
     /// - `episode`: `[N, K+M, C, H, W]`; in each class the first K images are the support set
     /// - output: see [`EpisodeForward`]
     fn forward_episode(&self, episode: Tensor<B, 5>) -> EpisodeForward<B>;
+
+    /// The model after its backbone: scores an episode from the backbone's feature maps of its
+    /// images. [`Self::forward_episode`] is this on `backbone.features(episode.reshape(..))`;
+    /// segment checkpointing (`fsct_backbone::segments`) runs the backbone itself and calls this.
+    ///
+    /// # Shapes
+    /// - `maps`: `[N·(K+M), c, h, w]`, the images class by class as in
+    ///   `episode.reshape([N·(K+M), C, H, W])`
+    /// - `n_way`: N; `per_class`: K+M
+    /// - output: see [`EpisodeForward`]
+    fn forward_maps(&self, maps: Tensor<B, 4>, n_way: usize, per_class: usize)
+        -> EpisodeForward<B>;
 }
 
 /// Checks what every model needs of an episode: N classes, more than K images each.

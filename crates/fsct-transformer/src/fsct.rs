@@ -97,13 +97,23 @@ impl<B: Backend, F: Backbone<B>> FewShotTransformer<B, F> {
     /// - output: see [`FsctIntermediates`]
     pub fn forward_detailed(&self, episode: Tensor<B, 5>) -> FsctIntermediates<B> {
         let [n_way, per_class, c, h, w] = episode.dims();
+        let maps = {
+            let _span = tracing::trace_span!("fsct.backbone").entered();
+            self.feature.features(episode.reshape([n_way * per_class, c, h, w]))
+        };
+        self.head_detailed(maps, n_way, per_class)
+    }
+
+    /// Everything after the backbone, from its feature maps `[N·(K+M), c, h, w]`.
+    fn head_detailed(
+        &self,
+        maps: Tensor<B, 4>,
+        n_way: usize,
+        per_class: usize,
+    ) -> FsctIntermediates<B> {
         let k_shot = self.proto_weight.dims()[1];
         let n_query = per_class - k_shot;
-        let features = {
-            let _span = tracing::trace_span!("fsct.backbone").entered();
-            let maps = self.feature.features(episode.reshape([n_way * per_class, c, h, w]));
-            maps.reshape([n_way * per_class, self.dim])
-        };
+        let features = maps.reshape([n_way * per_class, self.dim]);
         let z = features.clone().reshape([n_way, per_class, self.dim]);
         let support = z.clone().narrow(1, 0, k_shot);
         let z_query = z.narrow(1, k_shot, n_query).reshape([n_way * n_query, 1, self.dim]);
@@ -162,12 +172,21 @@ impl<B: Backend, F: Backbone<B>> FewShotModel<B> for FewShotTransformer<B, F> {
     }
 
     fn forward_episode(&self, episode: Tensor<B, 5>) -> EpisodeForward<B> {
-        let out = self.forward_detailed(episode);
-        let [q, _, d] = out.z_query.dims();
-        EpisodeForward {
-            scores: out.scores,
-            support: out.support,
-            query: out.z_query.reshape([q, d]),
-        }
+        episode_forward(self.forward_detailed(episode))
     }
+
+    fn forward_maps(
+        &self,
+        maps: Tensor<B, 4>,
+        n_way: usize,
+        per_class: usize,
+    ) -> EpisodeForward<B> {
+        episode_forward(self.head_detailed(maps, n_way, per_class))
+    }
+}
+
+/// What [`FewShotModel`] returns, from the intermediates.
+fn episode_forward<B: Backend>(out: FsctIntermediates<B>) -> EpisodeForward<B> {
+    let [q, _, d] = out.z_query.dims();
+    EpisodeForward { scores: out.scores, support: out.support, query: out.z_query.reshape([q, d]) }
 }

@@ -5,7 +5,7 @@ use anyhow::Result;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex};
 use fsct_train::cli::TrainArgs;
-use fsct_train::config::{Config, DeviceKind};
+use fsct_train::config::{Checkpointing, Config, DeviceKind};
 use fsct_train::error::InputError;
 use fsct_train::train::{run_experiment, RunSummary};
 
@@ -28,7 +28,8 @@ pub fn train(args: &TrainArgs) -> Result<RunSummary> {
     match config.run.device {
         DeviceKind::Cpu => {
             let device = Default::default();
-            if config.memory.gradient_checkpoint {
+            // Segment checkpointing runs on plain autodiff: it recomputes whole blocks itself.
+            if config.memory.gradient_checkpoint == Checkpointing::Balanced {
                 run_experiment::<Autodiff<Flex, BalancedCheckpointing>>(&config, &device)
             } else {
                 run_experiment::<Autodiff<Flex>>(&config, &device)

@@ -215,13 +215,98 @@ impl Default for OptimConfig {
 /// whose methods say what each value means (dtypes, layers kept in f32, loss scaling).
 pub use fsct_precision::Precision;
 
+/// Gradient checkpointing (`memory.gradient_checkpoint`): what the backward pass recomputes
+/// instead of keeping from the forward pass.
+///
+/// In a config file: `false` or `"none"`, `true` or `"balanced"`, `"blocks"`, `"stages"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checkpointing {
+    /// Keep every activation the backward pass needs.
+    #[default]
+    None,
+    /// Burn's op-level strategy, `Autodiff<B, BalancedCheckpointing>`: memory-bound results
+    /// (element-wise ops) are recomputed, compute-bound ones (every convolution and matmul output)
+    /// kept.
+    Balanced,
+    /// Segment checkpointing (as PyTorch's `checkpoint_sequential`): each backbone block (a Conv
+    /// block, a ResNet stem or BasicBlock) keeps only its input during the forward pass and is run
+    /// again in the backward pass (`fsct_backbone::segments`).
+    Blocks,
+    /// As [`Self::Blocks`] with whole ResNet stages as segments (fewer inputs kept, a larger
+    /// segment recomputed at a time); the same as `Blocks` for the Conv backbones.
+    Stages,
+}
+
+impl Checkpointing {
+    /// The value as written in a config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Balanced => "balanced",
+            Self::Blocks => "blocks",
+            Self::Stages => "stages",
+        }
+    }
+
+    /// The backbone segments checkpointed, for the segment modes.
+    pub fn segments(self) -> Option<fsct_backbone::SegmentLevel> {
+        match self {
+            Self::Blocks => Some(fsct_backbone::SegmentLevel::Blocks),
+            Self::Stages => Some(fsct_backbone::SegmentLevel::Stages),
+            Self::None | Self::Balanced => None,
+        }
+    }
+
+    /// Whether anything is recomputed.
+    pub fn is_on(self) -> bool {
+        self != Self::None
+    }
+}
+
+impl Serialize for Checkpointing {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Checkpointing {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // `true`/`false` as before segment checkpointing existed, or one of the names.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Switch(bool),
+            Name(String),
+        }
+        let written = Written::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom(
+                "expected true, false, \"none\", \"balanced\", \"blocks\" or \"stages\"",
+            )
+        })?;
+        match written {
+            Written::Switch(false) => Ok(Self::None),
+            Written::Switch(true) => Ok(Self::Balanced),
+            Written::Name(name) => match name.as_str() {
+                "none" => Ok(Self::None),
+                "balanced" => Ok(Self::Balanced),
+                "blocks" => Ok(Self::Blocks),
+                "stages" => Ok(Self::Stages),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown value \"{other}\": use \"none\" (or false), \"balanced\" (or true), \
+                     \"blocks\" or \"stages\""
+                ))),
+            },
+        }
+    }
+}
+
 /// `[memory]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
-    /// Train on `Autodiff<B, BalancedCheckpointing>`: memory-bound activations are recomputed in
-    /// the backward pass instead of kept.
-    pub gradient_checkpoint: bool,
+    /// What the backward pass recomputes instead of keeping: `false`/`"none"` (default),
+    /// `true`/`"balanced"`, `"blocks"` or `"stages"` (see [`Checkpointing`]).
+    pub gradient_checkpoint: Checkpointing,
     /// `f32` (default), `mixed-f16` or `mixed-bf16` (f32 master weights, half compute), or
     /// `f16` / `bf16` (pure half on the backend type; GPU only, bf16 on CUDA only).
     pub precision: Precision,
@@ -237,7 +322,7 @@ pub struct MemoryConfig {
 impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
-            gradient_checkpoint: false,
+            gradient_checkpoint: Checkpointing::None,
             precision: Precision::F32,
             cleanup_every: 10,
             loss_scale: 65536.0,
