@@ -231,7 +231,8 @@ mod tests {
 
     /// The gradients of every parameter and of the loss `Σ features ⊙ w` without and with
     /// segment checkpointing, and the running statistics after each.
-    fn compare(name: &str, level: SegmentLevel, side: usize) {
+    fn compare(name: &str, level: SegmentLevel, side: usize, tails: Tails) {
+        crate::fused::COMPOSED_ONLY.with(|c| c.set(tails == Tails::Composed));
         let device = Default::default();
         let build = || name.parse::<BackboneName>().unwrap().with_feti(true).init::<A>(&device);
         // The same weights, and running statistics of their own (a clone would share them).
@@ -289,15 +290,25 @@ mod tests {
             .assert_approx_eq::<f64>(&TensorData::from(b.as_slice()), Tolerance::absolute(1e-6));
     }
 
+    /// Whether Flex runs its fused block tails or the composed ops every other backend runs.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Tails {
+        Fused,
+        Composed,
+    }
+
     #[test]
     fn conv4_blocks_give_the_same_gradients_and_running_statistics() {
-        compare("Conv4", SegmentLevel::Blocks, 28);
+        compare("Conv4", SegmentLevel::Blocks, 28, Tails::Fused);
+        compare("Conv6NP", SegmentLevel::Stages, 28, Tails::Composed);
     }
 
     #[test]
     fn resnet_blocks_and_stages_give_the_same_gradients_and_running_statistics() {
-        compare("ResNet12", SegmentLevel::Blocks, 32);
-        compare("ResNet18", SegmentLevel::Stages, 32);
+        compare("ResNet12", SegmentLevel::Blocks, 32, Tails::Fused);
+        compare("ResNet18", SegmentLevel::Stages, 32, Tails::Fused);
+        compare("ResNet12", SegmentLevel::Stages, 32, Tails::Composed);
+        compare("ResNet18", SegmentLevel::Blocks, 32, Tails::Composed);
     }
 
     #[test]

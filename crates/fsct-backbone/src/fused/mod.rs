@@ -38,6 +38,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 
 pub(crate) use kernels::Pool;
+#[cfg(test)]
+pub(crate) use route::COMPOSED_ONLY;
 
 use crate::norm::{batch_norm, BatchNormMode};
 
