@@ -15,7 +15,7 @@
 //!    `backward` on its loss: the head's gradients and the gradient of the backbone's output.
 //! 3. [`SegmentTape::backward`] takes each segment from the last: it runs the segment again on
 //!    the real (tracked) parameters from its kept input made a leaf, calls `backward` on
-//!    `Σ y ⊙ g` (whose gradient with respect to the segment's output `y` is exactly the incoming
+//!    `⟨y, g⟩` (whose gradient with respect to the segment's output `y` is exactly the incoming
 //!    gradient `g`), hands the parameter gradients to the caller and passes the input's
 //!    gradient on to the segment before. Recomputation does not update running statistics again.
 //!
@@ -162,14 +162,16 @@ impl<B: AutodiffBackend> SegmentTape<B> {
         mut on_segment: impl FnMut(&mut B::Gradients),
     ) {
         let _recomputing = Recomputing::enter();
+        // The head's graph is gone: the leaf is not needed any more.
+        let Self { level, mut inputs, output } = self;
+        drop(output);
         let mut grad = grad;
-        for index in (0..self.inputs.len()).rev() {
+        for index in (0..inputs.len()).rev() {
             let _span = tracing::trace_span!("segment.backward", index).entered();
-            let Some(input) = self.inputs.pop() else { break };
+            let Some(input) = inputs.pop() else { break };
             let x = if index == 0 { input } else { input.require_grad() };
-            let y = backbone.forward_segment(self.level, index, x.clone());
-            // d(Σ y ⊙ g)/dy = g: the segment's backward pass from the incoming gradient.
-            let mut grads = y.mul(Tensor::from_inner(grad)).sum().backward();
+            let y = backbone.forward_segment(level, index, x.clone());
+            let mut grads = seeded_backward(y, grad);
             on_segment(&mut grads);
             if index == 0 {
                 break;
@@ -180,6 +182,20 @@ impl<B: AutodiffBackend> SegmentTape<B> {
             }
         }
     }
+}
+
+/// The backward pass of `y`'s graph from `grad`, the gradient of some loss with respect to `y`:
+/// the backward pass of the scalar `⟨y, g⟩`, whose gradient with respect to `y` is exactly `g`.
+///
+/// As a `[1, n]·[n, 1]` product rather than `(y ⊙ g).sum()`: its backward pass allocates one
+/// map of `y`'s size (`1·gᵀ`), where the sum's would add a map of ones and the product's a third.
+fn seeded_backward<B: AutodiffBackend>(
+    y: Tensor<B, 4>,
+    grad: Tensor<B::InnerBackend, 4>,
+) -> B::Gradients {
+    let n = y.shape().num_elements();
+    let g = Tensor::<B, 4>::from_inner(grad).reshape([n, 1]);
+    y.reshape([1, n]).matmul(g).backward()
 }
 
 #[cfg(test)]

@@ -23,8 +23,9 @@
 //! - [`hugepages`]: the binary's global allocator (huge pages for large activation buffers).
 //! - [`model`], [`data`], [`stats`]: the model choice, the dataset splits, the CI formula.
 //!
-//! Memory features are config switches: `memory.gradient_checkpoint` (the binary then trains on
-//! `Autodiff<B, BalancedCheckpointing>`), `memory.precision`, `memory.cleanup_every`.
+//! Memory features are config switches: `memory.gradient_checkpoint` (`"blocks"`/`"stages"`:
+//! segment checkpointing through `fsct_backbone::segments` in [`step`]; `"balanced"`: the binary
+//! trains on `Autodiff<B, BalancedCheckpointing>`), `memory.precision`, `memory.cleanup_every`.
 
 pub mod checkpoint;
 pub mod cli;

@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::FloatDType;
 use fsct_backbone::SegmentTape;
-use fsct_transformer::{episode_accuracy, episode_loss, FewShotModel};
+use fsct_transformer::{episode_accuracy, episode_loss, EpisodeForward, FewShotModel};
 use fsct_vic::VicValues;
 
 use crate::checkpoint::TrainerState;
@@ -198,15 +198,20 @@ pub fn step_gradients<B: AutodiffBackend>(
         }
         None => (runner.forward_episode(x), None),
     };
-    let ce = episode_loss(out.scores.clone(), n_query);
+    let EpisodeForward { scores, support, query } = out;
+    let ce = episode_loss(scores.clone(), n_query);
     let (loss, vic_terms) = match state.vic.as_ref() {
         Some(vic) => {
-            let terms = fsct_vic::vic_terms(out.support, out.query, vic.lambdas(), &config.vic);
+            let terms = fsct_vic::vic_terms(support, query, vic.lambdas(), &config.vic);
             (ce.add(terms.total.clone()), Some(terms))
         }
-        None => (ce, None),
+        None => {
+            // Views of the backbone's output: not kept alive to the end of the step.
+            drop((support, query));
+            (ce, None)
+        }
     };
-    let accuracy = episode_accuracy(out.scores, n_query);
+    let accuracy = episode_accuracy(scores, n_query);
     let loss_value: f64 = loss.clone().into_scalar().elem();
     let scaled = match &state.scaler {
         Some(scaler) => loss.mul_scalar(scaler.scale),
