@@ -23,12 +23,13 @@ use std::time::Instant;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::FloatDType;
-use fsct_train::config::{Config, Method, Precision};
+use fsct_train::config::{Checkpointing, Config, Method, Precision};
 use fsct_train::model::{build_model, AnyModel};
-use fsct_train::step::{new_optimizer, new_trainer_state, train_step};
+use fsct_train::step::{new_optimizer, new_trainer_state, step_gradients, train_step};
 use fsct_train::weights::{load_model_bytes, model_bytes};
 use fsct_transformer::{episode_loss, FewShotModel};
 
@@ -483,6 +484,51 @@ fn gradient_checkpointing_gives_the_same_gradients() {
     }
 }
 
+/// Segment checkpointing on a GPU backend (composed block tails, cubecl kernels): the step's
+/// gradients equal those without checkpointing, in f32 and mixed f16.
+#[test]
+fn segment_checkpointing_gives_the_same_gradients() {
+    let _guard = serial();
+    let device = gpu::device();
+    struct FromParams<'a> {
+        grads: &'a GradientsParams,
+        out: Vec<Vec<f32>>,
+    }
+    impl ModuleVisitor<Autodiff<G>> for FromParams<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Autodiff<G>, D>>) {
+            if let Some(grad) = self.grads.get::<G, D>(param.id) {
+                self.out.push(values(grad));
+            }
+        }
+    }
+    for (backbone, precision) in
+        [("Conv4", Precision::F32), ("ResNet18", Precision::F32), ("ResNet12", Precision::MixedF16)]
+    {
+        let mut config = small(backbone, 16);
+        config.memory.precision = precision;
+        let x = Tensor::<Autodiff<G>, 5>::from_data(episode(&config, 5), &device);
+        let (_, model) = twins::<Autodiff<G>>(&config, &device);
+        let step = |mode: Checkpointing| {
+            let mut config = config.clone();
+            config.memory.gradient_checkpoint = mode;
+            let state = new_trainer_state(&config);
+            let out = step_gradients(&config, &model, &state, x.clone(), &mut |_| {}).unwrap();
+            let mut read = FromParams { grads: &out.grads, out: Vec::new() };
+            model.visit(&mut read);
+            (out.loss as f32, read.out)
+        };
+        let (loss, plain) = step(Checkpointing::None);
+        for mode in [Checkpointing::Blocks, Checkpointing::Stages] {
+            let (got_loss, got) = step(mode);
+            assert_eq!(got.len(), plain.len(), "{backbone} {mode:?}: every parameter");
+            let (gradient, worst) = grad_errors(&got, &plain);
+            let err = gradient.max(worst).max(rel_err(&[got_loss], &[loss]));
+            eprintln!("{backbone} {precision:?} {mode:?}: gradients differ by {err:.1e}");
+            assert!(err <= 1e-5, "{backbone} {precision:?} {mode:?}: {err:.2e}");
+        }
+    }
+}
+
 #[test]
 fn memory_cleanup_lowers_reserved_memory() {
     use burn::cubecl::Runtime;
@@ -551,7 +597,7 @@ fn the_binary_trains_on_the_gpu() {
         ("f32", ""),
         (
             "mixed",
-            "[memory]\nprecision = \"mixed-f16\"\ngradient_checkpoint = true\ncleanup_every = 1",
+            "[memory]\nprecision = \"mixed-f16\"\ngradient_checkpoint = \"blocks\"\ncleanup_every = 1",
         ),
         ("pure", "[memory]\nprecision = \"f16\""),
     ] {
@@ -587,7 +633,7 @@ fn out_of_memory_and_a_missing_device_stop_with_one_line() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let last = stderr.lines().last().unwrap_or("");
     assert!(last.starts_with("error: out of memory on the Vulkan device"), "{stderr}");
-    for switch in ["gradient_checkpoint = true", "mixed-f16", "data.image_size", "n_query"] {
+    for switch in ["gradient_checkpoint = \"blocks\"", "mixed-f16", "data.image_size", "n_query"] {
         assert!(last.contains(switch), "the advice names {switch}: {last}");
     }
     assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "{stderr}");

@@ -253,9 +253,23 @@ impl<T: FusedTail<N>, E: Stored, const N: usize> Backward<Flex, N> for TailNode<
         if x.is_none() && gamma.is_none() && beta.is_none() {
             return;
         }
-        let x_values: FlexTensor = checkpointer.retrieve_node_output(ops.state.x);
-        let gradients = kernels::backward(&values::<E>(&x_values), &grad, saved);
-        register_gradients(grads, [x, gamma, beta], gradients, saved.dims);
+        let mut x_values: FlexTensor = checkpointer.retrieve_node_output(ops.state.x);
+        // When nothing else holds `x` (the usual case: only this node kept it), its gradient is
+        // written over it: one map of `x`'s size less at the peak of the backward pass.
+        let offsets =
+            x_values.layout().contiguous_offsets().filter(|_| x_values.dtype() == E::dtype());
+        let written = offsets.and_then(|(start, end)| {
+            let x_mut = &mut x_values.try_storage_mut::<E>()?[start..end];
+            Some(kernels::backward_in_place(x_mut, &grad, saved))
+        });
+        let (dx, dgamma, dbeta) = match written {
+            Some((dgamma, dbeta)) => (x_values, dgamma, dbeta),
+            None => {
+                let (dx, dgamma, dbeta) = kernels::backward(&values::<E>(&x_values), &grad, saved);
+                (flex_tensor(dx, saved.dims), dgamma, dbeta)
+            }
+        };
+        register_gradients(grads, [x, gamma, beta], (dx, dgamma, dbeta), saved.dims);
     }
 }
 
@@ -264,12 +278,12 @@ impl<T: FusedTail<N>, E: Stored, const N: usize> Backward<Flex, N> for TailNode<
 fn register_gradients(
     grads: &mut Gradients,
     parents: [Option<NodeId>; 3],
-    (dx, dgamma, dbeta): (Vec<impl Stored>, Vec<f32>, Vec<f32>),
+    (dx, dgamma, dbeta): (FlexTensor, Vec<f32>, Vec<f32>),
     dims: Dims,
 ) {
     let [x, gamma, beta] = parents;
     if let Some(id) = x {
-        grads.register::<Flex>(id, flex_tensor(dx, dims));
+        grads.register::<Flex>(id, dx);
     }
     for (id, values) in [(gamma, dgamma), (beta, dbeta)] {
         if let Some(id) = id {

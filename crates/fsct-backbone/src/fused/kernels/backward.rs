@@ -63,6 +63,19 @@ impl Saved {
 /// `dx = gamma·inv_std·(dz − dbeta/N − x̂·dgamma/N)`, where `x̂ = (x − mean)·inv_std` and `N` is
 /// the number of values per channel.
 pub(crate) fn backward<E: Element>(x: &[E], grad: &[E], s: &Saved) -> (Vec<E>, Vec<f32>, Vec<f32>) {
+    let mut dx = x.to_vec();
+    let (dgamma, dbeta) = backward_in_place(&mut dx, grad, s);
+    (dx, dgamma, dbeta)
+}
+
+/// As [`backward`], writing `dx` over `x` (each plane is read, then overwritten): the backward
+/// pass of a tail whose input nothing else holds needs no second map of its size. Returns
+/// `(dgamma, dbeta)`.
+pub(crate) fn backward_in_place<E: Element>(
+    x: &mut [E],
+    grad: &[E],
+    s: &Saved,
+) -> (Vec<f32>, Vec<f32>) {
     let d = s.dims;
     let pool = s.pool() == Pool::Max2x2;
     let o = d.output(s.pool());
@@ -71,49 +84,50 @@ pub(crate) fn backward<E: Element>(x: &[E], grad: &[E], s: &Saved) -> (Vec<E>, V
     let (plane, out_plane) = (d.plane(), o.plane());
     let count = (d.n * plane).max(1) as f64;
 
-    let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = (0..d.c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mean, inv_std) = (s.mean[ch], s.inv_std[ch]);
-            let (mut sum_dz, mut sum_dz_xhat) = (0f64, 0f64);
-            for i in 0..d.n {
-                let p = i * d.c + ch;
-                let xs = &x[p * plane..][..plane];
-                let gs = &grad[p * out_plane..][..out_plane];
-                let (mut a, mut b) = (0f32, 0f32);
-                if pool {
-                    let codes = &s.codes[p * out_plane..][..out_plane];
-                    for (k, (&code, &g)) in codes.iter().zip(gs).enumerate() {
-                        // Branch-free: an inactive output reads slot 3 and counts zero.
-                        let g = if code != INACTIVE { g.to_f32() } else { 0.0 };
-                        let v = xs[window_position(k, code & 3, o.w, d.w)].to_f32();
-                        a += g;
-                        b += g * (v - mean) * inv_std;
+    let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = {
+        let x: &[E] = x;
+        (0..d.c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mean, inv_std) = (s.mean[ch], s.inv_std[ch]);
+                let (mut sum_dz, mut sum_dz_xhat) = (0f64, 0f64);
+                for i in 0..d.n {
+                    let p = i * d.c + ch;
+                    let xs = &x[p * plane..][..plane];
+                    let gs = &grad[p * out_plane..][..out_plane];
+                    let (mut a, mut b) = (0f32, 0f32);
+                    if pool {
+                        let codes = &s.codes[p * out_plane..][..out_plane];
+                        for (k, (&code, &g)) in codes.iter().zip(gs).enumerate() {
+                            // Branch-free: an inactive output reads slot 3 and counts zero.
+                            let g = if code != INACTIVE { g.to_f32() } else { 0.0 };
+                            let v = xs[window_position(k, code & 3, o.w, d.w)].to_f32();
+                            a += g;
+                            b += g * (v - mean) * inv_std;
+                        }
+                    } else {
+                        for (j, (&v, &g)) in xs.iter().zip(gs).enumerate() {
+                            let v = v.to_f32();
+                            let g = if s.passes(p, j, v, ch) { g.to_f32() } else { 0.0 };
+                            a += g;
+                            b += g * (v - mean) * inv_std;
+                        }
                     }
-                } else {
-                    for (j, (&v, &g)) in xs.iter().zip(gs).enumerate() {
-                        let v = v.to_f32();
-                        let g = if s.passes(p, j, v, ch) { g.to_f32() } else { 0.0 };
-                        a += g;
-                        b += g * (v - mean) * inv_std;
-                    }
+                    sum_dz += a as f64;
+                    sum_dz_xhat += b as f64;
                 }
-                sum_dz += a as f64;
-                sum_dz_xhat += b as f64;
-            }
-            (sum_dz, sum_dz_xhat)
-        })
-        .unzip();
+                (sum_dz, sum_dz_xhat)
+            })
+            .unzip()
+    };
 
-    let mut dx: Vec<E> = Vec::with_capacity(d.len());
     if d.len() > 0 {
-        dx.spare_capacity_mut().par_chunks_mut(plane).enumerate().for_each(|(p, dst)| {
+        x.par_chunks_mut(plane).enumerate().for_each(|(p, xs)| {
             let ch = p % d.c;
             let (mean, inv_std) = (s.mean[ch], s.inv_std[ch]);
             let k = s.gamma[ch] * inv_std;
             let mean_dz = (dbeta[ch] / count) as f32;
             let mean_dz_xhat = (dgamma[ch] / count) as f32;
-            let xs = &x[p * plane..][..plane];
             let gs = &grad[p * out_plane..][..out_plane];
             if pool {
                 // Accumulate the plane in f32 (a half dx would round twice), then store.
@@ -129,23 +143,21 @@ pub(crate) fn backward<E: Element>(x: &[E], grad: &[E], s: &Saved) -> (Vec<E>, V
                         let g = if code != INACTIVE { g.to_f32() } else { 0.0 };
                         buf[window_position(k_out, code & 3, o.w, d.w)] += k * g;
                     }
-                    for (o, &v) in dst.iter_mut().zip(buf.iter()) {
-                        o.write(E::from_f32(v));
+                    for (o, &v) in xs.iter_mut().zip(buf.iter()) {
+                        *o = E::from_f32(v);
                     }
                 });
             } else {
-                for (j, ((o, &v), &g)) in dst.iter_mut().zip(xs).zip(gs).enumerate() {
-                    let v = v.to_f32();
+                for (j, (slot, &g)) in xs.iter_mut().zip(gs).enumerate() {
+                    let v = slot.to_f32();
                     let dz = if s.passes(p, j, v, ch) { g.to_f32() } else { 0.0 };
-                    o.write(E::from_f32(k * (dz - mean_dz - (v - mean) * inv_std * mean_dz_xhat)));
+                    *slot = E::from_f32(k * (dz - mean_dz - (v - mean) * inv_std * mean_dz_xhat));
                 }
             }
         });
-        // SAFETY: every plane of `dx` was written in full above.
-        unsafe { dx.set_len(d.len()) };
     }
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
-    (dx, to_f32(dgamma), to_f32(dbeta))
+    (to_f32(dgamma), to_f32(dbeta))
 }
 
 /// The residual's gradient in `relu(bn(x) + r)`: `grad` where the ReLU passed, else 0.
