@@ -506,6 +506,9 @@ fn segment_checkpointing_gives_the_same_gradients() {
     {
         let mut config = small(backbone, 16);
         config.memory.precision = precision;
+        // The scaler's first scale (65536) overflows some f16 gradients to inf on both paths;
+        // a small one keeps every gradient finite, so the two can be compared.
+        config.memory.loss_scale = 64.0;
         let x = Tensor::<Autodiff<G>, 5>::from_data(episode(&config, 5), &device);
         let (_, model) = twins::<Autodiff<G>>(&config, &device);
         let step = |mode: Checkpointing| {

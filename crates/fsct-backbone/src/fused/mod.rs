@@ -55,7 +55,8 @@ pub(crate) fn is_flex<B: Backend>() -> bool {
 ///
 /// # Shapes
 /// - `x`: `[n, c, h, w]`
-/// - output: `[n, c, h / 2, w / 2]` (floor) with [`Pool::Max2x2`], else `[n, c, h, w]`
+/// - output: `[n, c, h / 2, w / 2]` (floor) with [`Pool::Max2x2`], `[n, c, (h − 1) / 2 + 1,
+///   (w − 1) / 2 + 1]` with [`Pool::Max3x3Stride2`], else `[n, c, h, w]`
 pub(crate) fn batch_norm_relu_pool<B: Backend>(
     bn: &BatchNorm<B>,
     x: Tensor<B, 4>,
@@ -122,6 +123,7 @@ fn composed<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, pool: Pool) -> Tenso
     let x = relu(batch_norm(bn, x, BatchNormMode::Standard));
     match pool {
         Pool::Max2x2 => max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false),
+        Pool::Max3x3Stride2 => max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false),
         Pool::Off => x,
     }
 }

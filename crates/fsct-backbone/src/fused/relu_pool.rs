@@ -15,7 +15,8 @@ use super::storage::Stored;
 ///
 /// # Shapes
 /// - `x`: `[n, c, h, w]`
-/// - output: `[n, c, h / 2, w / 2]` (floor) with [`Pool::Max2x2`], else `[n, c, h, w]`
+/// - output: `[n, c, h / 2, w / 2]` (floor) with [`Pool::Max2x2`], `[n, c, (h − 1) / 2 + 1,
+///   (w − 1) / 2 + 1]` with [`Pool::Max3x3Stride2`], else `[n, c, h, w]`
 pub(super) fn try_forward<B: Backend>(
     bn: &BatchNorm<B>,
     x: Tensor<B, 4>,
@@ -38,6 +39,7 @@ impl FusedTail<3> for BatchNormReluPool {
     fn decisions(self) -> Decisions {
         match self.pool {
             Pool::Max2x2 => Decisions::PoolWindows,
+            Pool::Max3x3Stride2 => Decisions::PoolWindows3x3,
             Pool::Off => Decisions::RecomputedRelu,
         }
     }

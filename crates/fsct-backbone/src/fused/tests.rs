@@ -54,7 +54,8 @@ fn agree<B: AutodiffBackend>(shape: [usize; 4], pool: Pool) {
     let device = Default::default();
     let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device);
     let [n, c, h, w] = shape;
-    let out = if pool == Pool::Max2x2 { [n, c, h / 2, w / 2] } else { shape };
+    let o = super::kernels::Dims { n, c, h, w }.output(pool);
+    let out = [o.n, o.c, o.h, o.w];
     let weights = Tensor::<B, 4>::random(out, Distribution::Normal(0.0, 1.0), &device);
     let fused = run(true, &x, &weights, pool);
     let reference = run(false, &x, &weights, pool);
@@ -79,6 +80,15 @@ fn fused_training_tail_matches_on_odd_sizes_and_without_pooling() {
 #[test]
 fn fused_training_tail_matches_under_gradient_checkpointing() {
     agree::<Autodiff<Flex, BalancedCheckpointing>>([2, 3, 8, 8], Pool::Max2x2);
+    agree::<Autodiff<Flex, BalancedCheckpointing>>([2, 3, 8, 7], Pool::Max3x3Stride2);
+}
+
+/// torchvision's stem pool (3×3, stride 2, padding 1: overlapping windows), even and odd sides.
+#[test]
+fn fused_training_tail_matches_the_composed_one_with_the_stem_pool() {
+    agree::<Autodiff<Flex>>([3, 4, 10, 12], Pool::Max3x3Stride2);
+    agree::<Autodiff<Flex>>([2, 3, 9, 7], Pool::Max3x3Stride2);
+    agree::<Autodiff<Flex>>([2, 2, 1, 2], Pool::Max3x3Stride2);
 }
 
 #[test]
@@ -90,7 +100,7 @@ fn fused_inference_tail_uses_the_running_statistics() {
     bn.running_var =
         burn::module::RunningState::new(Tensor::from_data([4.0f32, 0.25, 1.0], &device));
     let x = Tensor::<Flex, 4>::random([2, 3, 6, 4], Distribution::Normal(0.0, 2.0), &device);
-    for pool in [Pool::Max2x2, Pool::Off] {
+    for pool in [Pool::Max2x2, Pool::Max3x3Stride2, Pool::Off] {
         let fused = fast_path(&bn, x.clone(), pool);
         let reference = composed(&bn, x.clone(), pool);
         fused

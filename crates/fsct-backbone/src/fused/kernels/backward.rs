@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::{positive_or_nan, Dims, Element, Pool, INACTIVE};
+use super::{positive_or_nan, window_position, Dims, Element, Pool, INACTIVE};
 
 /// What the backward pass of a batch-statistics block tail needs besides its input and the
 /// output gradient.
@@ -29,6 +29,8 @@ pub(crate) enum Decisions {
     /// The pooled tail: `codes` holds, per output, the window slot of its maximum, or
     /// [`INACTIVE`] where the ReLU zeroed it.
     PoolWindows,
+    /// As `PoolWindows` for 3×3 stride-2 windows (slots `3·dy + dx`).
+    PoolWindows3x3,
     /// The plain unpooled tail: recomputed from `x` and the saved affine map (`codes` is empty).
     RecomputedRelu,
     /// The residual tail `relu(bn(x) + r)`: `codes` holds the ReLU mask, since `bn(x) + r` cannot
@@ -41,6 +43,7 @@ impl Saved {
     pub fn pool(&self) -> Pool {
         match self.decisions {
             Decisions::PoolWindows => Pool::Max2x2,
+            Decisions::PoolWindows3x3 => Pool::Max3x3Stride2,
             Decisions::RecomputedRelu | Decisions::ReluMask => Pool::Off,
         }
     }
@@ -77,8 +80,9 @@ pub(crate) fn backward_in_place<E: Element>(
     s: &Saved,
 ) -> (Vec<f32>, Vec<f32>) {
     let d = s.dims;
-    let pool = s.pool() == Pool::Max2x2;
-    let o = d.output(s.pool());
+    let kind = s.pool();
+    let pool = kind != Pool::Off;
+    let o = d.output(kind);
     debug_assert_eq!(x.len(), d.len());
     debug_assert_eq!(grad.len(), o.len());
     let (plane, out_plane) = (d.plane(), o.plane());
@@ -101,7 +105,7 @@ pub(crate) fn backward_in_place<E: Element>(
                         for (k, (&code, &g)) in codes.iter().zip(gs).enumerate() {
                             // Branch-free: an inactive output reads slot 3 and counts zero.
                             let g = if code != INACTIVE { g.to_f32() } else { 0.0 };
-                            let v = xs[window_position(k, code & 3, o.w, d.w)].to_f32();
+                            let v = xs[window_position(kind, k, code, o.w, d.w)].to_f32();
                             a += g;
                             b += g * (v - mean) * inv_std;
                         }
@@ -141,7 +145,7 @@ pub(crate) fn backward_in_place<E: Element>(
                     );
                     for (k_out, (&code, &g)) in codes.iter().zip(gs).enumerate() {
                         let g = if code != INACTIVE { g.to_f32() } else { 0.0 };
-                        buf[window_position(k_out, code & 3, o.w, d.w)] += k * g;
+                        buf[window_position(kind, k_out, code, o.w, d.w)] += k * g;
                     }
                     for (o, &v) in xs.iter_mut().zip(buf.iter()) {
                         *o = E::from_f32(v);
@@ -168,12 +172,4 @@ pub(crate) fn residual_gradient<E: Element>(grad: &[E], mask: &[u8]) -> Vec<E> {
 thread_local! {
     /// One plane of f32 scratch per worker thread for the pooled backward.
     static PLANE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The input position (within a plane of width `w`) of slot `code` of pooled output `k`.
-#[inline]
-fn window_position(k: usize, code: u8, out_w: usize, w: usize) -> usize {
-    let (oy, ox) = (k / out_w, k % out_w);
-    let (dy, dx) = ((code >> 1) as usize, (code & 1) as usize);
-    (2 * oy + dy) * w + 2 * ox + dx
 }

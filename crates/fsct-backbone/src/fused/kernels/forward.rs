@@ -20,7 +20,7 @@ pub(crate) fn forward<E: Element>(
     pool: Pool,
     record: Record,
 ) -> (Vec<E>, Vec<u8>) {
-    let with_codes = pool == Pool::Max2x2 && record == Record::Decisions;
+    let with_codes = pool != Pool::Off && record == Record::Decisions;
     debug_assert_eq!(x.len(), d.len());
     let o = d.output(pool);
     let mut out: Vec<E> = Vec::with_capacity(o.len());
@@ -40,6 +40,18 @@ pub(crate) fn forward<E: Element>(
             for (o, &v) in dst.iter_mut().zip(&x[p * plane..][..plane]) {
                 o.write(E::from_f32(relu(v.to_f32() * a + b)));
             }
+        });
+    } else if pool == Pool::Max3x3Stride2 && with_codes {
+        out_planes.zip(codes.spare_capacity_mut().par_chunks_mut(out_plane)).for_each(
+            |((p, dst), code)| {
+                let (a, b) = affine(p);
+                pool3_plane(&x[p * plane..][..plane], d, o, a, b, dst, code);
+            },
+        );
+    } else if pool == Pool::Max3x3Stride2 {
+        out_planes.for_each(|(p, dst)| {
+            let (a, b) = affine(p);
+            pool3_plane(&x[p * plane..][..plane], d, o, a, b, dst, &mut []);
         });
     } else if with_codes {
         out_planes.zip(codes.spare_capacity_mut().par_chunks_mut(out_plane)).for_each(
@@ -147,6 +159,47 @@ fn pool_plane<E: Element, const CODES: bool>(
             for ((t, bt), y) in top.iter().zip(bottom).zip(dst.iter_mut()) {
                 let (best, _) = window_max(affine_window(t, bt, a, b));
                 y.write(E::from_f32(relu(best)));
+            }
+        }
+    }
+}
+
+/// One plane of the 3×3 stride-2 tail (padding 1: the padded positions never win). Writes a
+/// window code (`3·dy + dx`, or [`INACTIVE`]) per output when `codes` is not empty. The windows
+/// overlap, so this one is a plain loop; it runs once per network (torchvision's stem).
+fn pool3_plane<E: Element>(
+    src: &[E],
+    d: Dims,
+    o: Dims,
+    a: f32,
+    b: f32,
+    dst: &mut [MaybeUninit<E>],
+    codes: &mut [MaybeUninit<u8>],
+) {
+    let record = !codes.is_empty();
+    for oy in 0..o.h {
+        for ox in 0..o.w {
+            let (mut best, mut slot) = (f32::NEG_INFINITY, u8::MAX);
+            for dy in 0..3 {
+                let Some(y) = (2 * oy + dy).checked_sub(1).filter(|&y| y < d.h) else { continue };
+                for dx in 0..3 {
+                    let Some(x) = (2 * ox + dx).checked_sub(1).filter(|&x| x < d.w) else {
+                        continue;
+                    };
+                    let v = src[y * d.w + x].to_f32() * a + b;
+                    // The first maximum in row-major order, or the last NaN (PyTorch's CPU rule).
+                    #[allow(clippy::eq_op)]
+                    let take = slot == u8::MAX || v > best || v != v;
+                    if take {
+                        (best, slot) = (v, (3 * dy + dx) as u8);
+                    }
+                }
+            }
+            let k = oy * o.w + ox;
+            let active = positive_or_nan(best);
+            dst[k].write(E::from_f32(if active { best } else { 0.0 }));
+            if record {
+                codes[k].write(if active { slot } else { INACTIVE });
             }
         }
     }

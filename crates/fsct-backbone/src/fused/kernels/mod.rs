@@ -83,6 +83,11 @@ impl Dims {
     pub fn output(&self, pool: Pool) -> Dims {
         match pool {
             Pool::Max2x2 => Dims { h: self.h / 2, w: self.w / 2, ..*self },
+            // (side + 2·1 − 3) / 2 + 1, as PyTorch's floor mode.
+            Pool::Max3x3Stride2 => {
+                let side = |s: usize| if s == 0 { 0 } else { (s - 1) / 2 + 1 };
+                Dims { h: side(self.h), w: side(self.w), ..*self }
+            }
             Pool::Off => *self,
         }
     }
@@ -91,6 +96,27 @@ impl Dims {
 /// Marks a pooled output whose window maximum was not positive: the ReLU stopped its gradient.
 pub(crate) const INACTIVE: u8 = u8::MAX;
 
+/// The input position (within a plane of width `w`, height `h`) of slot `code` of pooled output
+/// `k` (in a plane of width `out_w`). An [`INACTIVE`] output maps to a slot that is always inside
+/// the plane (the caller reads it and counts zero).
+#[inline(always)]
+pub(crate) fn window_position(pool: Pool, k: usize, code: u8, out_w: usize, w: usize) -> usize {
+    let (oy, ox) = (k / out_w, k % out_w);
+    match pool {
+        Pool::Max3x3Stride2 => {
+            // Slot 4, the window's centre (2·oy, 2·ox), is always inside the plane.
+            let code = if code == INACTIVE { 4 } else { code as usize };
+            let (dy, dx) = (code / 3, code % 3);
+            (2 * oy + dy - 1) * w + 2 * ox + dx - 1
+        }
+        Pool::Max2x2 | Pool::Off => {
+            let code = code & 3;
+            let (dy, dx) = ((code >> 1) as usize, (code & 1) as usize);
+            (2 * oy + dy) * w + 2 * ox + dx
+        }
+    }
+}
+
 /// Whether a tail ends in a max-pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Pool {
@@ -98,6 +124,9 @@ pub(crate) enum Pool {
     Off,
     /// A 2×2, stride-2 max-pool (floor) after the ReLU.
     Max2x2,
+    /// 3×3 windows, stride 2, padding 1 (torchvision's ResNet stem): windows overlap, and the
+    /// padding never wins.
+    Max3x3Stride2,
 }
 
 /// What a forward kernel records besides the output.

@@ -42,7 +42,23 @@ fn reference(
             for oy in 0..o.h {
                 for ox in 0..o.w {
                     let k = ((i * d.c + ch) * o.h + oy) * o.w + ox;
-                    let (p, v) = if pool == Pool::Max2x2 {
+                    let (p, v) = if pool == Pool::Max3x3Stride2 {
+                        // Rows and columns 2·o − 1 ..= 2·o + 1 inside the plane, row-major.
+                        let inside = |s: usize, n: usize| {
+                            (0..3)
+                                .filter_map(move |k| (2 * s + k).checked_sub(1).filter(|&v| v < n))
+                        };
+                        let window: Vec<usize> = inside(oy, d.h)
+                            .flat_map(|y| inside(ox, d.w).map(move |xx| idx(i, ch, y, xx)))
+                            .collect();
+                        let mut best = window[0];
+                        for &q in &window[1..] {
+                            if z(q) > z(best) {
+                                best = q;
+                            }
+                        }
+                        (best, z(best))
+                    } else if pool == Pool::Max2x2 {
                         let window = [
                             idx(i, ch, 2 * oy, 2 * ox),
                             idx(i, ch, 2 * oy, 2 * ox + 1),
@@ -111,6 +127,7 @@ fn run(d: Dims, pool: Pool) {
         shift,
         decisions: match pool {
             Pool::Max2x2 => Decisions::PoolWindows,
+            Pool::Max3x3Stride2 => Decisions::PoolWindows3x3,
             Pool::Off => Decisions::RecomputedRelu,
         },
         codes,
@@ -136,6 +153,13 @@ fn pooled_tail_matches_an_f64_reference_forward_and_backward() {
 #[test]
 fn odd_sizes_pool_with_floor_and_leave_the_last_row_and_column_out() {
     run(Dims { n: 2, c: 3, h: 7, w: 5 }, Pool::Max2x2);
+}
+
+#[test]
+fn stem_pooled_tail_matches_an_f64_reference_forward_and_backward() {
+    // Overlapping windows: an input that is the maximum of two windows gets both gradients.
+    run(Dims { n: 2, c: 3, h: 8, w: 6 }, Pool::Max3x3Stride2);
+    run(Dims { n: 3, c: 2, h: 7, w: 9 }, Pool::Max3x3Stride2);
 }
 
 #[test]
