@@ -1,0 +1,165 @@
+//! The memory planner against the counting allocator: the predicted peak of a training step
+//! (`fsct_train::plan::predict`) and the measured peak of `fsct_train::step::train_step` on small
+//! shapes, within ±10%; budget selection on synthetic budgets; the refusal message.
+
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, Tensor};
+use fsct_train::alloc_count::{self, CountingAlloc};
+use fsct_train::config::{Checkpointing, Config, DeviceKind, Precision};
+use fsct_train::model::build_model;
+use fsct_train::plan::{self, PlanOptions};
+use fsct_train::step::{new_optimizer, new_trainer_state, train_step_observed, StepPoint};
+use fsct_vic::CovarianceMode;
+
+#[global_allocator]
+static ALLOC: CountingAlloc<std::alloc::System> = CountingAlloc::new(std::alloc::System);
+
+/// A small episode: `backbone` at `side` px, 3-way 2-shot `n_query` queries, depth-1 FS-CT with
+/// 2 heads of 16 (small enough for the dev profile).
+fn small(backbone: &str, side: usize, n_query: usize) -> Config {
+    let mut c = Config::default();
+    c.model.backbone = backbone.parse().unwrap();
+    c.model.feti = backbone == "ResNet12";
+    c.model.train_backbone = true;
+    c.model.heads = 2;
+    c.model.dim_head = 16;
+    c.model.mlp_dim = 32;
+    c.data.image_size = Some(side);
+    (c.episodes.n_way, c.episodes.k_shot, c.episodes.n_query) = (3, 2, n_query);
+    c.memory.cleanup_every = 0;
+    // No overflow at the first steps of mixed precision: every measured step updates.
+    c.memory.loss_scale = 1.0;
+    c
+}
+
+/// Measured: bytes held at the step's start (model, AdamW's moments, episode: what dropping them
+/// frees), the step's peak above its start, and the peaks of its phases (before the backward
+/// pass, during it, the update).
+fn measure_on<B: AutodiffBackend>(config: &Config) -> (u64, u64, [u64; 3]) {
+    let device = Default::default();
+    B::seed(&device, config.run.seed);
+    let mut model = build_model::<B>(config, &device).unwrap();
+    let e = &config.episodes;
+    let side = config.image_size();
+    let x = Tensor::<B, 5>::random(
+        [e.n_way, e.k_shot + e.n_query, 3, side, side],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let mut optim = new_optimizer::<B>(config);
+    let mut state = new_trainer_state(config);
+    let (mut start, mut above, mut phases) = (0, 0, [0u64; 3]);
+    for step in 0..3 {
+        start = alloc_count::reset_peak();
+        let mut seen = [0u64; 3];
+        let mut observe = |point: StepPoint| {
+            let i = if point == StepPoint::BeforeBackward { 0 } else { 1 };
+            seen[i] = (alloc_count::peak() - start) as u64;
+            alloc_count::reset_peak();
+        };
+        let (next, outcome) = train_step_observed(
+            config,
+            model,
+            &mut optim,
+            &mut state,
+            x.clone(),
+            &device,
+            &mut observe,
+        )
+        .unwrap();
+        seen[2] = (alloc_count::peak().saturating_sub(start)) as u64;
+        assert!(outcome.applied, "step {step} skipped its update");
+        model = next;
+        if step > 0 {
+            above = above.max(seen.iter().copied().max().unwrap());
+            for i in 0..3 {
+                phases[i] = phases[i].max(seen[i]);
+            }
+        }
+    }
+    drop((model, optim, state, x));
+    let held = start.saturating_sub(alloc_count::current()) as u64;
+    (held, above, phases)
+}
+
+fn measure(config: &Config) -> (u64, u64, [u64; 3]) {
+    if config.memory.gradient_checkpoint == Checkpointing::Balanced {
+        measure_on::<Autodiff<Flex, BalancedCheckpointing>>(config)
+    } else {
+        measure_on::<Autodiff<Flex>>(config)
+    }
+}
+
+/// The tests of this binary one at a time: the counting allocator counts every thread.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn cpu() -> PlanOptions {
+    PlanOptions { device: DeviceKind::Cpu, quick: false }
+}
+
+fn vic(c: &mut Config, mode: CovarianceMode) {
+    c.model.use_vic = true;
+    c.vic.covariance = mode;
+}
+
+#[test]
+fn predicted_step_peaks_are_within_ten_percent_of_the_counting_allocator() {
+    let _serial = serial();
+    let mut cases: Vec<(String, Config)> = Vec::new();
+    for (backbone, side, q) in [("Conv4", 40, 4), ("ResNet12", 32, 3)] {
+        let base = small(backbone, side, q);
+        let variants: [(&str, fn(&mut Config)); 7] = [
+            ("f32", |_| {}),
+            ("balanced", |c| c.memory.gradient_checkpoint = Checkpointing::Balanced),
+            ("blocks", |c| c.memory.gradient_checkpoint = Checkpointing::Blocks),
+            ("mixed f16", |c| c.memory.precision = Precision::MixedF16),
+            ("VIC naive", |c| vic(c, CovarianceMode::Naive)),
+            ("VIC Gram", |c| vic(c, CovarianceMode::Gram)),
+            ("all combined", |c| {
+                c.memory.gradient_checkpoint = Checkpointing::Blocks;
+                c.memory.precision = Precision::MixedF16;
+                vic(c, CovarianceMode::Gram);
+            }),
+        ];
+        for (name, apply) in variants {
+            // Naive VIC at ResNet12's d = 2560 holds about 10 GB on the CPU: Conv4's d = 256 only.
+            if backbone == "ResNet12" && name == "VIC naive" {
+                continue;
+            }
+            let mut c = base.clone();
+            apply(&mut c);
+            cases.push((format!("{backbone} {side} px, {name}"), c));
+        }
+    }
+    let mut failures = Vec::new();
+    for (name, config) in &cases {
+        let predicted = plan::predict(config, &cpu()).unwrap();
+        let (held, above, phases) = measure(config);
+        let measured_total = held + above;
+        let ratio_total = predicted.step_total as f64 / measured_total as f64;
+        let ratio_above = predicted.step_above_start as f64 / above as f64;
+        eprintln!(
+            "{name}: predicted {} / measured {} above the start ({ratio_above:.3}); in all {} / {} ({ratio_total:.3}); peak at the {}",
+            predicted.step_above_start,
+            above,
+            predicted.step_total,
+            measured_total,
+            predicted.phases.peak().0
+        );
+        eprintln!(
+            "    measured phases {phases:?}; predicted {:?}; held {held} vs {}",
+            predicted.phases,
+            predicted.state.params + predicted.state.optimizer + predicted.state.episode
+        );
+        if !(0.9..=1.1).contains(&ratio_total) || !(0.9..=1.1).contains(&ratio_above) {
+            failures
+                .push(format!("{name}: in all {ratio_total:.3}, above the start {ratio_above:.3}"));
+        }
+    }
+    assert!(failures.is_empty(), "outside ±10%: {failures:#?}");
+}
