@@ -9,7 +9,7 @@ use burn::tensor::{Distribution, Tensor};
 use fsct_train::alloc_count::{self, CountingAlloc};
 use fsct_train::config::{Checkpointing, Config, DeviceKind, Precision};
 use fsct_train::model::build_model;
-use fsct_train::plan::{self, PlanOptions};
+use fsct_train::plan::{self, Budget, PlanOptions};
 use fsct_train::step::{new_optimizer, new_trainer_state, train_step_observed, StepPoint};
 use fsct_vic::CovarianceMode;
 
@@ -162,4 +162,134 @@ fn predicted_step_peaks_are_within_ten_percent_of_the_counting_allocator() {
         }
     }
     assert!(failures.is_empty(), "outside ±10%: {failures:#?}");
+}
+
+/// The settings chosen for a budget are the first candidate (fastest first) whose predicted peak
+/// fits; a budget below every candidate is refused with exit code 2 naming the largest `n_query`
+/// that fits.
+#[test]
+fn a_budget_picks_the_fastest_fitting_settings_or_names_the_closest_config() {
+    let _serial = serial();
+    let config = small("Conv4", 40, 4);
+    let options = cpu();
+    let all: Vec<_> = plan::budget::candidates(&config)
+        .into_iter()
+        .map(|c| (c, plan::predict(&c.apply(&config), &options).unwrap()))
+        .collect();
+    let peaks: Vec<u64> = all.iter().map(|(_, p)| p.peak()).collect();
+    eprintln!("candidate peaks: {peaks:?}");
+    // A roomy budget: the fastest settings.
+    let roomy = Budget(peaks.iter().max().unwrap() + (1 << 20));
+    let choice = plan::budget::choose(&config, roomy, &options).unwrap();
+    assert_eq!(choice.candidate, all[0].0);
+    // Just below the f32 peak: the first leaner candidate that fits, never one that does not.
+    let tight = Budget(peaks[0] - 1);
+    let expected = all.iter().position(|(_, p)| p.peak() <= tight.0);
+    match (plan::budget::choose(&config, tight, &options), expected) {
+        (Ok(choice), Some(i)) => {
+            assert_eq!(choice.candidate, all[i].0);
+            assert!(choice.prediction.peak() <= tight.0);
+            assert_ne!(choice.candidate, all[0].0);
+        }
+        (Err(err), None) => assert_eq!(fsct_train::error::exit_code(&err), 2),
+        (got, want) => panic!("chose {:?}, expected candidate {want:?}", got.map(|c| c.candidate)),
+    }
+    // Below every candidate but above the leanest at one query per class: refused, naming the
+    // largest n_query that fits.
+    let leanest = &all.last().unwrap().1;
+    let one_query = leanest.with_n_query(1).peak();
+    let min_peak = *peaks.iter().min().unwrap();
+    assert!(one_query < min_peak, "one query {one_query} vs {min_peak}");
+    let budget = Budget((one_query + min_peak) / 2);
+    let q = plan::budget::largest_n_query(leanest, budget).expect("some n_query fits");
+    let err = plan::budget::choose(&config, budget, &options).unwrap_err();
+    assert_eq!(fsct_train::error::exit_code(&err), 2);
+    let text = fsct_train::error::render(&err);
+    assert!(text.contains(&format!("episodes.n_query = {q}")), "{text}");
+    assert!(
+        text.contains("memory.budget") && text.contains("gradient_checkpoint = \"blocks\""),
+        "{text}"
+    );
+    assert!(!text.contains('\n'), "one line: {text}");
+}
+
+/// The binary refuses a budget nothing fits with exit code 2 and one error line.
+#[test]
+fn train_refuses_a_budget_nothing_fits_with_exit_code_2() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.toml");
+    let config = small("Conv4", 32, 2);
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fsct-train"))
+        .args(["--config", path.to_str().unwrap(), "--budget", "64KiB", "--output"])
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("memory.budget = 64.0 KiB") || errors[0].contains("memory.budget"),
+        "{stderr}"
+    );
+    assert!(
+        errors[0].contains("raise the budget") || errors[0].contains("closest configuration"),
+        "{stderr}"
+    );
+    // `plan` on the same config prints the table and exits 0.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fsct-train"))
+        .args(["plan", "--config", path.to_str().unwrap(), "--vram", "1,2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("**training step peak**")
+            && stdout.contains("1.00 GiB: precision = \"f32\""),
+        "{stdout}"
+    );
+}
+
+/// The presets fit the GPU memory they are for (8, 16, 24 GiB on CUDA), and the predicted peak
+/// written in each one's comment is the planner's (within 10%).
+#[test]
+fn the_presets_fit_their_budgets_and_carry_their_predicted_peak() {
+    let _serial = serial();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    for (file, budget_gib) in
+        [("low_8gb.toml", 8.0), ("medium_16gb.toml", 16.0), ("high_24gb.toml", 24.0)]
+    {
+        let path = root.join(file);
+        let config = Config::load(&path).unwrap();
+        let options = PlanOptions { device: DeviceKind::Cuda, quick: true };
+        let p = plan::predict(&config, &options).unwrap();
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        eprintln!(
+            "{file}: step {:.2} GiB, evaluation {:.2} GiB",
+            gib(p.step_total),
+            gib(p.eval_total)
+        );
+        assert!(
+            p.peak() <= Budget::gib(budget_gib).0,
+            "{file}: predicted {:.2} GiB exceeds its {budget_gib} GiB",
+            gib(p.peak())
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let written = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("# Predicted peak (fsct-train plan --quick, cuda): training step ")
+            })
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{file} has no \"# Predicted peak ...\" comment"));
+        let ratio = written / gib(p.step_total);
+        assert!(
+            (0.9..=1.1).contains(&ratio),
+            "{file}: the comment says {written} GiB, the planner {:.2} GiB",
+            gib(p.step_total)
+        );
+    }
 }

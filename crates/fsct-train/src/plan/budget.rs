@@ -93,9 +93,13 @@ impl<'de> Deserialize<'de> for Budget {
     }
 }
 
-/// Bytes as GiB with two decimals.
+/// Bytes as GiB with two decimals (MiB with one below 1 GiB).
 pub fn gib(bytes: u64) -> String {
-    format!("{:.2} GiB", bytes as f64 / GIB)
+    if (bytes as f64) < GIB {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2} GiB", bytes as f64 / GIB)
+    }
 }
 
 /// One combination of memory settings.
