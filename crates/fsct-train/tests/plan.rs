@@ -107,13 +107,16 @@ fn vic(c: &mut Config, mode: CovarianceMode) {
     c.vic.covariance = mode;
 }
 
+/// A configuration's name and its change to the small baseline.
+type Variant = (&'static str, fn(&mut Config));
+
 #[test]
 fn predicted_step_peaks_are_within_ten_percent_of_the_counting_allocator() {
     let _serial = serial();
     let mut cases: Vec<(String, Config)> = Vec::new();
     for (backbone, side, q) in [("Conv4", 40, 4), ("ResNet12", 32, 3)] {
         let base = small(backbone, side, q);
-        let variants: [(&str, fn(&mut Config)); 7] = [
+        let variants: [Variant; 7] = [
             ("f32", |_| {}),
             ("balanced", |c| c.memory.gradient_checkpoint = Checkpointing::Balanced),
             ("blocks", |c| c.memory.gradient_checkpoint = Checkpointing::Blocks),

@@ -67,7 +67,7 @@ impl fmt::Display for Budget {
 
 impl Serialize for Budget {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if self.0 % (1 << 20) == 0 {
+        if self.0.is_multiple_of(1 << 20) {
             serializer.serialize_str(&format!("{}MiB", self.0 >> 20))
         } else {
             serializer.serialize_u64(self.0)

@@ -357,15 +357,21 @@ fn eval_head_once(config: &Config, model: &AnyModel<Flex>, n_query: usize) -> u6
 }
 
 /// The image counts the backbone is measured at for an episode of `n` images: half of them and
-/// all of them (the config's own figure is measured, the line through both serves the
-/// smaller-`n_query` advice), or 1 and 2 when `quick` (extended along the line: the transient
-/// buffers of Flex's kernels, a large share at a few images, do not grow linearly there).
-pub fn sample_counts(n: usize, quick: bool) -> (usize, usize) {
-    if quick || n < 2 {
-        (1, 2)
-    } else {
-        ((n / 2).max(1), n)
+/// all of them (the config's own figure is measured; the line through both serves the
+/// smaller-`n_query` advice). When `quick`, `k` and `2k` images, `k` the images whose kept
+/// activations weigh as much as the backbone's parameter gradients (`per_image` and
+/// `gradients` bytes), extended along the line: at fewer images the gradients, alive at the end
+/// of the backward pass, hide where the activations peak, and the line would miss it.
+pub fn sample_counts(n: usize, quick: bool, per_image: u64, gradients: u64) -> (usize, usize) {
+    if n < 2 {
+        return (1, 2);
     }
+    if quick {
+        let k = (gradients as f64 / per_image.max(1) as f64).ceil() as usize;
+        let k = k.clamp(1, (n / 2).max(1));
+        return (k, (2 * k).min(n).max(k + 1));
+    }
+    ((n / 2).max(1), n)
 }
 
 /// Measures `config` on `Autodiff<Flex>`-like backend `B` (the config's checkpointing strategy
@@ -377,10 +383,14 @@ pub fn measure_on<B: AutodiffBackend>(
 ) -> Result<Measured, ModelError> {
     let e = &config.episodes;
     let n = e.n_way * (e.k_shot + e.n_query);
-    let samples = sample_counts(n, quick);
     let (run, half_copy) = Runner::<B>::new(config, device)?;
     let counts = count_params(&run.model);
     let dim = feature_dim(config, &run.model);
+    let _ = backbone_once(config, &run, 1, device);
+    let blocks = blocks_once(config, &run, device);
+    let per_image: u64 = blocks.iter().map(|(_, bytes)| bytes).sum();
+    let master = config.memory.precision.master_dtype();
+    let samples = sample_counts(n, quick, per_image, bytes_of(counts.backbone_trained, master));
     // A first pass makes the process's one-time buffers (thread pools, kernels' caches), which
     // must not count as the first point's.
     let _ = backbone_once(config, &run, samples.0, device);
@@ -398,7 +408,6 @@ pub fn measure_on<B: AutodiffBackend>(
         kept: Line::through(1, hk1, e.n_query, hk),
         peak: Line::through(1, hp1, e.n_query, hp),
     };
-    let blocks = blocks_once(config, &run, device);
     drop(run);
     let optimizer_peak = optimizer_once::<B>(config, device)?;
     let flex = Default::default();
