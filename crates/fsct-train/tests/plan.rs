@@ -139,6 +139,13 @@ fn predicted_step_peaks_are_within_ten_percent_of_the_counting_allocator() {
             cases.push((format!("{backbone} {side} px, {name}"), c));
         }
     }
+    // CTX, and a frozen torchvision ResNet18 (its forward pass records nothing).
+    let mut ctx = small("Conv4", 40, 4);
+    ctx.model.method = fsct_train::config::Method::CtxCosine;
+    cases.push(("Conv4 40 px, CTX cosine".into(), ctx));
+    let mut frozen = small("ResNet18", 32, 3);
+    frozen.model.train_backbone = false;
+    cases.push(("ResNet18 32 px, frozen (torchvision layout)".into(), frozen));
     let mut failures = Vec::new();
     for (name, config) in &cases {
         let predicted = plan::predict(config, &cpu()).unwrap();
@@ -159,7 +166,11 @@ fn predicted_step_peaks_are_within_ten_percent_of_the_counting_allocator() {
             predicted.phases,
             predicted.state.params + predicted.state.optimizer + predicted.state.episode
         );
-        if !(0.9..=1.1).contains(&ratio_total) || !(0.9..=1.1).contains(&ratio_above) {
+        // The step's own peak within 10%, or within 1 MiB where it is tiny (a frozen backbone
+        // records nothing: its step peaks at about 2 MiB above the start here).
+        let above_ok = (0.9..=1.1).contains(&ratio_above)
+            || predicted.step_above_start.abs_diff(above) <= 1 << 20;
+        if !(0.9..=1.1).contains(&ratio_total) || !above_ok {
             failures
                 .push(format!("{name}: in all {ratio_total:.3}, above the start {ratio_above:.3}"));
         }
