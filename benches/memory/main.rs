@@ -37,9 +37,11 @@
 //! - `FSCT_BENCH_CONFIGS=checkpointing,all`: only the configurations whose name contains one of
 //!   these (the baseline always runs); `FSCT_BENCH_VERBOSE=1`: each step's time, loss and VIC terms.
 
-// The benches' one counting allocator (shared with fsct-vic's covariance bench).
-#[path = "../common/counting_alloc.rs"]
-mod counting_alloc;
+// The counters of fsct-train's counting allocator, which the memory planner reads too (the
+// predicted column): the same functions as the benches' shared counting_alloc.rs.
+mod counting_alloc {
+    pub use fsct_train::alloc_count::{peak, reset_peak};
+}
 #[cfg(any(feature = "cuda", feature = "vulkan"))]
 mod gpu;
 mod measure;
@@ -52,10 +54,10 @@ use measure::{measure, CpuProbe, Steps};
 use report::{Row, RunInfo};
 
 // Counts the bytes that fsct-train's own allocator serves (huge pages, cached large blocks), so
-// step times match the binary's.
+// step times match the binary's: the binary's own global allocator.
 #[global_allocator]
-static ALLOC: counting_alloc::CountingAlloc<fsct_train::hugepages::HugePageAllocator> =
-    counting_alloc::CountingAlloc::new(fsct_train::hugepages::HugePageAllocator);
+static ALLOC: fsct_train::alloc_count::CountingAlloc<fsct_train::hugepages::HugePageAllocator> =
+    fsct_train::alloc_count::CountingAlloc::new(fsct_train::hugepages::HugePageAllocator);
 
 /// What to run on one device.
 pub struct Plan {
@@ -130,6 +132,21 @@ pub fn run_backbone(
         let mut config = variants::baseline(backbone, plan.image_size, plan.n_query);
         (variant.apply)(&mut config);
         eprintln!("[memory bench] {backbone} {} px: {} ...", plan.image_size, variant.name);
+        // The memory planner's prediction (CPU rows), made before the measurement in the same
+        // process; FSCT_BENCH_PLAN=0 leaves it out.
+        let predicted =
+            (!gpu && std::env::var("FSCT_BENCH_PLAN").map_or(true, |v| v != "0")).then(|| {
+                let options = fsct_train::plan::PlanOptions {
+                    device: fsct_train::config::DeviceKind::Cpu,
+                    quick: false,
+                };
+                fsct_train::plan::predict(&config, &options)
+                    .map(|p| report::Predicted {
+                        above_start: p.step_above_start,
+                        total: p.step_total,
+                    })
+                    .map_err(|e| format!("{e:#}"))
+            });
         let result = measure_one(&config);
         match &result {
             Ok(m) => eprintln!(
@@ -144,7 +161,12 @@ pub fn run_backbone(
             .into_iter()
             .flatten()
             .filter(|s| !s.is_empty());
-        rows.push(Row { name: variant.name, note: note.collect::<Vec<_>>().join("; "), result });
+        rows.push(Row {
+            name: variant.name,
+            note: note.collect::<Vec<_>>().join("; "),
+            result,
+            predicted,
+        });
         on_row(&rows);
     }
     rows
@@ -199,7 +221,9 @@ fn run_cpu() {
             "## Memory optimizations on the CPU\n\n{}\
              Peak memory: the heap bytes held at the step's peak above those held when it started (activations, \
              gradients, temporaries), from a counting global allocator; \"heap peak in all\" adds the model, \
-             AdamW's state and the episode. CPU time: user + system time of all the process's threads per \
+             AdamW's state and the episode. Predicted: the memory planner's peak above the step start \
+             (`fsct_train::plan::predict`, made before the measurement; `fsct-train plan` prints it by component), \
+             and its ratio to the measured peak. CPU time: user + system time of all the process's threads per \
              step (less disturbed than wall time by other work on the machine). Ratios are to the baseline \
              of the same run.\n{tables}",
             report::header(&info)

@@ -13,6 +13,17 @@ pub struct Row {
     pub name: &'static str,
     pub note: String,
     pub result: Result<Measured, String>,
+    /// The memory planner's prediction (`fsct_train::plan`; CPU rows), when made.
+    pub predicted: Option<Result<Predicted, String>>,
+}
+
+/// What the memory planner predicted for a row's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Predicted {
+    /// The step's peak above its start (the "peak memory" column's measure).
+    pub above_start: u64,
+    /// Its peak in all: parameters, AdamW's moments, the episode and the step.
+    pub total: u64,
 }
 
 /// What the header says about the run.
@@ -56,13 +67,13 @@ pub fn cpu_table(title: &str, rows: &[Row]) -> String {
     let base = rows.first().and_then(|r| r.result.as_ref().ok());
     let mut out = format!(
         "\n### {title}\n\n\
-         | Configuration | median step (s) | time vs baseline | CPU time (s) | CPU time vs baseline | peak memory (MiB) | memory vs baseline | heap peak in all (MiB) | heap peak vs baseline | note |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n"
+         | Configuration | median step (s) | time vs baseline | CPU time (s) | CPU time vs baseline | peak memory (MiB) | predicted (MiB) | predicted / measured | memory vs baseline | heap peak in all (MiB) | heap peak vs baseline | note |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for row in rows {
         match &row.result {
             Ok(m) => out.push_str(&format!(
-                "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 row.name,
                 m.median_seconds,
                 ratio(m.median_seconds, base.map(|b| b.median_seconds)),
@@ -72,13 +83,24 @@ pub fn cpu_table(title: &str, rows: &[Row]) -> String {
                     base.and_then(|b| b.median_cpu_seconds)
                 ),
                 mib(m.memory.above_start),
+                match &row.predicted {
+                    Some(Ok(p)) => mib(p.above_start),
+                    Some(Err(_)) => "failed".into(),
+                    None => "n/a".into(),
+                },
+                match &row.predicted {
+                    Some(Ok(p)) if m.memory.above_start > 0 => {
+                        format!("{:.3}", p.above_start as f64 / m.memory.above_start as f64)
+                    }
+                    _ => "n/a".into(),
+                },
                 ratio(m.memory.above_start as f64, base.map(|b| b.memory.above_start as f64)),
                 mib(m.memory.absolute),
                 ratio(m.memory.absolute as f64, base.map(|b| b.memory.absolute as f64)),
                 note(row, m),
             )),
             Err(why) => out.push_str(&format!(
-                "| {} | failed | | | | | | | | {} |\n",
+                "| {} | failed | | | | | | | | | | {} |\n",
                 row.name,
                 why.replace('|', "/")
             )),

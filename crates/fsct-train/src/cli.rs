@@ -48,6 +48,30 @@ pub enum Command {
     Test(TestArgs),
     /// Convert a reference PyTorch checkpoint (`.tar` or state dict) into an fsct checkpoint.
     ImportPytorch(ImportArgs),
+    /// Predict the peak memory of one training step and one evaluation episode, by component,
+    /// without training; with --vram, the settings that fit each budget.
+    Plan(PlanArgs),
+}
+
+/// Options of `plan`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct PlanArgs {
+    /// The experiment's TOML config.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The device to plan for: `cpu`, `cuda` or `vulkan` (default: the config's `run.device`; a
+    /// GPU adds its allocator's overhead). Planning itself runs on the CPU: no GPU is needed.
+    #[arg(long, value_parser = parse_device)]
+    pub device: Option<DeviceKind>,
+    /// Device memory budgets in GiB, comma-separated (e.g. 8,12,16,24): which settings fit each,
+    /// and the fastest that does.
+    #[arg(long, value_delimiter = ',', value_parser = parse_gib)]
+    pub vram: Vec<f64>,
+    /// Measure the backbone on 1 and 2 images and extend along a line (seconds; less exact)
+    /// instead of on the episode's images (about two training steps of the backbone per setting).
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// Options of `train`.
@@ -96,6 +120,11 @@ pub struct TrainArgs {
     /// Loader threads (`data.threads`).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// A memory budget, e.g. 8GiB (`memory.budget`): the planner picks the fastest precision and
+    /// checkpointing that fit before training, or refuses naming the closest configuration that
+    /// would.
+    #[arg(long, value_parser = parse_budget)]
+    pub budget: Option<crate::plan::Budget>,
 }
 
 /// Options of `test`.
@@ -142,6 +171,17 @@ fn parse_device(s: &str) -> Result<DeviceKind, String> {
     }
 }
 
+fn parse_gib(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches("GiB").trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a memory size in GiB: write e.g. --vram 8,12,16,24")),
+    }
+}
+
+fn parse_budget(s: &str) -> Result<crate::plan::Budget, String> {
+    s.parse()
+}
+
 fn parse_backbone(s: &str) -> Result<BackboneName, String> {
     s.parse().map_err(|err: fsct_backbone::BackboneError| err.to_string())
 }
@@ -168,6 +208,7 @@ impl TrainArgs {
             "model.method" => set("--method", self.method.is_some()),
             "data.image_size" => set("--image-size", self.image_size.is_some()),
             "data.threads" => set("--threads", self.threads.is_some()),
+            "memory.budget" => set("--budget", self.budget.is_some()),
             _ => None,
         }
     }
@@ -224,6 +265,9 @@ impl TrainArgs {
         }
         if let Some(v) = self.threads {
             config.data.threads = v;
+        }
+        if let Some(v) = self.budget {
+            config.memory.budget = Some(v);
         }
     }
 }

@@ -21,12 +21,16 @@
 //! - [`resume`]: the resume policy (which config fields may change when a run resumes).
 //! - [`error`]: exit codes (2 bad input, 1 a failed run) and one-cause error messages.
 //! - [`hugepages`]: the binary's global allocator (huge pages for large activation buffers).
+//! - [`alloc_count`]: the counting wrapper around it, which the memory planner reads.
+//! - [`plan`]: the memory planner (`fsct-train plan`, `memory.budget`): the predicted peak of a
+//!   training step and of an evaluation episode, by component, and the settings that fit a budget.
 //! - [`model`], [`data`], [`stats`]: the model choice, the dataset splits, the CI formula.
 //!
 //! Memory features are config switches: `memory.gradient_checkpoint` (`"blocks"`/`"stages"`:
 //! segment checkpointing through `fsct_backbone::segments` in [`step`]; `"balanced"`: the binary
 //! trains on `Autodiff<B, BalancedCheckpointing>`), `memory.precision`, `memory.cleanup_every`.
 
+pub mod alloc_count;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -36,6 +40,7 @@ pub mod evaluate;
 pub mod hugepages;
 pub mod model;
 pub mod outputs;
+pub mod plan;
 pub mod precision;
 pub mod resume;
 pub mod run_dir;

@@ -14,9 +14,11 @@ use fsct_train::error::{exit_code, render};
 mod commands;
 mod gpu;
 
-/// Large activation buffers on huge pages: far fewer page faults per step (see the module).
+/// Large activation buffers on huge pages: far fewer page faults per step (see the module),
+/// counted (two relaxed atomics per call) for the memory planner (`plan`, `memory.budget`).
 #[global_allocator]
-static GLOBAL: fsct_train::hugepages::HugePageAllocator = fsct_train::hugepages::HugePageAllocator;
+static GLOBAL: fsct_train::alloc_count::CountingAlloc<fsct_train::hugepages::HugePageAllocator> =
+    fsct_train::alloc_count::CountingAlloc::new(fsct_train::hugepages::HugePageAllocator);
 
 /// The log filter without `RUST_LOG`: fsct-train's own messages; the GPU runtimes' (wgpu, cubecl)
 /// only when they warn.

@@ -5,12 +5,14 @@
 //!
 //! - [`train`]: the default; picks the backend and runs the experiment;
 //! - [`test`]: tests a checkpoint on the test split;
-//! - [`import`]: converts a reference PyTorch checkpoint into an fsct one.
+//! - [`import`]: converts a reference PyTorch checkpoint into an fsct one;
+//! - [`plan`]: the memory planner's tables.
 
 use anyhow::Result;
 use fsct_train::cli::{Cli, Command};
 
 pub mod import;
+pub mod plan;
 pub mod test;
 pub mod train;
 
@@ -20,5 +22,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::train(&args).map(|_| ()),
         Command::Test(args) => test::test(&args),
         Command::ImportPytorch(args) => import::import(&args),
+        Command::Plan(args) => plan::plan(&args),
     }
 }

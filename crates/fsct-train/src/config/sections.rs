@@ -317,6 +317,15 @@ pub struct MemoryConfig {
     pub loss_scale: f64,
     /// Good steps before the loss scale doubles.
     pub loss_scale_growth_interval: usize,
+    /// A memory budget for training, e.g. `"8GiB"` (default: none). Before training, the memory
+    /// planner ([`crate::plan`]) predicts the peak of a training step and of an evaluation
+    /// episode and picks the fastest settings that fit: f32 without checkpointing, balanced,
+    /// blocks, mixed f16, mixed f16 with blocks (this overrides `gradient_checkpoint` and
+    /// `precision`); when none fits, the run is refused (exit 2) naming the closest
+    /// configuration that would (fewer queries, a smaller backbone or images). On a GPU it is the
+    /// device memory to stay within; on the CPU, the RAM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::plan::Budget>,
 }
 
 impl Default for MemoryConfig {
@@ -327,6 +336,7 @@ impl Default for MemoryConfig {
             cleanup_every: 10,
             loss_scale: 65536.0,
             loss_scale_growth_interval: 200,
+            budget: None,
         }
     }
 }
