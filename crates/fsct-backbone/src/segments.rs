@@ -162,7 +162,7 @@ impl<B: AutodiffBackend> SegmentTape<B> {
     /// # Shapes
     /// - `grad`: as [`Self::output`]
     pub fn backward<F: Backbone<B>>(
-        mut self,
+        self,
         backbone: &F,
         grad: Tensor<B::InnerBackend, 4>,
         mut on_segment: impl FnMut(&mut B::Gradients),
