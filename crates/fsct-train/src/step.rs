@@ -19,9 +19,9 @@ use crate::precision::{half_copy, LossScaler};
 
 /// Moves the gradients of a module's parameters out of one backward pass's gradients into
 /// `into` (what `GradientsParams::from_grads` does, adding to gradients already collected).
-struct CollectGradients<'a, B: AutodiffBackend> {
-    grads: &'a mut B::Gradients,
-    into: &'a mut GradientsParams,
+pub(crate) struct CollectGradients<'a, B: AutodiffBackend> {
+    pub(crate) grads: &'a mut B::Gradients,
+    pub(crate) into: &'a mut GradientsParams,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for CollectGradients<'_, B> {

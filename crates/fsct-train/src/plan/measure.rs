@@ -30,7 +30,7 @@ use crate::alloc_count::{current, peak, reset_peak};
 use crate::config::Config;
 use crate::model::{build_model, AnyModel};
 use crate::precision::{half_copy, LossScaler};
-use crate::step::{new_optimizer, new_trainer_state};
+use crate::step::{new_optimizer, new_trainer_state, CollectGradients};
 
 /// `y = at0 + per · x`, through two measured points.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -117,20 +117,6 @@ pub fn bytes_of(numel: usize, dtype: FloatDType) -> u64 {
 
 fn above(start: usize, at: usize) -> u64 {
     at.saturating_sub(start) as u64
-}
-
-/// Moves a module's parameter gradients out of one backward pass (as the training step does).
-struct CollectGradients<'a, B: AutodiffBackend> {
-    grads: &'a mut B::Gradients,
-    into: &'a mut GradientsParams,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for CollectGradients<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(grad) = param.val().grad_remove(self.grads) {
-            self.into.register::<B::InnerBackend, D>(param.id, grad);
-        }
-    }
 }
 
 /// A zero gradient for every trained parameter (the optimizer's input, as after a backward pass).
