@@ -1,4 +1,4 @@
-use burn::module::{Initializer, Param};
+use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -7,17 +7,24 @@ use crate::precision::layer_norm;
 use crate::rows::linear_rows;
 use fsct_precision::{to_dtype, to_f32};
 
-/// The reference's `CosineDistLinear(64, 1)` (spec §2.5) with its weight norm folded into one
-/// weight `w = g·v/‖v‖`.
+/// The reference's `CosineDistLinear(64, 1)` (spec §2.5): a weight-normed `Linear(64, 1)`
+/// without bias, `w = g·v/‖v‖` (`torch.nn.utils.weight_norm`, dim 0), kept as the two
+/// parameters the reference trains.
 ///
 /// Its input is normalised along the **class axis** (dim 1 of `[Q, N, 64]`), not the feature
 /// axis — a quirk of the reference that a faithful port keeps — then scored as `2·⟨w, ỹ⟩`.
-/// Folding the weight norm changes nothing in the forward pass; in training, the 64 weights are
-/// optimised directly rather than through (g, v).
+///
+/// Why two parameters and not the folded `w`: the forward function is the same, but AdamW
+/// updates each parameter by its own normalised gradient, so (g, v) and w follow different
+/// trajectories from the second step on (the training-trace fixture of
+/// `crates/fsct-train/tests/trace.rs` shows a folded head drifting by 1e-3 in loss within ten
+/// steps). Import and export map `linear.2.L.weight_g` / `weight_v` one to one.
 #[derive(Module, Debug)]
 pub struct CosineDistLinear<B: Backend> {
-    /// The effective weight `g·v/‖v‖`, `[in_features]`.
-    pub weight: Param<Tensor<B, 1>>,
+    /// The gain g, `[1]` (the reference's `weight_g`, `[1, 1]`).
+    pub weight_g: Param<Tensor<B, 1>>,
+    /// The direction v, `[in_features]` (the reference's `weight_v`, `[1, in_features]`).
+    pub weight_v: Param<Tensor<B, 1>>,
 }
 
 impl<B: Backend> CosineDistLinear<B> {
@@ -27,11 +34,24 @@ impl<B: Backend> CosineDistLinear<B> {
     pub const EPS: f64 = 1e-5;
 
     fn new(in_features: usize, device: &B::Device) -> Self {
-        // PyTorch's default Linear init; weight norm starts at g = ‖v‖, so w = v.
+        // PyTorch's default Linear init for v; weight norm starts at g = ‖v‖, so w = v. g depends
+        // on v's values, so both are drawn now rather than lazily.
         let bound = 1.0 / (in_features as f64).sqrt();
-        Self {
-            weight: Initializer::Uniform { min: -bound, max: bound }.init([in_features], device),
-        }
+        let v = Tensor::<B, 1>::random(
+            [in_features],
+            burn::tensor::Distribution::Uniform(-bound, bound),
+            device,
+        );
+        let g = v.clone().square().sum().sqrt();
+        Self { weight_g: Param::from_tensor(g), weight_v: Param::from_tensor(v) }
+    }
+
+    /// The effective weight `g·v/‖v‖` in f32, `[in_features]`.
+    pub fn weight(&self) -> Tensor<B, 1> {
+        let v = to_f32(self.weight_v.val());
+        let g = to_f32(self.weight_g.val());
+        let norm = v.clone().square().sum().sqrt();
+        v.mul(g.div(norm))
     }
 
     /// # Shapes
@@ -43,7 +63,7 @@ impl<B: Backend> CosineDistLinear<B> {
         let norm = y.clone().square().sum_dim(1).sqrt().add_scalar(Self::EPS); // [Q, 1, 64]
         let y = y.div(norm);
         let [q, n, c] = y.dims();
-        let w = to_f32(self.weight.val()).reshape([1, 1, c]);
+        let w = self.weight().reshape([1, 1, c]);
         let scores = y.mul(w).sum_dim(2).mul_scalar(Self::SCALE).reshape([q, n]);
         to_dtype(scores, dtype)
     }

@@ -10,7 +10,7 @@
 //! | `ATTN.input_linear.{0,1}` | `ATTN.input_linear.{norm,proj}` |
 //! | `FFN.{0,1,3}` | `FFN.{norm,fc1,fc2}` |
 //! | `linear.{0,1,2}` | `linear.{norm,fc,last}` |
-//! | `linear.2.L.weight_g`, `linear.2.L.weight_v` | `linear.last.weight` = g·v/‖v‖ (folded) |
+//! | `linear.2.L.weight_g` `[1, 1]`, `linear.2.L.weight_v` `[1, 64]` | `linear.last.weight_g` `[1]`, `linear.last.weight_v` `[64]` |
 //! | `layer{L}.{j}.downsample.{0,1}` | `layer{L}.{j}.downsample.{conv,bn}` |
 //! | Linear weights `[out, in]` | `[in, out]` (transposed) |
 //!

@@ -64,8 +64,8 @@ fn head_parameter_count_follows_the_reference_formula() {
     let (n, k, d) = (5, 5, 1600);
     let model = FsctConfig::new(n, k, d).init(ConvNetConfig::conv(4).init::<B>(&device), &device);
     let backbone = model.feature.num_params();
-    // Reference: N·K + 2120·d + 641; the folded weight norm stores 64 weights instead of g and v (65).
-    assert_eq!(model.num_params() - backbone, n * k + 2120 * d + 640);
+    // Reference (spec §2.7): N·K + 2120·d + 641, the cosine head's g and v included (1 + 64).
+    assert_eq!(model.num_params() - backbone, n * k + 2120 * d + 641);
 }
 
 #[test]

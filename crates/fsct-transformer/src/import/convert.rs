@@ -1,5 +1,5 @@
 //! One reference tensor turned into fsct's layout for one parameter: shapes checked, Linear
-//! weights transposed, the cosine head's weight norm folded.
+//! weights transposed, the cosine head's weight-norm pair reshaped.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,23 +31,6 @@ pub(super) fn take_reference(
         expected,
         found: found.to_vec(),
     };
-    // The cosine head: weight norm folded into one vector.
-    if fsct_path == "linear.last.weight" && model_shape.len() == 1 {
-        let (g_key, v_key) = ("linear.2.L.weight_g", "linear.2.L.weight_v");
-        let g = tensors.remove(g_key).ok_or_else(|| missing(g_key))?;
-        let v = tensors.remove(v_key).ok_or_else(|| missing(v_key))?;
-        if v.shape.as_slice() != [1, model_shape[0]].as_slice() {
-            return Err(shape_error(v_key, vec![1, model_shape[0]], v.shape.as_slice()));
-        }
-        if g.shape.num_elements() != 1 {
-            return Err(shape_error(g_key, vec![1, 1], g.shape.as_slice()));
-        }
-        let g = to_vec(&g, g_key, path)?[0] as f64;
-        let v = to_vec(&v, v_key, path)?;
-        let norm = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
-        let w: Vec<f32> = v.iter().map(|&x| (g * x as f64 / norm) as f32).collect();
-        return Ok(TensorData::new(w, [model_shape[0]]));
-    }
     let data = tensors.remove(&key).ok_or_else(|| missing(&key))?;
     // Linear weights are [out, in] in PyTorch and [in, out] in Burn.
     if model_shape.len() == 2 && key.ends_with(".weight") {
@@ -64,6 +47,16 @@ pub(super) fn take_reference(
             }
         }
         return Ok(TensorData::new(transposed, [cols, rows]));
+    }
+    // The cosine head's weight-norm pair is `[1, 1]` and `[1, 64]` in the reference (one output
+    // row), `[1]` and `[64]` in fsct: the same values.
+    if key.starts_with("linear.2.L.weight_") && model_shape.len() == 1 {
+        let expected = vec![1, model_shape[0]];
+        if data.shape.as_slice() != expected.as_slice() {
+            return Err(shape_error(&key, expected, data.shape.as_slice()));
+        }
+        let values = to_vec(&data, &key, path)?;
+        return Ok(TensorData::new(values, [model_shape[0]]));
     }
     // Scalars saved as `[]` or `[1]` both fit a one-element parameter.
     if data.shape.as_slice() != model_shape {

@@ -40,6 +40,12 @@ pub(super) fn reference_key(fsct_path: &str) -> String {
         ("downsample.conv.", "downsample.0."),
         ("downsample.bn.", "downsample.1."),
     ];
+    // The cosine head's weight-norm pair sits one module deeper in the reference (`L`).
+    for leaf in ["weight_g", "weight_v"] {
+        if fsct_path == format!("linear.last.{leaf}") {
+            return format!("linear.2.L.{leaf}");
+        }
+    }
     let mut key = fsct_path.to_string();
     for (from, to) in SEGMENTS {
         if key.starts_with(from) || key.contains(&format!(".{from}")) {
@@ -54,17 +60,7 @@ pub(super) fn reference_key(fsct_path: &str) -> String {
     key
 }
 
-/// The reference keys of a model's parameters (the cosine head's as its weight-norm pair).
+/// The reference keys of a model's parameters.
 pub(super) fn expected_keys(params: &[TensorSnapshot]) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
-    for param in params {
-        let fsct_path = param.full_path();
-        if fsct_path == "linear.last.weight" && param.shape.len() == 1 {
-            keys.insert("linear.2.L.weight_g".to_string());
-            keys.insert("linear.2.L.weight_v".to_string());
-        } else {
-            keys.insert(reference_key(&fsct_path));
-        }
-    }
-    keys
+    params.iter().map(|param| reference_key(&param.full_path())).collect()
 }
