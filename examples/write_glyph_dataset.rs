@@ -66,10 +66,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let datasets: [(&str, &Dataset); 3] =
         [("base", &splits.base), ("val", &splits.val), ("novel", &splits.novel)];
     // Every class name, in global class order (base, then val, then novel).
-    let label_names: Vec<&str> = datasets
-        .iter()
-        .flat_map(|(_, d)| d.classes.iter().map(|c| c.name.as_str()))
-        .collect();
+    let label_names: Vec<&str> =
+        datasets.iter().flat_map(|(_, d)| d.classes.iter().map(|c| c.name.as_str())).collect();
 
     let mut label = 0usize;
     for (split, dataset) in datasets {

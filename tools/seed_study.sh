@@ -13,15 +13,18 @@
 # interrupted study continues where it stopped.
 #
 # Settings (environment):
-#   SEEDS="1 2 3 4 5"  METHODS="FSCT_cosine FSCT_softmax"  EPOCHS=10  EPISODES=100
+#   SEEDS="1 2 3 4 5"  METHODS="FSCT_cosine FSCT_softmax"  EPOCHS=6  EPISODES=100
 #   VAL_EPISODES=100  TEST_EPISODES=600  THREADS=2
 #   DATA=target/fidelity/glyphs  OUT=runs/fidelity  PYTHON=python3 (needs torch and Pillow)
+#   FSCT_TRAIN=path/to/fsct-train (skips the build)  JOBS=1 (runs at a time; THREADS each)
+# docs/fidelity.md's table: THREADS=1 JOBS=20 on a 16-core machine (a few minutes); the defaults, one
+# run at a time with 2 threads, take about an hour on 2 cores.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-"1 2 3 4 5"}
 METHODS=${METHODS:-"FSCT_cosine FSCT_softmax"}
-EPOCHS=${EPOCHS:-10}
+EPOCHS=${EPOCHS:-6}
 EPISODES=${EPISODES:-100}
 VAL_EPISODES=${VAL_EPISODES:-100}
 TEST_EPISODES=${TEST_EPISODES:-600}
@@ -32,8 +35,10 @@ PYTHON=${PYTHON:-python3}
 FORCE=${FORCE:-0}
 CONFIG=configs/fidelity_glyphs.toml
 
-cargo build --release -p fsct-train
-FSCT_TRAIN=target/release/fsct-train
+if [[ -z "${FSCT_TRAIN:-}" ]]; then
+    cargo build --release -p fsct-train
+    FSCT_TRAIN=target/release/fsct-train
+fi
 if [[ ! -f "$DATA/novel.json" ]]; then
     cargo run --release --example write_glyph_dataset -- --out "$DATA" \
         --classes 100 --images-per-class 40 --native-size 32 --seed 4040
@@ -41,30 +46,58 @@ fi
 mkdir -p "$OUT"
 TIMES="$OUT/durations.tsv"
 
+# Appends "framework method seed seconds" to $TIMES.
+timed() {
+    local framework=$1 method=$2 seed=$3 t0
+    shift 3
+    t0=$(date +%s%N)
+    "$@"
+    printf '%s\t%s\t%s\t%.1f\n' "$framework" "$method" "$seed" \
+        "$(( ($(date +%s%N) - t0) / 1000000 ))e-3" >> "$TIMES"
+}
+
+torch_run() {
+    local method=$1 seed=$2 json="$OUT/torch_${1}_${2}.json"
+    echo "== PyTorch $method seed $seed" >&2
+    "$PYTHON" tools/torch_episodic_train.py --root "$DATA" --method "$method" --seed "$seed" \
+        --epochs "$EPOCHS" --episodes "$EPISODES" --val-episodes "$VAL_EPISODES" \
+        --test-episodes "$TEST_EPISODES" --way 5 --shot 5 --query 16 --image-size 28 \
+        --threads "$THREADS" > "$json.tmp" 2> "$OUT/torch_${method}_${seed}.log"
+    mv "$json.tmp" "$json"
+}
+
+fsct_run() {
+    local method=$1 seed=$2 dir="$OUT/fsct_${1}_${2}"
+    echo "== fsct $method seed $seed" >&2
+    RAYON_NUM_THREADS="$THREADS" "$FSCT_TRAIN" --config "$CONFIG" --seed "$seed" --method "$method" \
+        --output "$dir" --epochs "$EPOCHS" --train-episodes "$EPISODES" \
+        --val-episodes "$VAL_EPISODES" --test-episodes "$TEST_EPISODES" --image-size 28 \
+        --threads "$THREADS" --overwrite > "$OUT/fsct_${method}_${seed}.log" 2>&1
+}
+
+# JOBS runs at a time (default 1: one after the other, the right thing on a 2-core machine).
+JOBS=${JOBS:-1}
+running=0
+launch() {
+    if (( JOBS > 1 )); then
+        timed "$@" &
+        running=$((running + 1))
+        if (( running >= JOBS )); then wait -n; running=$((running - 1)); fi
+    else
+        timed "$@"
+    fi
+}
 for method in $METHODS; do
     for seed in $SEEDS; do
-        torch_json="$OUT/torch_${method}_${seed}.json"
-        if [[ "$FORCE" == 1 || ! -s "$torch_json" ]]; then
-            echo "== PyTorch $method seed $seed" >&2
-            t0=$(date +%s%N)
-            "$PYTHON" tools/torch_episodic_train.py --root "$DATA" --method "$method" --seed "$seed" \
-                --epochs "$EPOCHS" --episodes "$EPISODES" --val-episodes "$VAL_EPISODES" \
-                --test-episodes "$TEST_EPISODES" --way 5 --shot 5 --query 16 --image-size 28 \
-                --threads "$THREADS" > "$torch_json.tmp"
-            mv "$torch_json.tmp" "$torch_json"
-            printf 'pytorch\t%s\t%s\t%.1f\n' "$method" "$seed" "$(( ($(date +%s%N) - t0) / 1000000 ))e-3" >> "$TIMES"
+        if [[ "$FORCE" == 1 || ! -s "$OUT/torch_${method}_${seed}.json" ]]; then
+            launch pytorch "$method" "$seed" torch_run "$method" "$seed"
         fi
-        fsct_dir="$OUT/fsct_${method}_${seed}"
-        if [[ "$FORCE" == 1 || ! -s "$fsct_dir/results.txt" ]]; then
-            echo "== fsct $method seed $seed" >&2
-            t0=$(date +%s%N)
-            "$FSCT_TRAIN" --config "$CONFIG" --seed "$seed" --method "$method" --output "$fsct_dir" \
-                --epochs "$EPOCHS" --train-episodes "$EPISODES" --val-episodes "$VAL_EPISODES" \
-                --test-episodes "$TEST_EPISODES" --image-size 28 --threads "$THREADS" --overwrite >&2
-            printf 'fsct\t%s\t%s\t%.1f\n' "$method" "$seed" "$(( ($(date +%s%N) - t0) / 1000000 ))e-3" >> "$TIMES"
+        if [[ "$FORCE" == 1 || ! -s "$OUT/fsct_${method}_${seed}/results.txt" ]]; then
+            launch fsct "$method" "$seed" fsct_run "$method" "$seed"
         fi
     done
 done
+wait
 
 # The table: per method and framework, each seed's test accuracy ± 95% CI, then the mean, the
 # standard deviation over seeds (ddof = 1), min and max; then the mean training loss per epoch.

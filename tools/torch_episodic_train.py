@@ -17,7 +17,7 @@ The transform is deterministic, so every image is transformed once and kept in m
 one per split). Prints one JSON line at the end (the study's tools/seed_study.sh reads it):
 
     /work/torch-venv/bin/python tools/torch_episodic_train.py --root target/fidelity/glyphs \
-        --method FSCT_cosine --seed 1 --epochs 10 --episodes 100 --val-episodes 100 \
+        --method FSCT_cosine --seed 1 --epochs 6 --episodes 100 --val-episodes 100 \
         --test-episodes 600 --way 5 --shot 5 --query 16 --image-size 28 --threads 2
 
 Needs torch and Pillow.
@@ -97,7 +97,7 @@ def main():
     p.add_argument("--method", default="FSCT_cosine", choices=["FSCT_cosine", "FSCT_softmax"])
     p.add_argument("--backbone", default="Conv4", choices=["Conv4", "Conv6"])
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--episodes", type=int, default=100, help="training episodes per epoch")
     p.add_argument("--val-episodes", type=int, default=100)
     p.add_argument("--test-episodes", type=int, default=600)
