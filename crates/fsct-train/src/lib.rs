@@ -24,7 +24,9 @@
 //! - [`alloc_count`]: the counting wrapper around it, which the memory planner reads.
 //! - [`plan`]: the memory planner (`fsct-train plan`, `memory.budget`): the predicted peak of a
 //!   training step and of an evaluation episode, by component, and the settings that fit a budget.
-//! - [`model`], [`data`], [`stats`]: the model choice, the dataset splits, the CI formula.
+//! - [`test_report`]: what `test` writes besides the results line (summary, per-class accuracy,
+//!   confusion counts).
+//! - [`model`], [`data`], [`stats`]: the model choice, the dataset splits, the CI formulas.
 //!
 //! Memory features are config switches: `memory.gradient_checkpoint` (`"blocks"`/`"stages"`:
 //! segment checkpointing through `fsct_backbone::segments` in [`step`]; `"balanced"`: the binary
@@ -46,6 +48,7 @@ pub mod resume;
 pub mod run_dir;
 pub mod stats;
 pub mod step;
+pub mod test_report;
 pub mod train;
 pub mod trainer;
 pub mod weights;
