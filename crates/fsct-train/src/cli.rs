@@ -52,6 +52,74 @@ pub enum Command {
     /// Predict the peak memory of one training step and one evaluation episode, by component,
     /// without training; with --vram, the settings that fit each budget.
     Plan(PlanArgs),
+    /// Classify query images against a labelled support folder (`DIR/<class>/<image>`).
+    Predict(PredictArgs),
+    /// Write the backbone features of images (`[n, d]` plus their names) as safetensors.
+    Embed(EmbedArgs),
+    /// Write a checkpoint's weights under the reference's PyTorch key names (safetensors).
+    Export(ExportArgs),
+}
+
+/// Options of `predict`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct PredictArgs {
+    /// An fsct checkpoint.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The labelled examples: one sub-folder per class, at least the model's k_shot images each
+    /// (more are sampled with --seed). FS-CT needs exactly its training's n_way classes.
+    #[arg(long)]
+    pub support: PathBuf,
+    /// Query images: files or folders (searched recursively).
+    #[arg(long, num_args = 1.., required = true)]
+    pub query: Vec<PathBuf>,
+    /// Seed of the support sample when a class has more images than k_shot.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the predictions: `.csv` or `.json` by the extension.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Replace --output if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// Options of `embed`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct EmbedArgs {
+    /// An fsct checkpoint.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Images: files or folders (searched recursively).
+    #[arg(long, num_args = 1.., required = true)]
+    pub images: Vec<PathBuf>,
+    /// The safetensors file to write (`features` `[n, d]` f32; the image names in its metadata
+    /// under `names`, a JSON list in the same order).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Images per backbone forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Replace --output if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// Options of `export`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct ExportArgs {
+    /// An fsct checkpoint.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The safetensors file to write.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Replace --output if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Options of `plan`.

@@ -20,6 +20,8 @@
 //! - [`run_dir`]: claiming the output folder (writable, locked, no other run's files replaced).
 //! - [`resume`]: the resume policy (which config fields may change when a run resumes).
 //! - [`error`]: exit codes (2 bad input, 1 a failed run) and one-cause error messages.
+//! - [`infer`]: using a trained model on image files (`predict`, `embed`): support and query
+//!   images, the eval transform, scores in chunks, backbone features.
 //! - [`hugepages`]: the binary's global allocator (huge pages for large activation buffers).
 //! - [`alloc_count`]: the counting wrapper around it, which the memory planner reads.
 //! - [`plan`]: the memory planner (`fsct-train plan`, `memory.budget`): the predicted peak of a
@@ -40,6 +42,7 @@ pub mod data;
 pub mod error;
 pub mod evaluate;
 pub mod hugepages;
+pub mod infer;
 pub mod model;
 pub mod outputs;
 pub mod plan;

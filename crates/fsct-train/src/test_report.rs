@@ -8,7 +8,6 @@
 //! (a temporary file renamed into place).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -18,6 +17,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::InputError;
 use crate::evaluate::EpisodeRecords;
+use crate::outputs::write_new_file;
 use crate::stats::CiKind;
 
 /// `summary.json`.
@@ -170,14 +170,8 @@ fn csv_field(text: &str) -> String {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let fail = |e: std::io::Error| {
-        InputError::new(format!("cannot write `{}` ({e}); check the folder", path.display()))
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
-    tmp.write_all(bytes).map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
+    // The folder-level check above decided about replacing.
+    write_new_file(path, bytes, true, "")
 }
 
 /// The few lines printed after the accuracy: the `count` worst classes and the `count` most

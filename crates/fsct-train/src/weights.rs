@@ -110,6 +110,23 @@ pub fn load_checkpoint_model<B: Backend, M: Module<B>>(
     load_model_bytes(model, &ckpt.model, &checkpoint_source(path), device)
 }
 
+/// The model an fsct checkpoint file holds, with the config it was written with: read, its
+/// config validated, the model built and its weights loaded (every shape checked).
+///
+/// # Errors
+/// A file that is not a readable checkpoint, or weights that do not fit (exit code 2).
+pub fn load_checkpoint_file<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(crate::config::Config, crate::model::AnyModel<B>)> {
+    let ckpt = Checkpoint::load(path)?;
+    let config = ckpt.header.config.clone();
+    config.validate(path)?;
+    let model = crate::model::build_model::<B>(&config, device)?;
+    let model = load_checkpoint_model(model, &ckpt, path, device)?;
+    Ok((config, model))
+}
+
 /// Serialises the optimizer's state into checkpoint bytes.
 pub fn optimizer_bytes<B: AutodiffBackend>(optim: &Optim<B>) -> Result<Vec<u8>> {
     ModelRecorder::default().record(optim.to_record(), ()).context("serialising the optimizer")
