@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use fsct_backbone::BackboneName;
 
 use crate::config::{Config, DeviceKind, Method};
+use crate::stats::CiKind;
 
 /// Train and evaluate the Few-Shot Cosine Transformer (FS-CT) and CTX on the CPU or CUDA.
 ///
@@ -51,6 +52,74 @@ pub enum Command {
     /// Predict the peak memory of one training step and one evaluation episode, by component,
     /// without training; with --vram, the settings that fit each budget.
     Plan(PlanArgs),
+    /// Classify query images against a labelled support folder (`DIR/<class>/<image>`).
+    Predict(PredictArgs),
+    /// Write the backbone features of images (`[n, d]` plus their names) as safetensors.
+    Embed(EmbedArgs),
+    /// Write a checkpoint's weights under the reference's PyTorch key names (safetensors).
+    Export(ExportArgs),
+}
+
+/// Options of `predict`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct PredictArgs {
+    /// An fsct checkpoint.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The labelled examples: one sub-folder per class, at least the model's k_shot images each
+    /// (more are sampled with --seed). FS-CT needs exactly its training's n_way classes.
+    #[arg(long)]
+    pub support: PathBuf,
+    /// Query images: files or folders (searched recursively).
+    #[arg(long, num_args = 1.., required = true)]
+    pub query: Vec<PathBuf>,
+    /// Seed of the support sample when a class has more images than k_shot.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the predictions: `.csv` or `.json` by the extension.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Replace --output if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// Options of `embed`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct EmbedArgs {
+    /// An fsct checkpoint.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Images: files or folders (searched recursively).
+    #[arg(long, num_args = 1.., required = true)]
+    pub images: Vec<PathBuf>,
+    /// The safetensors file to write (`features` `[n, d]` f32; the image names in its metadata
+    /// under `names`, a JSON list in the same order).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Images per backbone forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Replace --output if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// Options of `export`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct ExportArgs {
+    /// An fsct checkpoint.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The safetensors file to write.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Replace --output if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Options of `plan`.
@@ -134,15 +203,46 @@ pub struct TestArgs {
     /// An fsct checkpoint (`best.ckpt`, `last.ckpt` or an imported one).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Test episodes (default: the checkpoint config's).
+    /// Test episodes (default: the checkpoint config's, the reference's 600).
+    #[arg(long, alias = "test-episodes")]
+    pub episodes: Option<usize>,
+    /// Query images per class (the field's test standard is 15; default: the training's).
     #[arg(long)]
-    pub test_episodes: Option<usize>,
+    pub n_query: Option<usize>,
+    /// Classes per episode (CTX only: FS-CT's prototype weights fix the training's way).
+    #[arg(long)]
+    pub n_way: Option<usize>,
+    /// Support images per class (CTX only: FS-CT's prototype weights fix the training's shot).
+    #[arg(long)]
+    pub k_shot: Option<usize>,
+    /// Seed of the test episodes (default: the checkpoint config's `run.seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The 95% interval: `reference` (1.96·σ/√n, population σ, as the reference reports it) or
+    /// `student-t` (t·s/√n, sample s, as LibFewShot reports it).
+    #[arg(long, default_value = "reference", value_parser = parse_ci)]
+    pub ci: CiKind,
+    /// Where `summary.json`, `per_class.csv` and `confusion.csv` go (default:
+    /// `tests/<checkpoint>-<dataset>-<N>w<K>s<M>q-<episodes>ep-seed<seed>` beside the checkpoint).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Replace the files of an earlier test with the same protocol (or in `--output`).
+    #[arg(long)]
+    pub overwrite: bool,
     /// A config whose `[data]` section replaces the checkpoint's (e.g. another dataset path).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// `cpu` (`test` runs on the CPU in this version).
     #[arg(long, value_parser = parse_device)]
     pub device: Option<DeviceKind>,
+}
+
+fn parse_ci(s: &str) -> Result<CiKind, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "reference" | "normal" => Ok(CiKind::Reference),
+        "student-t" | "t" | "student" => Ok(CiKind::StudentT),
+        _ => Err(format!("unknown interval `{s}`: use reference or student-t")),
+    }
 }
 
 /// Options of `import-pytorch`.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use fsct_episodes::Dataset;
-use fsct_transformer::{episode_accuracy, FewShotModel};
+use fsct_transformer::FewShotModel;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
@@ -23,6 +23,24 @@ pub struct Evaluation {
     pub ci95: f64,
 }
 
+/// What a pass over a stream of episodes found, episode by episode and query by query.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EpisodeRecords {
+    /// Each episode's query accuracy (%).
+    pub accuracies: Vec<f64>,
+    /// Each query's `(target, predicted)` dataset class indices (indices into the split's
+    /// `classes`), in episode order.
+    pub predictions: Vec<(usize, usize)>,
+}
+
+impl EpisodeRecords {
+    /// Mean accuracy and the reference's 95% half-width.
+    pub fn evaluation(&self) -> Evaluation {
+        let (accuracy, ci95) = mean_ci95(&self.accuracies);
+        Evaluation { accuracy, ci95 }
+    }
+}
+
 /// The accuracy over the configured number of episodes of a stream, drawn from `dataset` (the
 /// validation or the test split). Validation draws epoch `epoch`'s episodes; test always the same.
 pub fn evaluate<B: Backend>(
@@ -33,22 +51,44 @@ pub fn evaluate<B: Backend>(
     epoch: usize,
     device: &B::Device,
 ) -> Result<Evaluation> {
+    Ok(evaluate_episodes(config, model, dataset, stream, epoch, device)?.evaluation())
+}
+
+/// As [`evaluate`], keeping every episode's accuracy and every query's target and predicted
+/// class (for per-class accuracy and confusion counts).
+pub fn evaluate_episodes<B: Backend>(
+    config: &Config,
+    model: &AnyModel<B>,
+    dataset: &Arc<Dataset>,
+    stream: Stream,
+    epoch: usize,
+    device: &B::Device,
+) -> Result<EpisodeRecords> {
     let (n, label) = match stream {
         Stream::Val => (config.episodes.val_episodes() as u64, "validation"),
         _ => (config.episodes.test_episodes as u64, "test"),
     };
     let start = if stream == Stream::Val { epoch as u64 * n } else { 0 };
     let bar = progress_bar(n, label);
-    let mut accuracies = Vec::with_capacity(n as usize);
+    let mut records = EpisodeRecords::default();
     for episode in loader(config, dataset, stream, start..start + n)? {
         let episode = episode.with_context(|| format!("loading a {label} episode"))?;
         let scores = model.forward_episode(episode.to_tensor::<B>(device)).scores;
-        accuracies.push(100.0 * episode_accuracy(scores, config.episodes.n_query));
+        let predicted = scores.argmax(1).into_data().convert::<i64>();
+        let predicted = predicted.as_slice::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let targets = episode.query_targets();
+        let correct = predicted.iter().zip(&targets).filter(|(p, t)| p == t).count();
+        records.accuracies.push(100.0 * correct as f64 / targets.len().max(1) as f64);
+        records.predictions.extend(
+            targets
+                .iter()
+                .zip(predicted)
+                .map(|(&t, &p)| (episode.classes[t as usize], episode.classes[p as usize])),
+        );
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let (accuracy, ci95) = mean_ci95(&accuracies);
-    Ok(Evaluation { accuracy, ci95 })
+    Ok(records)
 }
 
 /// A progress bar of `len` episodes, labelled.

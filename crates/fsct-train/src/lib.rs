@@ -20,11 +20,15 @@
 //! - [`run_dir`]: claiming the output folder (writable, locked, no other run's files replaced).
 //! - [`resume`]: the resume policy (which config fields may change when a run resumes).
 //! - [`error`]: exit codes (2 bad input, 1 a failed run) and one-cause error messages.
+//! - [`infer`]: using a trained model on image files (`predict`, `embed`): support and query
+//!   images, the eval transform, scores in chunks, backbone features.
 //! - [`hugepages`]: the binary's global allocator (huge pages for large activation buffers).
 //! - [`alloc_count`]: the counting wrapper around it, which the memory planner reads.
 //! - [`plan`]: the memory planner (`fsct-train plan`, `memory.budget`): the predicted peak of a
 //!   training step and of an evaluation episode, by component, and the settings that fit a budget.
-//! - [`model`], [`data`], [`stats`]: the model choice, the dataset splits, the CI formula.
+//! - [`test_report`]: what `test` writes besides the results line (summary, per-class accuracy,
+//!   confusion counts).
+//! - [`model`], [`data`], [`stats`]: the model choice, the dataset splits, the CI formulas.
 //!
 //! Memory features are config switches: `memory.gradient_checkpoint` (`"blocks"`/`"stages"`:
 //! segment checkpointing through `fsct_backbone::segments` in [`step`]; `"balanced"`: the binary
@@ -38,6 +42,7 @@ pub mod data;
 pub mod error;
 pub mod evaluate;
 pub mod hugepages;
+pub mod infer;
 pub mod model;
 pub mod outputs;
 pub mod plan;
@@ -46,6 +51,7 @@ pub mod resume;
 pub mod run_dir;
 pub mod stats;
 pub mod step;
+pub mod test_report;
 pub mod train;
 pub mod trainer;
 pub mod weights;

@@ -146,6 +146,30 @@ pub fn keep_metrics_before(path: &Path, epochs_done: usize) -> Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` atomically (a temporary file beside it, renamed into place). A file
+/// already at `path` is replaced only with `overwrite`; otherwise the [`InputError`] names the
+/// path and `flag` (the option that chose it) and suggests `--overwrite`.
+///
+/// # Errors
+/// An [`InputError`] (exit code 2): the file exists, or the folder cannot be written.
+pub fn write_new_file(path: &Path, bytes: &[u8], overwrite: bool, flag: &str) -> Result<()> {
+    if path.exists() && !overwrite {
+        return Err(InputError::new(format!(
+            "{flag} `{}` already exists; pass --overwrite to replace it, or choose another path",
+            path.display()
+        ))
+        .into());
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let fail = |e: std::io::Error| {
+        InputError::new(format!("cannot write `{}` ({e}); check the folder", path.display()))
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    tmp.write_all(bytes).map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
 /// The process's peak resident memory (Linux), in MiB.
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -56,6 +56,15 @@ pub fn load_model_bytes<B: Backend, M: Module<B>>(
 ) -> Result<M> {
     let expected = param_shapes::<B, M>(&model);
     let unfit = |why: String| {
+        if why.contains("weight_g") || why.contains("weight_v") {
+            return InputError::new(format!(
+                "{source}: written by an fsct version that stored the cosine head's weight norm \
+                 folded into one weight; this version keeps the reference's two parameters \
+                 (`weight_g`, `weight_v`, so that AdamW trains what the reference trains) and cannot \
+                 read it: import the reference PyTorch checkpoint again (`fsct-train \
+                 import-pytorch`) or train again ({why})"
+            ));
+        }
         InputError::new(format!(
             "{source}: its weights do not have the structure of the model the config describes ({why}); \
              use the config the checkpoint was written with (method, backbone, depth)"
@@ -99,6 +108,23 @@ pub fn load_checkpoint_model<B: Backend, M: Module<B>>(
     device: &B::Device,
 ) -> Result<M> {
     load_model_bytes(model, &ckpt.model, &checkpoint_source(path), device)
+}
+
+/// The model an fsct checkpoint file holds, with the config it was written with: read, its
+/// config validated, the model built and its weights loaded (every shape checked).
+///
+/// # Errors
+/// A file that is not a readable checkpoint, or weights that do not fit (exit code 2).
+pub fn load_checkpoint_file<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(crate::config::Config, crate::model::AnyModel<B>)> {
+    let ckpt = Checkpoint::load(path)?;
+    let config = ckpt.header.config.clone();
+    config.validate(path)?;
+    let model = crate::model::build_model::<B>(&config, device)?;
+    let model = load_checkpoint_model(model, &ckpt, path, device)?;
+    Ok((config, model))
 }
 
 /// Serialises the optimizer's state into checkpoint bytes.
@@ -175,5 +201,37 @@ mod tests {
         assert!(lines[1].contains("`b` is missing"));
         assert!(lines[2].contains("`c` is not a parameter"));
         assert!(shape_mismatches(&expected, &expected).is_empty());
+    }
+
+    #[test]
+    fn a_checkpoint_with_the_folded_cosine_head_gets_its_own_advice() {
+        use burn::backend::Flex;
+        let path = Path::new("old.toml");
+        let text =
+            "[data]\nimage_size = 16\n[model]\nbackbone = \"Conv4\"\nmethod = \"FSCT_cosine\"\n";
+        let config = crate::config::Config::parse(text, path).unwrap();
+        let device = Default::default();
+        let model = crate::model::build_model::<Flex>(&config, &device).unwrap();
+        let bytes = model_bytes(&model).unwrap();
+        // What an older build wrote lacks `weight_g` and `weight_v` (it had one `weight`).
+        let renamed = |bytes: &[u8], from: &[u8], to: &[u8]| {
+            let at =
+                bytes.windows(from.len()).position(|w| w == from).expect("field in the record");
+            [&bytes[..at], to, &bytes[at + from.len()..]].concat()
+        };
+        let old = renamed(&bytes, b"weight_g", b"weight_x");
+        let model = crate::model::build_model::<Flex>(&config, &device).unwrap();
+        let err = load_model_bytes(model, &old, "checkpoint `old.ckpt`", &device)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("checkpoint `old.ckpt`")
+                && err.contains("folded into one weight")
+                && err.contains("import-pytorch"),
+            "{err}"
+        );
+        // The current layout loads.
+        let model = crate::model::build_model::<Flex>(&config, &device).unwrap();
+        load_model_bytes(model, &bytes, "checkpoint `new.ckpt`", &device).unwrap();
     }
 }

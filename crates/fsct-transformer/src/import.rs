@@ -1,8 +1,9 @@
 //! Import of reference PyTorch checkpoints into fsct models.
 //!
 //! Reads the original code's files — training checkpoints `{'epoch': int, 'state': state_dict}`
-//! (`.tar`) and plain state dicts (`.pt`, `.pth`) — and the common variants of them, then maps
-//! every key by name:
+//! (`.tar`) and plain state dicts (`.pt`, `.pth`) — and the common variants of them, and
+//! safetensors files with the same keys (what [`crate::export`] writes; no wrapper prefix is
+//! stripped there), then maps every key by name:
 //!
 //! | reference | fsct |
 //! |---|---|
@@ -92,6 +93,7 @@ use burn_store::{ModuleSnapshot, TensorSnapshot};
 
 use checkpoint::read_checkpoint;
 use convert::take_reference;
+pub(crate) use key_map::reference_key;
 use key_map::{alias_target, expected_keys, is_ignored};
 
 /// Options of [`import_reference`].

@@ -15,7 +15,10 @@
 //!   allow-list in `rebuild.rs`, storage and tensor extents in `storage.rs`, the object tree in
 //!   `value.rs`), `keys.rs` finds where the state dict sits, `quiet.rs` keeps burn-store's panics
 //!   off the screen; `key_map.rs` (reference ↔ fsct names) and `convert.rs` (one tensor into
-//!   fsct's layout) map it onto the model.
+//!   fsct's layout) map it onto the model. Safetensors files with the reference's keys are read
+//!   too.
+//! - [`export`]: the inverse, a model's weights under the reference's key names and layouts as
+//!   safetensors (aliases and `num_batches_tracked` included, so PyTorch loads it strictly).
 //!
 //! Build one around a backbone from `fsct-backbone` or your own type implementing [`Backbone`].
 //!
@@ -30,6 +33,7 @@ mod config;
 mod ctx;
 mod episode;
 mod error;
+pub mod export;
 mod feed_forward;
 mod fsct;
 mod head;

@@ -6,13 +6,18 @@
 //! - [`train`]: the default; picks the backend and runs the experiment;
 //! - [`test`]: tests a checkpoint on the test split;
 //! - [`import`]: converts a reference PyTorch checkpoint into an fsct one;
-//! - [`plan`]: the memory planner's tables.
+//! - [`plan`]: the memory planner's tables;
+//! - [`predict`], [`embed`], [`export`]: using a trained model (classify images, backbone
+//!   features, weights under the reference's key names).
 
 use anyhow::Result;
 use fsct_train::cli::{Cli, Command};
 
+pub mod embed;
+pub mod export;
 pub mod import;
 pub mod plan;
+pub mod predict;
 pub mod test;
 pub mod train;
 
@@ -23,5 +28,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Test(args) => test::test(&args),
         Command::ImportPytorch(args) => import::import(&args),
         Command::Plan(args) => plan::plan(&args),
+        Command::Predict(args) => predict::predict(&args),
+        Command::Embed(args) => embed::embed(&args),
+        Command::Export(args) => export::export(&args),
     }
 }

@@ -34,6 +34,9 @@ pub(super) fn read_checkpoint(
     if !path.is_file() {
         return Err(read_error("no such file".into()));
     }
+    if is_safetensors(path) {
+        return read_safetensors(path);
+    }
     let scan = quietly_read(path, || scan::scan(path))?.map_err(read_error)?;
     let located = keys::locate(&scan.root, expected).ok_or_else(|| {
         read_error(
@@ -97,5 +100,60 @@ fn quietly_read<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, ImportError>
         message: format!(
             "the reader failed on it ({panic}): the file is damaged or not a PyTorch checkpoint"
         ),
+    })
+}
+
+/// Whether `path` starts as a safetensors file does: an 8-byte little-endian header length, then
+/// the JSON header's `{`. (Zip archives start with `PK`, legacy pickles with `0x80`.)
+fn is_safetensors(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 9];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok()
+        && head[8] == b'{'
+        && u64::from_le_bytes(head[..8].try_into().unwrap_or_default()) > 1
+}
+
+/// Every float tensor of a safetensors file as f32 (the safetensors crate checks the header and
+/// every tensor's extent against the file). No prefix is stripped and there is no epoch.
+fn read_safetensors(path: &Path) -> Result<Checkpoint, ImportError> {
+    use safetensors::Dtype;
+    let read_error = |message: String| ImportError::Read { path: path.into(), message };
+    let bytes = std::fs::read(path).map_err(|e| read_error(e.to_string()))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| read_error(format!("not a valid safetensors file: {e}")))?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        let raw = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => {
+                raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or_default()) as f32)
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            // Integer buffers (num_batches_tracked) carry nothing fsct uses.
+            _ => continue,
+        };
+        tensors.insert(name, TensorData::new(values, view.shape().to_vec()));
+    }
+    if tensors.is_empty() {
+        return Err(read_error("it holds no float tensors".into()));
+    }
+    Ok(Checkpoint {
+        tensors,
+        epoch: None,
+        format: CheckpointFormat::Safetensors,
+        state_dict_key: None,
+        stripped_prefix: None,
+        elsewhere: Vec::new(),
     })
 }

@@ -27,7 +27,7 @@ pub(super) fn alias_target(key: &str) -> Option<String> {
 }
 
 /// The reference key of an fsct parameter path.
-pub(super) fn reference_key(fsct_path: &str) -> String {
+pub(crate) fn reference_key(fsct_path: &str) -> String {
     const SEGMENTS: [(&str, &str); 10] = [
         ("input_linear.norm.", "input_linear.0."),
         ("input_linear.proj.", "input_linear.1."),

@@ -29,6 +29,8 @@ pub enum CheckpointFormat {
     /// The legacy stream of pickles followed by the raw storages: PyTorch < 1.6, or
     /// `torch.save(..., _use_new_zipfile_serialization=False)`.
     Legacy,
+    /// A safetensors file (what `fsct-train export` writes, or `safetensors.torch.save_file`).
+    Safetensors,
 }
 
 /// What the scan found.
