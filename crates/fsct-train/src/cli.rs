@@ -22,6 +22,12 @@ pub struct Cli {
     /// Options of the default `train` command.
     #[command(flatten)]
     pub train: TrainArgs,
+    /// Print only warnings, errors and results (the log level `warn`; `RUST_LOG` overrides).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail: `-v` debug, `-vv` trace (fsct's own messages; `RUST_LOG` overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// The exit codes and the resume policy, printed by `--help`.
@@ -38,7 +44,8 @@ data.root, data.threads, data.prefetch, data.cache, run.device, memory.gradient_
 memory.cleanup_every may change and take effect; every other field must match the checkpoint
 (a resume with one changed is refused, naming each field and both values).
 
-Logging: RUST_LOG=debug (or fsct_train=debug) for more detail; RUST_LOG=warn for less.";
+Logging: -q (warnings, errors, results), -v (debug), -vv (trace); RUST_LOG (e.g. RUST_LOG=debug or
+RUST_LOG=fsct_train=debug) overrides both. A training run also writes the log to OUTPUT/train.log.";
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
@@ -194,6 +201,11 @@ pub struct TrainArgs {
     /// would.
     #[arg(long, value_parser = parse_budget)]
     pub budget: Option<crate::plan::Budget>,
+    /// Any config field, as `section.field=value` in the file's syntax (`--set
+    /// optim.learning_rate=5e-4 --set memory.precision=mixed-f16`); repeatable, applied after
+    /// the other flags, validated like the file.
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// Options of `test`.
@@ -293,9 +305,14 @@ fn parse_method(s: &str) -> Result<Method, String> {
 }
 
 impl TrainArgs {
-    /// The flag that set `field` (a dotted config field), if one did.
-    pub fn flag_for(&self, field: &str) -> Option<&'static str> {
-        let set = |flag: &'static str, is_set: bool| is_set.then_some(flag);
+    /// The flag that set `field` (a dotted config field), if one did (the last `--set` of it
+    /// wins over a dedicated flag, as it is applied last).
+    pub fn flag_for(&self, field: &str) -> Option<String> {
+        if let Some(assignment) = self.set.iter().rev().find(|a| a.split('=').next() == Some(field))
+        {
+            return Some(format!("--set {assignment}"));
+        }
+        let set = |flag: &'static str, is_set: bool| is_set.then(|| flag.to_string());
         match field {
             "run.output" => set("--output", self.output.is_some()),
             "optim.epochs" => set("--epochs", self.epochs.is_some()),
@@ -318,11 +335,36 @@ impl TrainArgs {
         use crate::config::ConfigError;
         match err {
             ConfigError::Invalid { field, why, path } => match self.flag_for(&field) {
-                Some(flag) => ConfigError::Flag { flag: flag.into(), field, why },
+                Some(flag) => ConfigError::Flag { flag, field, why },
                 None => ConfigError::Invalid { path, field, why },
             },
             other => other,
         }
+    }
+
+    /// Applies the `--set` assignments, after [`Self::apply`].
+    ///
+    /// # Errors
+    /// A [`ConfigError::Flag`](crate::config::ConfigError::Flag) naming the assignment: not
+    /// `field=value`, an unknown field, or a value of the wrong type.
+    pub fn apply_sets(&self, config: &mut Config) -> Result<(), crate::config::ConfigError> {
+        for assignment in &self.set {
+            let flag = format!("--set {assignment}");
+            let Some((field, value)) = assignment.split_once('=') else {
+                return Err(crate::config::ConfigError::Flag {
+                    flag,
+                    field: assignment.clone(),
+                    why: "has no value: write --set section.field=value".into(),
+                });
+            };
+            let (field, value) = (field.trim(), value.trim());
+            config.set_field(field, value).map_err(|why| crate::config::ConfigError::Flag {
+                flag: flag.clone(),
+                field: field.to_string(),
+                why: format!("cannot be set: {why}"),
+            })?;
+        }
+        Ok(())
     }
 
     /// Applies the flags to a config.

@@ -18,6 +18,7 @@
 //! - [`weights`]: model weights (every parameter's shape checked) and optimizer state to and from
 //!   checkpoint bytes.
 //! - [`run_dir`]: claiming the output folder (writable, locked, no other run's files replaced).
+//! - [`run_log`]: `train.log`, the console's tracing output kept in the run folder.
 //! - [`resume`]: the resume policy (which config fields may change when a run resumes).
 //! - [`error`]: exit codes (2 bad input, 1 a failed run) and one-cause error messages.
 //! - [`infer`]: using a trained model on image files (`predict`, `embed`): support and query
@@ -49,6 +50,7 @@ pub mod plan;
 pub mod precision;
 pub mod resume;
 pub mod run_dir;
+pub mod run_log;
 pub mod stats;
 pub mod step;
 pub mod test_report;

@@ -20,20 +20,44 @@ mod gpu;
 static GLOBAL: fsct_train::alloc_count::CountingAlloc<fsct_train::hugepages::HugePageAllocator> =
     fsct_train::alloc_count::CountingAlloc::new(fsct_train::hugepages::HugePageAllocator);
 
-/// The log filter without `RUST_LOG`: fsct-train's own messages; the GPU runtimes' (wgpu, cubecl)
-/// only when they warn.
-const DEFAULT_LOG: &str = "info,wgpu=warn,wgpu_core=warn,wgpu_hal=warn,naga=warn,cubecl_wgpu=warn,cubecl_cuda=warn,cubecl_runtime=warn";
+/// The GPU runtimes' messages (wgpu, cubecl) only when they warn, whatever the verbosity.
+const QUIET_RUNTIMES: &str =
+    "wgpu=warn,wgpu_core=warn,wgpu_hal=warn,naga=warn,cubecl_wgpu=warn,cubecl_cuda=warn,cubecl_runtime=warn";
 
-fn main() -> ExitCode {
+/// The log filter without `RUST_LOG`: `info` by default, `warn` with `-q`, `debug` with `-v`,
+/// `trace` with `-vv`.
+fn default_filter(cli: &Cli) -> String {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    format!("{level},{QUIET_RUNTIMES}")
+}
+
+/// Tracing to stderr (coloured on a terminal) and, once a run has claimed its folder, to its
+/// `train.log` (plain text): see [`fsct_train::run_log`].
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter(cli)));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(ansi)
-        .init();
+        .with_ansi(ansi);
+    let file = tracing_subscriber::fmt::layer()
+        .with_writer(fsct_train::run_log::RunLogWriter)
+        .with_target(false)
+        .with_ansi(false);
+    tracing_subscriber::registry().with(filter).with(console).with(file).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
     // A panic is a bug in fsct-train (every input error is checked before it could reach one):
     // one line that says so, no backtrace, exit code 1.
     std::panic::set_hook(Box::new(|info| {
@@ -47,7 +71,6 @@ fn main() -> ExitCode {
             info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("error: internal error in fsct-train ({message}{place}); please report it with the command and config");
     }));
-    let cli = Cli::parse();
     match std::panic::catch_unwind(|| commands::run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(err)) => {

@@ -22,6 +22,8 @@ pub struct Outputs {
     pub metrics: PathBuf,
     /// One line per finished run.
     pub results: PathBuf,
+    /// The resolved config of the run (file and flags).
+    pub config: PathBuf,
 }
 
 impl Outputs {
@@ -32,6 +34,7 @@ impl Outputs {
             last: dir.join("last.ckpt"),
             metrics: dir.join("metrics.jsonl"),
             results: dir.join("results.txt"),
+            config: dir.join("config.toml"),
         }
     }
 }
@@ -67,42 +70,38 @@ pub struct EpochMetrics {
     pub peak_rss_mib: Option<f64>,
 }
 
-/// What a results line starts with: when a training run tested (Unix seconds), or which
-/// checkpoint `test` tested.
-#[derive(Debug, Clone, Copy)]
-pub enum ResultsTag<'a> {
-    /// The end of a training run.
-    Time(u64),
-    /// A checkpoint tested on its own.
-    Checkpoint(&'a Path),
+/// The current time (UTC) as the reference writes it in `results.txt`: `%Y%m%d@%H%M%S`.
+pub fn reference_datetime() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}@{:02}{:02}{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
 }
 
-impl ResultsTag<'_> {
-    /// The current time.
-    pub fn now() -> Self {
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        Self::Time(time)
-    }
-}
-
-/// Prints a test result and appends it to `results` in the reference's format.
+/// Prints a test result and appends it to `results`: the reference's line (`Time: … Setting: …
+/// Test Acc = …% +- …%`, its date format in UTC) followed by the episodes and the tested
+/// checkpoint, the same for a training run's final test and for `fsct-train test`.
 pub fn report_test(
     config: &Config,
     results: &Path,
-    tag: ResultsTag,
+    checkpoint: &Path,
     test: Evaluation,
 ) -> Result<()> {
     let Evaluation { accuracy: acc, ci95: ci } = test;
     let n = config.episodes.test_episodes;
     println!("test: {n} episodes, accuracy {acc:.2}% ± {ci:.2}% (95% CI)");
-    let tag = match tag {
-        ResultsTag::Time(time) => format!("Time: {time}"),
-        ResultsTag::Checkpoint(path) => format!("Checkpoint: {}", path.display()),
-    };
-    let line =
-        format!("{tag}   Setting: {:<50} Test Acc = {acc:.2}% +- {ci:.2}%", config.setting_name());
+    let line = format!(
+        "Time: {}   Setting: {:<50} Test Acc = {acc:.2}% +- {ci:.2}%   Episodes: {n}   Checkpoint: {}",
+        reference_datetime(),
+        config.setting_name(),
+        checkpoint.display()
+    );
     append_line(results, &line)
 }
 

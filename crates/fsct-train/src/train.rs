@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::data::{open_splits, Stream};
 use crate::error::InputError;
 use crate::evaluate::evaluate;
-use crate::outputs::{report_test, Outputs, ResultsTag};
+use crate::outputs::{report_test, write_new_file, Outputs};
 use crate::resume;
 use crate::run_dir::{Existing, RunDir};
 use crate::trainer::Trainer;
@@ -46,8 +46,25 @@ pub fn run_experiment<B: AutodiffBackend>(
     let out_dir = &config.run.output;
     let _run_dir = RunDir::claim(out_dir, existing_policy(config)?)?;
     let outputs = Outputs::new(out_dir);
+    // The resolved config (file and flags) and the console's log, from the start.
+    write_new_file(&outputs.config, config.to_toml()?.as_bytes(), true, "run.output")?;
+    crate::run_log::start(&out_dir.join(crate::run_log::FILE_NAME))?;
+    let result = train_and_test::<B>(config, &outputs, device);
+    if let Err(err) = &result {
+        crate::run_log::note(&format!("error: {}", crate::error::render(err)));
+    }
+    crate::run_log::stop();
+    result
+}
+
+/// The run after its folder is claimed: resume check, dataset, epochs, test.
+fn train_and_test<B: AutodiffBackend>(
+    config: &Config,
+    outputs: &Outputs,
+    device: &B::Device,
+) -> Result<RunSummary> {
     // The resume policy is checked before the dataset is opened: a refused resume costs nothing.
-    let resumed = checkpoint_to_resume(config, &outputs)?;
+    let resumed = checkpoint_to_resume(config, outputs)?;
     let splits = open_splits(config).context("opening the dataset")?;
     tracing::info!(
         base = splits.base.num_classes(),
@@ -58,8 +75,7 @@ pub fn run_experiment<B: AutodiffBackend>(
     );
 
     let last = outputs.last.clone();
-    let results = outputs.results.clone();
-    let mut trainer = Trainer::<B>::new(config, outputs, device)?;
+    let mut trainer = Trainer::<B>::new(config, Outputs::new(&config.run.output), device)?;
     if let Some(ckpt) = resumed {
         trainer.resume_from(ckpt, &last)?;
     }
@@ -70,7 +86,9 @@ pub fn run_experiment<B: AutodiffBackend>(
     let test_model = trainer.model_to_test()?;
     let test = evaluate(config, &test_model, &splits.novel, Stream::Test, 0, device)?;
     B::memory_cleanup(device);
-    report_test(config, &results, ResultsTag::now(), test)?;
+    // The model tested: the best checkpoint's when one was written (model_to_test).
+    let tested = if outputs.best.exists() { &outputs.best } else { &outputs.last };
+    report_test(config, &outputs.results, tested, test)?;
     Ok(RunSummary {
         best_val_acc: trainer.state().best_val_acc,
         test_acc: test.accuracy,

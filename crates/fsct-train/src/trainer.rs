@@ -58,6 +58,8 @@ pub struct Trainer<B: AutodiffBackend> {
     optim: Optim<B>,
     state: TrainerState,
     outputs: Outputs,
+    /// When this process started training, and the epochs done then (for the whole-run ETA).
+    clock: (Instant, usize),
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -80,6 +82,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             optim: new_optimizer::<B>(config),
             state: new_trainer_state(config),
             outputs,
+            clock: (Instant::now(), 0),
         })
     }
 
@@ -96,6 +99,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.optim =
             load_optimizer_bytes(optim, ckpt.optimizer, &checkpoint_source(path), &self.device)?;
         self.state = ckpt.header.state;
+        self.clock = (Instant::now(), self.state.epochs_done);
         keep_metrics_before(&self.outputs.metrics, self.state.epochs_done)?;
         tracing::info!(
             epochs_done = self.state.epochs_done,
@@ -135,7 +139,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             evaluate(&self.config, &self.model().valid(), val, Stream::Val, epoch, &self.device)?;
         B::memory_cleanup(&self.device);
         let improved = val.accuracy > self.state.best_val_acc;
-        tracing::info!(
+        tracing::debug!(
             epoch,
             train_loss = train.loss,
             train_acc = train.accuracy,
@@ -238,6 +242,20 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(())
     }
 
+    /// The time left for the remaining epochs (and the test) at this process's mean epoch time,
+    /// after `done` epochs, as `1h02m`, `3m05s` or `12s`.
+    fn run_eta(&self, done: usize) -> String {
+        let (started, first) = self.clock;
+        let here = done.saturating_sub(first).max(1) as f64;
+        let left = self.config.optim.epochs.saturating_sub(done) as f64;
+        let seconds = (started.elapsed().as_secs_f64() / here * left).round() as u64;
+        match seconds {
+            s if s >= 3600 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+            s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+            s => format!("{s}s"),
+        }
+    }
+
     /// `best.ckpt` (weights only) when validation improved, and `last.ckpt` (weights and
     /// optimizer state, the resume point).
     fn save_checkpoints(&self, improved: bool) -> Result<()> {
@@ -272,15 +290,17 @@ impl<B: AutodiffBackend> Trainer<B> {
             peak_rss_mib: peak_rss_mib(),
         };
         append_line(&self.outputs.metrics, &serde_json::to_string(&line)?)?;
-        println!(
-            "epoch {:>3}/{}: train loss {:.4} acc {:.2}% | val acc {:.2}% ± {:.2}%{}",
+        // The one line per epoch (console and train.log).
+        let epochs = self.config.optim.epochs;
+        tracing::info!(
+            "epoch {:>3}/{epochs}: train loss {:.4} acc {:.2}% | val acc {:.2}% ± {:.2}%{} | run ETA {}",
             epoch + 1,
-            self.config.optim.epochs,
             train.loss,
             train.accuracy * 100.0,
             val.accuracy,
             val.ci95,
-            if improved { "  (best)" } else { "" }
+            if improved { " (best)" } else { "" },
+            self.run_eta(epoch + 1)
         );
         Ok(())
     }

@@ -150,12 +150,7 @@ fn resume_applies_or_refuses_each_changed_field_by_the_policy() {
         &["`model.heads` is 4", "`episodes.n_query` is 3"],
     );
     // A field that takes effect: more epochs continue the run.
-    let out = expect(
-        &["--config", s(&vic), "--output", s(&vic_run), "--resume", "--epochs", "2"],
-        0,
-        &[],
-    );
-    assert!(out.stdout.contains("epoch   2/2"), "{}", out.stdout);
+    expect(&["--config", s(&vic), "--output", s(&vic_run), "--resume", "--epochs", "2"], 0, &[]);
     let ckpt = Checkpoint::load(&vic_run.join("last.ckpt")).unwrap();
     assert_eq!((ckpt.header.state.epochs_done, ckpt.header.config.optim.epochs), (2, 2));
     let metrics = std::fs::read_to_string(vic_run.join("metrics.jsonl")).unwrap();

@@ -14,7 +14,7 @@ use fsct_train::data::{open_split, Role, Stream};
 use fsct_train::error::InputError;
 use fsct_train::evaluate::{evaluate_episodes, Evaluation};
 use fsct_train::model::build_model;
-use fsct_train::outputs::{report_test, Outputs, ResultsTag};
+use fsct_train::outputs::{report_test, Outputs};
 use fsct_train::test_report::{self, Summary};
 use fsct_train::weights::load_checkpoint_model;
 
@@ -59,12 +59,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
     let records = evaluate_episodes(&config, &model, &novel, Stream::Test, 0, &device)?;
     let (accuracy, ci95) = args.ci.interval(&records.accuracies);
     let results = Outputs::new(&checkpoint_folder(&args.checkpoint)).results;
-    report_test(
-        &config,
-        &results,
-        ResultsTag::Checkpoint(&args.checkpoint),
-        Evaluation { accuracy, ci95 },
-    )?;
+    report_test(&config, &results, &args.checkpoint, Evaluation { accuracy, ci95 })?;
     let (classes, confusion) = test_report::per_class(&records, &novel);
     let summary = Summary {
         checkpoint: args.checkpoint.clone(),

@@ -25,6 +25,7 @@ pub fn train(args: &TrainArgs) -> Result<RunSummary> {
     // that set it, never on the other.
     config.validate(&path)?;
     args.apply(&mut config);
+    args.apply_sets(&mut config)?;
     config.validate(&path).map_err(|e| args.blame(e))?;
     if let Some(budget) = config.memory.budget {
         config = fit_budget(&config, budget, &path)?;

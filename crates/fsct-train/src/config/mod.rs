@@ -113,6 +113,48 @@ impl Config {
         })
     }
 
+    /// Sets the dotted field `key` (e.g. `optim.learning_rate`) to `value`, written as in the TOML
+    /// file (`5e-4`, `true`, `"blocks"`, `[1, 2]`; a bare word such as `mixed-f16` is taken as a
+    /// string): what `--set key=value` does. The config is rebuilt through serde, so an unknown
+    /// field or a mistyped value fails as it would in the file.
+    ///
+    /// # Errors
+    /// The message names the field and what is wrong (the caller adds the flag).
+    pub fn set_field(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let parts: Vec<&str> = key.split('.').collect();
+        if key.is_empty() || parts.iter().any(|p| p.is_empty()) {
+            return Err(format!(
+                "`{key}` is not a field name: write section.field, e.g. optim.learning_rate"
+            ));
+        }
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        let mut tree = toml::Value::try_from(&*self).map_err(|e| e.to_string())?;
+        let mut node = &mut tree;
+        for part in &parts[..parts.len() - 1] {
+            let table =
+                node.as_table_mut().ok_or_else(|| format!("`{key}`: `{part}` is not a section"))?;
+            node = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        }
+        let table =
+            node.as_table_mut().ok_or_else(|| format!("`{key}` is not inside a section"))?;
+        table.insert(parts[parts.len() - 1].to_string(), parsed);
+        *self = tree.try_into().map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
+        Ok(())
+    }
+
+    /// The config as TOML text (what a run writes into its folder as `config.toml`).
+    ///
+    /// # Errors
+    /// A value TOML cannot hold (none of fsct's fields).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+
     /// The backbone the model is built with: `model.backbone` with `model.feti` applied.
     pub fn backbone(&self) -> BackboneName {
         self.model.backbone.with_feti(self.model.feti)
