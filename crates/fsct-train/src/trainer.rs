@@ -179,7 +179,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let n = self.config.episodes.train_episodes as u64;
         let range = epoch as u64 * n..(epoch as u64 + 1) * n;
         let episodes = loader(&self.config, base, Stream::Train, range)?;
-        let bar = progress_bar(n, &format!("epoch {}/{}", epoch + 1, self.config.optim.epochs));
+        let mut bar = progress_bar(n, &format!("epoch {}/{}", epoch + 1, self.config.optim.epochs));
         let (mut loss_sum, mut acc_sum, mut time_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
         for episode in episodes {
             let episode = episode.context("loading a training episode")?;
@@ -248,12 +248,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let (started, first) = self.clock;
         let here = done.saturating_sub(first).max(1) as f64;
         let left = self.config.optim.epochs.saturating_sub(done) as f64;
-        let seconds = (started.elapsed().as_secs_f64() / here * left).round() as u64;
-        match seconds {
-            s if s >= 3600 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-            s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
-            s => format!("{s}s"),
-        }
+        crate::evaluate::format_seconds(started.elapsed().as_secs_f64() / here * left)
     }
 
     /// `best.ckpt` (weights only) when validation improved, and `last.ckpt` (weights and
