@@ -22,6 +22,8 @@ pub(super) struct Checkpoint {
     pub stripped_prefix: Option<String>,
     /// The file's other float tensors, by full name.
     pub elsewhere: Vec<String>,
+    /// The state dict's integer tensors (`num_batches_tracked`), skipped, by reference name.
+    pub skipped: Vec<String>,
 }
 
 /// Checks the file (see the module docs), locates its state dict among `expected` keys and reads
@@ -45,9 +47,11 @@ pub(super) fn read_checkpoint(
     let reader = quietly_read(path, || PytorchReader::new(path))?
         .map_err(|e| read_error(format!("burn-store cannot read it: {e}")))?;
     let mut tensors = BTreeMap::new();
+    let mut skipped = Vec::new();
     for entry in &located.entries {
         if !entry.tensor.storage.is_float() {
             // Integer buffers (num_batches_tracked) carry nothing fsct uses.
+            skipped.push(entry.key.clone());
             continue;
         }
         let shape: Vec<usize> = entry.tensor.shape.iter().map(|&d| d as usize).collect();
@@ -87,6 +91,7 @@ pub(super) fn read_checkpoint(
         state_dict_key: non_empty(located.container.join(".")),
         stripped_prefix: non_empty(located.prefix),
         elsewhere: located.elsewhere,
+        skipped,
     })
 }
 
