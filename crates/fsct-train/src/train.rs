@@ -48,6 +48,11 @@ pub fn run_experiment<B: AutodiffBackend>(
     let outputs = Outputs::new(out_dir);
     // The resume policy is checked before the dataset is opened: a refused resume costs nothing.
     let resumed = checkpoint_to_resume(config, &outputs)?;
+    // Likewise the pretrained weights file of a new run (a resumed one never reads it).
+    if resumed.is_none() {
+        let source = config.source.as_deref().unwrap_or(std::path::Path::new("<config>"));
+        config.check_pretrained_file(source)?;
+    }
     let splits = open_splits(config).context("opening the dataset")?;
     tracing::info!(
         base = splits.base.num_classes(),
@@ -59,10 +64,10 @@ pub fn run_experiment<B: AutodiffBackend>(
 
     let last = outputs.last.clone();
     let results = outputs.results.clone();
-    let mut trainer = Trainer::<B>::new(config, outputs, device)?;
-    if let Some(ckpt) = resumed {
-        trainer.resume_from(ckpt, &last)?;
-    }
+    let mut trainer = match resumed {
+        Some(ckpt) => Trainer::<B>::resumed(config, outputs, device, ckpt, &last)?,
+        None => Trainer::<B>::new(config, outputs, device)?,
+    };
     for epoch in trainer.state().epochs_done..config.optim.epochs {
         trainer.run_epoch(&splits.base, &splits.val, epoch)?;
     }
