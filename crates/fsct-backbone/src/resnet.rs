@@ -20,11 +20,17 @@ pub enum ResNetStem {
     TorchVision,
 }
 
-/// Configuration of a [`ResNet`] of BasicBlocks (widths 64/128/256/512, strides 1/2/2/2).
+/// Configuration of a [`ResNet`] of BasicBlocks (widths 64/128/256/512 by default, strides
+/// 1/2/2/2).
 #[derive(Config, Debug)]
 pub struct ResNetConfig {
     /// BasicBlocks per stage: `[2,1,1,1]` ResNet12, `[2,2,2,2]` ResNet18, `[3,4,6,3]` ResNet34.
     pub blocks: [usize; 4],
+    /// The stem's width; the stages are `base_width`·{1, 2, 4, 8} wide. The reference's (and
+    /// torchvision's) 64 is the default; a smaller one gives the same layout and parameter names
+    /// at a fraction of the size (fsct's pretrained-weight fixtures use 8).
+    #[config(default = 64)]
+    pub base_width: usize,
     /// The stem layout.
     #[config(default = "ResNetStem::Feti")]
     pub stem: ResNetStem,
@@ -66,9 +72,10 @@ impl ResNetConfig {
             ResNetStem::Feti => (5, 1),
             ResNetStem::TorchVision => (7, 3),
         };
-        let mut in_channels = 64;
+        let base = self.base_width;
+        let mut in_channels = base;
         let mut stage = |index: usize| {
-            let width = 64 << index;
+            let width = base << index;
             let stride = if index == 0 { 1 } else { 2 };
             let blocks: Vec<BasicBlock<B>> = (0..self.blocks[index])
                 .map(|j| {
@@ -90,14 +97,15 @@ impl ResNetConfig {
         let layer3 = stage(2);
         let layer4 = stage(3);
         ResNet {
-            conv1: kaiming_conv(3, 64, kernel, 2, padding, device),
-            bn1: BatchNormConfig::new(64).init(device),
+            conv1: kaiming_conv(3, base, kernel, 2, padding, device),
+            bn1: BatchNormConfig::new(base).init(device),
             layer1,
             layer2,
             layer3,
             layer4,
             stem: self.stem,
             batch_norm: self.batch_norm,
+            base_width: base,
         }
     }
 }
@@ -212,13 +220,13 @@ pub struct ResNet<B: Backend> {
     pub conv1: Conv2d<B>,
     /// Stem BatchNorm.
     pub bn1: BatchNorm<B>,
-    /// Stage 1, width 64, stride 1.
+    /// Stage 1, width 64 (`base_width`), stride 1.
     pub layer1: Vec<BasicBlock<B>>,
-    /// Stage 2, width 128, stride 2.
+    /// Stage 2, width 128 (2·`base_width`), stride 2.
     pub layer2: Vec<BasicBlock<B>>,
-    /// Stage 3, width 256, stride 2.
+    /// Stage 3, width 256 (4·`base_width`), stride 2.
     pub layer3: Vec<BasicBlock<B>>,
-    /// Stage 4, width 512, stride 2.
+    /// Stage 4, width 512 (8·`base_width`), stride 2.
     pub layer4: Vec<BasicBlock<B>>,
     /// The stem layout.
     #[module(skip)]
@@ -226,12 +234,16 @@ pub struct ResNet<B: Backend> {
     /// How the stem BatchNorm normalises (the blocks carry their own copy).
     #[module(skip)]
     pub batch_norm: BatchNormMode,
+    /// The stem's width ([`ResNetConfig::base_width`]; 64 unless configured).
+    #[module(skip)]
+    pub base_width: usize,
 }
 
 impl<B: Backend> ResNet<B> {
     /// # Shapes
     /// - `images`: `[n, 3, h, w]`
-    /// - output: `[n, 512, 7, 7]` (FETI) or `[n, 512, ⌈h/32⌉, ⌈w/32⌉]` (torchvision)
+    /// - output: `[n, 512, 7, 7]` (FETI) or `[n, 512, ⌈h/32⌉, ⌈w/32⌉]` (torchvision); 512 is
+    ///   8·`base_width`
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         crate::flex_kernels::warn_if_stock_flex::<B>();
         let mut x = self.stem_forward(images);
@@ -300,7 +312,8 @@ impl<B: Backend> ResNet<B> {
     }
 
     fn width(&self) -> usize {
-        self.stages().iter().rposition(|s| !s.is_empty()).map_or(64, |i| 64 << i)
+        let base = self.base_width;
+        self.stages().iter().rposition(|s| !s.is_empty()).map_or(base, |i| base << i)
     }
 }
 
@@ -413,6 +426,20 @@ mod tests {
         // CIFAR's 112 px through a torchvision ResNet: 4×4 (d = 8192).
         let tv = ResNetConfig::resnet18_torchvision().init::<B>(&device);
         assert_eq!(tv.feature_dim([3, 112, 112]), 8192);
+    }
+
+    #[test]
+    fn base_width_scales_every_stage() {
+        let device = Default::default();
+        let narrow = ResNetConfig::resnet18_torchvision().with_base_width(8).init::<B>(&device);
+        assert_eq!(narrow.feature_shape([3, 64, 64]), [64, 2, 2]);
+        let out = narrow.features(Tensor::<B, 4>::zeros([2, 3, 64, 64], &device));
+        assert_eq!(out.dims(), [2, 64, 2, 2]);
+        assert_eq!(narrow.layer2[0].conv1.weight.dims(), [16, 8, 3, 3]);
+        assert_eq!(
+            narrow.layer4[0].downsample.as_ref().unwrap().conv.weight.dims(),
+            [64, 32, 1, 1]
+        );
     }
 
     #[test]

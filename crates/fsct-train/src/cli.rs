@@ -40,8 +40,8 @@ Exit codes:
      not writable, holding another run without --resume/--overwrite, in use by another process)
 
 Resume (--resume): the run continues from OUTPUT/last.ckpt. optim.epochs, episodes.test_episodes,
-data.root, data.threads, data.prefetch, data.cache, run.device, memory.gradient_checkpoint and
-memory.cleanup_every may change and take effect; every other field must match the checkpoint
+data.root, data.threads, data.prefetch, data.cache, run.device, model.pretrained,
+memory.gradient_checkpoint and memory.cleanup_every may change and take effect; every other field must match the checkpoint
 (a resume with one changed is refused, naming each field and both values).
 
 Logging: -q (warnings, errors, results), -v (debug), -vv (trace); RUST_LOG (e.g. RUST_LOG=debug or

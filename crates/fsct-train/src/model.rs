@@ -46,13 +46,66 @@ impl<B: Backend> AnyModel<B> {
     }
 }
 
-/// Builds the configured model, sized from the backbone's output at the configured image size.
+/// Builds the configured model, sized from the backbone's output at the configured image size,
+/// with the reference initialisation throughout: `model.pretrained` is not read. For a model
+/// whose weights then come from a checkpoint (a resumed run, `test`, the best model, an import,
+/// the memory planner's measurements), where the pretrained file would be overwritten anyway
+/// and need not exist any more. A new training run uses [`build_new_model`].
 pub fn build_model<B: Backend>(
     config: &Config,
     device: &B::Device,
 ) -> Result<AnyModel<B>, ModelError> {
+    let backbone = config.backbone().init_with::<B>(config.model.train_backbone, device);
+    assemble(config, backbone, device)
+}
+
+/// As [`build_model`], for the start of a new training run: the backbone's weights (BatchNorm
+/// statistics included) come from `model.pretrained` when it is set, checked key by key and
+/// shape by shape ([`fsct_transformer::import::import_backbone`]), before the head is sized
+/// and initialised. A frozen torchvision backbone stays frozen (`model.train_backbone = false`:
+/// the reference's setup, spec §1.5); a trained one stays trained.
+///
+/// # Errors
+/// [`ModelError`] as [`build_model`]; an [`ImportError`](fsct_transformer::import::ImportError)
+/// naming the file and the key (exit code 2) when the file does not fit the backbone.
+pub fn build_new_model<B: Backend>(
+    config: &Config,
+    device: &B::Device,
+) -> anyhow::Result<AnyModel<B>> {
     let name = config.backbone();
-    let backbone = name.init_with::<B>(config.model.train_backbone, device);
+    let mut backbone = name.init_with::<B>(config.model.train_backbone, device);
+    if let Some(file) = &config.model.pretrained {
+        backbone = match backbone {
+            BuiltinBackbone::ResNet(net) => {
+                let (net, report) = fsct_transformer::import::import_backbone(net, file)?;
+                tracing::info!(
+                    file = %file.display(),
+                    backbone = %name,
+                    loaded = report.loaded.len(),
+                    frozen = !config.model.train_backbone && !config.model.feti,
+                    "model.pretrained: backbone weights loaded"
+                );
+                BuiltinBackbone::ResNet(net)
+            }
+            BuiltinBackbone::Conv(_) => {
+                return Err(ModelError::Config {
+                    field: "model.pretrained",
+                    why: format!("is set, but {name} has no pretrained weights layout; remove the line or pick a ResNet"),
+                }
+                .into())
+            }
+        };
+    }
+    Ok(assemble(config, backbone, device)?)
+}
+
+/// The model around `backbone`, its head sized from the backbone's output.
+fn assemble<B: Backend>(
+    config: &Config,
+    backbone: BuiltinBackbone<B>,
+    device: &B::Device,
+) -> Result<AnyModel<B>, ModelError> {
+    let name = config.backbone();
     let side = config.image_size();
     let [c, h, w] = backbone.feature_shape([3, side, side]);
     if c * h * w == 0 {

@@ -6,8 +6,9 @@
 //!   or how it uses memory, without changing what it computes: `optim.epochs` (extend or
 //!   shorten a run), `episodes.test_episodes`, `data.root` (a moved dataset), `data.threads`,
 //!   `data.prefetch`, `data.cache`, `run.output`, `run.resume`, `run.device`,
-//!   `memory.gradient_checkpoint`, `memory.cleanup_every`. The resumed run uses the new value and
-//!   logs each change.
+//!   `memory.gradient_checkpoint`, `memory.cleanup_every`, `model.pretrained` (read only when a
+//!   new run starts: a resumed one takes every weight from `last.ckpt`, so a moved, renamed or
+//!   deleted file changes nothing). The resumed run uses the new value and logs each change.
 //! - **Must match** (everything else, including fields added later): the model, the episodes,
 //!   the data and its transforms, VIC, the optimizer, the precision and loss scaling, the seed.
 //!   These decide the weights' shapes or the trajectory an exact resume reproduces; a resume
@@ -22,7 +23,7 @@ use serde_json::Value;
 use crate::config::Config;
 
 /// Fields that take effect when a run resumes (see the module docs).
-pub const TAKES_EFFECT: [&str; 11] = [
+pub const TAKES_EFFECT: [&str; 12] = [
     "optim.epochs",
     "episodes.test_episodes",
     "data.root",
@@ -34,6 +35,7 @@ pub const TAKES_EFFECT: [&str; 11] = [
     "run.device",
     "memory.gradient_checkpoint",
     "memory.cleanup_every",
+    "model.pretrained",
 ];
 
 /// One field that differs between the config and the checkpoint's.
@@ -135,8 +137,14 @@ mod tests {
         assert_eq!((must[0].now.as_str(), must[0].saved.as_str()), ("15", "16"));
         let text = refusal(std::path::Path::new("runs/a/last.ckpt"), &must);
         assert!(text.contains("`vic.lambda_v`") && text.contains("runs/a/last.ckpt"), "{text}");
+        // A changed pretrained file is allowed: a resume never reads it.
+        let mut moved = saved.clone();
+        moved.model.pretrained = Some("weights/resnet18-f37072fd.pth".into());
+        let (effect, must) = compare(&moved, &saved);
+        assert!(must.is_empty(), "{must:?}");
+        assert_eq!(effect[0].field, "model.pretrained");
         // Every name in the policy is a real field.
-        let fields = flatten_config(&saved);
+        let fields = flatten_config(&moved);
         for name in TAKES_EFFECT {
             assert!(fields.contains_key(name), "{name} is not a config field");
         }

@@ -65,6 +65,11 @@ fn train_and_test<B: AutodiffBackend>(
 ) -> Result<RunSummary> {
     // The resume policy is checked before the dataset is opened: a refused resume costs nothing.
     let resumed = checkpoint_to_resume(config, outputs)?;
+    // Likewise the pretrained weights file of a new run (a resumed one never reads it).
+    if resumed.is_none() {
+        let source = config.source.as_deref().unwrap_or(std::path::Path::new("<config>"));
+        config.check_pretrained_file(source)?;
+    }
     let splits = open_splits(config).context("opening the dataset")?;
     tracing::info!(
         base = splits.base.num_classes(),
@@ -75,10 +80,11 @@ fn train_and_test<B: AutodiffBackend>(
     );
 
     let last = outputs.last.clone();
-    let mut trainer = Trainer::<B>::new(config, Outputs::new(&config.run.output), device)?;
-    if let Some(ckpt) = resumed {
-        trainer.resume_from(ckpt, &last)?;
-    }
+    let run_outputs = Outputs::new(&config.run.output);
+    let mut trainer = match resumed {
+        Some(ckpt) => Trainer::<B>::resumed(config, run_outputs, device, ckpt, &last)?,
+        None => Trainer::<B>::new(config, run_outputs, device)?,
+    };
     for epoch in trainer.state().epochs_done..config.optim.epochs {
         trainer.run_epoch(&splits.base, &splits.val, epoch)?;
     }

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::data::{loader, Stream};
 use crate::error::Diverged;
 use crate::evaluate::{evaluate, progress_bar, Evaluation};
-use crate::model::{build_model, AnyModel};
+use crate::model::{build_model, build_new_model, AnyModel};
 use crate::outputs::{append_line, keep_metrics_before, peak_rss_mib, EpochMetrics, Outputs};
 use crate::step::{new_optimizer, new_trainer_state, train_step, Optim, StepOutcome};
 use crate::weights::{
@@ -64,13 +64,47 @@ pub struct Trainer<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> Trainer<B> {
     /// A run that has not taken a step: seeds the backend with `run.seed`, builds the model
-    /// (checked against the configured episode shape), the optimizer and a fresh state.
+    /// (checked against the configured episode shape; its backbone from `model.pretrained` when
+    /// set, see [`build_new_model`]), the optimizer and a fresh state.
     ///
     /// # Errors
-    /// A model the config cannot build, or an episode shape it cannot take.
+    /// A model the config cannot build, a pretrained file that does not fit it, or an episode
+    /// shape it cannot take.
     pub fn new(config: &Config, outputs: Outputs, device: &B::Device) -> Result<Self> {
         B::seed(device, config.run.seed);
+        let model = build_new_model::<B>(config, device)?;
+        Self::around(config, outputs, device, model)
+    }
+
+    /// A run continuing from `ckpt`, read from `path` (the resume policy already checked): the
+    /// model is built with the reference initialisation — `model.pretrained` is not read, every
+    /// weight comes from the checkpoint — then [`Self::resume_from`] loads it.
+    ///
+    /// # Errors
+    /// As [`Self::new`] and [`Self::resume_from`].
+    pub fn resumed(
+        config: &Config,
+        outputs: Outputs,
+        device: &B::Device,
+        ckpt: Checkpoint,
+        path: &Path,
+    ) -> Result<Self> {
+        B::seed(device, config.run.seed);
+        if let Some(file) = &config.model.pretrained {
+            tracing::info!(file = %file.display(), "model.pretrained not read: a resumed run takes every weight from {}", path.display());
+        }
         let model = build_model::<B>(config, device)?;
+        let mut trainer = Self::around(config, outputs, device, model)?;
+        trainer.resume_from(ckpt, path)?;
+        Ok(trainer)
+    }
+
+    fn around(
+        config: &Config,
+        outputs: Outputs,
+        device: &B::Device,
+        model: AnyModel<B>,
+    ) -> Result<Self> {
         let side = config.image_size();
         let e = &config.episodes;
         model.check_episode([e.n_way, e.k_shot + e.n_query, 3, side, side])?;

@@ -166,10 +166,12 @@ fn predicted_step_peaks_are_within_ten_percent_of_the_counting_allocator() {
             predicted.phases,
             predicted.state.params + predicted.state.optimizer + predicted.state.episode
         );
-        // The step's own peak within 10%, or within 1 MiB where it is tiny (a frozen backbone
-        // records nothing: its step peaks at about 2 MiB above the start here).
+        // The step's own peak within 10%, or within 2 MiB where it is tiny (a frozen backbone
+        // records nothing: its step peaks at 2–3 MiB above the start here, and Flex's per-thread
+        // scratch buffers move that by about 1 MiB with the scheduling: 3.04 MB measured against
+        // 1.98 MB predicted once on a loaded 2-core machine, within 1 MiB on the others).
         let above_ok = (0.9..=1.1).contains(&ratio_above)
-            || predicted.step_above_start.abs_diff(above) <= 1 << 20;
+            || predicted.step_above_start.abs_diff(above) <= 2 << 20;
         if !(0.9..=1.1).contains(&ratio_total) || !above_ok {
             failures
                 .push(format!("{name}: in all {ratio_total:.3}, above the start {ratio_above:.3}"));

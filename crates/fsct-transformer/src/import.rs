@@ -23,6 +23,11 @@
 //! resemble it). Checkpoints of frozen torchvision-ResNet models hold no `feature.*` keys
 //! (spec §1.5): allow that with [`ImportOptions::allow_missing_backbone`].
 //!
+//! [`import_backbone`] loads pretrained weights into a ResNet backbone alone through the same
+//! reader: a torchvision ImageNet state dict into the torchvision layout, or the reference's
+//! `Pretrained_ResNet_FETI.pt.tar` into the FETI layout (`backbone.rs`; what it does with keys the
+//! model lacks is in its docs).
+//!
 //! # Variants
 //!
 //! - **Formats**: the zip format (PyTorch ≥ 1.6) and the legacy one (older PyTorch, or
@@ -64,6 +69,7 @@
 //! burn-store's panics. Mapping it onto the model: `key_map.rs` (reference ↔ fsct names) and
 //! `convert.rs` (one tensor into fsct's layout).
 
+mod backbone;
 mod checkpoint;
 mod convert;
 mod error;
@@ -80,6 +86,7 @@ mod storage;
 mod value;
 mod zip_layout;
 
+pub use backbone::{import_backbone, BackboneImportReport};
 pub use error::ImportError;
 pub use quiet::quietly;
 pub use scan::CheckpointFormat;

@@ -39,6 +39,10 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// Output, seed, device, resume.
     pub run: RunConfig,
+    /// The file this config was read from ([`Config::read`]), for messages about its values
+    /// that are checked later than [`Config::validate`] (`model.pretrained`); never written.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// A configuration error: the file, the field and the fix.
@@ -101,7 +105,9 @@ impl Config {
                 e.utf8_error().valid_up_to()
             ),
         })?;
-        Self::parse(&text, path)
+        let mut config = Self::parse(&text, path)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses TOML text (`path` is only used in messages; a leading byte-order mark is skipped).

@@ -169,8 +169,18 @@ pub struct ModelConfig {
     pub mlp_dim: usize,
     /// Train a torchvision-layout ResNet (ResNet18/34 without `feti`) end to end, as the fork's
     /// memory guide does. The reference (default `false`) freezes it with BatchNorm on batch
-    /// statistics — meaningful only with ImageNet weights, which fsct cannot download.
+    /// statistics — meaningful only with ImageNet weights (fsct downloads none: give your copy
+    /// of torchvision's file in `pretrained`).
     pub train_backbone: bool,
+    /// Pretrained backbone weights, loaded when a new run starts (a resumed run and `test` take
+    /// every weight from their checkpoint and never read this file). ResNets only, in their
+    /// layout: a torchvision ImageNet state dict (`resnet18-f37072fd.pth`,
+    /// `resnet34-b627a593.pth`) for ResNet18/34 without `feti`, the reference's
+    /// `Pretrained_ResNet_FETI.pt.tar` with `feti = true`. A relative path is taken from the
+    /// working directory, as `data.root`. Every key the backbone needs must be in the file, with
+    /// its shape (see `fsct_transformer::import::import_backbone`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PathBuf>,
     /// Add VIC regularization (section `[vic]`) to the loss.
     pub use_vic: bool,
 }
@@ -186,6 +196,7 @@ impl Default for ModelConfig {
             dim_head: 64,
             mlp_dim: 512,
             train_backbone: false,
+            pretrained: None,
             use_vic: false,
         }
     }

@@ -171,6 +171,55 @@ impl Config {
         if self.model.use_vic {
             self.vic.validate().map_err(|err| invalid("vic", err.to_string()))?;
         }
+        if let Some(file) = &self.model.pretrained {
+            if file.as_os_str().is_empty() {
+                return Err(invalid(
+                    "model.pretrained",
+                    "is empty; give the weights file's path, or remove the line to start from random weights".into(),
+                ));
+            }
+            if !self.backbone().is_resnet() {
+                return Err(invalid(
+                    "model.pretrained",
+                    format!(
+                        "is set, but {} has no pretrained weights layout: pretrained weights load into ResNet18/34 \
+                         (a torchvision ImageNet state dict) or ResNet12/18/34 with model.feti = true (the \
+                         reference's Pretrained_ResNet_FETI.pt.tar); remove the line or pick a ResNet",
+                        self.model.backbone
+                    ),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Checks that `model.pretrained`, if set, is a readable file; `path` is the config file, for
+    /// the message. Kept out of [`Self::validate`], which also checks the config saved in a
+    /// checkpoint (by `fsct-train test`, the resume policy), where the weights come from the
+    /// checkpoint and the pretrained file need not exist any more: this runs only when a new run
+    /// starts, the one time the file is read.
+    pub fn check_pretrained_file(&self, path: &Path) -> Result<(), ConfigError> {
+        let Some(file) = &self.model.pretrained else { return Ok(()) };
+        let why = match std::fs::File::open(file).and_then(|f| f.metadata()) {
+            Ok(meta) if meta.is_file() => return Ok(()),
+            Ok(_) => "is not a file".to_string(),
+            Err(err) => format!("cannot be read ({err})"),
+        };
+        let expected = if self.model.feti {
+            "the reference's Pretrained_ResNet_FETI.pt.tar (model.feti = true)"
+        } else {
+            "torchvision's ImageNet state dict, e.g. resnet18-f37072fd.pth or resnet34-b627a593.pth (fsct downloads \
+             nothing: use your own copy)"
+        };
+        Err(ConfigError::Invalid {
+            path: path.into(),
+            field: "model.pretrained".into(),
+            why: format!(
+                "is `{}`, which {why}: give the path of {expected} (a relative path is taken from the working \
+                 directory, {}), or remove the line to start from random weights",
+                file.display(),
+                std::env::current_dir().map_or_else(|_| "unknown".into(), |d| d.display().to_string())
+            ),
+        })
     }
 }

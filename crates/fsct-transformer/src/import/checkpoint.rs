@@ -22,6 +22,8 @@ pub(super) struct Checkpoint {
     pub stripped_prefix: Option<String>,
     /// The file's other float tensors, by full name.
     pub elsewhere: Vec<String>,
+    /// The state dict's integer tensors (`num_batches_tracked`), skipped, by reference name.
+    pub skipped: Vec<String>,
 }
 
 /// Checks the file (see the module docs), locates its state dict among `expected` keys and reads
@@ -48,9 +50,11 @@ pub(super) fn read_checkpoint(
     let reader = quietly_read(path, || PytorchReader::new(path))?
         .map_err(|e| read_error(format!("burn-store cannot read it: {e}")))?;
     let mut tensors = BTreeMap::new();
+    let mut skipped = Vec::new();
     for entry in &located.entries {
         if !entry.tensor.storage.is_float() {
             // Integer buffers (num_batches_tracked) carry nothing fsct uses.
+            skipped.push(entry.key.clone());
             continue;
         }
         let shape: Vec<usize> = entry.tensor.shape.iter().map(|&d| d as usize).collect();
@@ -90,6 +94,7 @@ pub(super) fn read_checkpoint(
         state_dict_key: non_empty(located.container.join(".")),
         stripped_prefix: non_empty(located.prefix),
         elsewhere: located.elsewhere,
+        skipped,
     })
 }
 
@@ -122,6 +127,7 @@ fn read_safetensors(path: &Path) -> Result<Checkpoint, ImportError> {
     let file = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| read_error(format!("not a valid safetensors file: {e}")))?;
     let mut tensors = BTreeMap::new();
+    let mut skipped = Vec::new();
     for (name, view) in file.tensors() {
         let raw = view.data();
         let values: Vec<f32> = match view.dtype() {
@@ -141,7 +147,10 @@ fn read_safetensors(path: &Path) -> Result<Checkpoint, ImportError> {
                 .map(|b| burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
             // Integer buffers (num_batches_tracked) carry nothing fsct uses.
-            _ => continue,
+            _ => {
+                skipped.push(name);
+                continue;
+            }
         };
         tensors.insert(name, TensorData::new(values, view.shape().to_vec()));
     }
@@ -155,5 +164,6 @@ fn read_safetensors(path: &Path) -> Result<Checkpoint, ImportError> {
         state_dict_key: None,
         stripped_prefix: None,
         elsewhere: Vec::new(),
+        skipped,
     })
 }

@@ -63,6 +63,25 @@ pub enum ImportError {
         /// The unexpected key.
         key: String,
     },
+    /// A pretrained backbone file of the other ResNet layout (told apart by the stem).
+    #[error(
+        "`{path}`: key `{key}` has shape {found:?}, the stem of {file_layout}, but the model is built in \
+         {model_layout}: set {fix} to load this file, or give a file of the model's layout"
+    )]
+    Layout {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The key that gives the layout away (`conv1.weight`).
+        key: String,
+        /// Its shape in the file.
+        found: Vec<usize>,
+        /// The file's layout, in words.
+        file_layout: &'static str,
+        /// The model's layout, in words.
+        model_layout: &'static str,
+        /// The config setting that would load the file.
+        fix: &'static str,
+    },
     /// A tensor that could not be decoded or applied.
     #[error("`{path}`: cannot load `{key}`: {message}")]
     Tensor {
