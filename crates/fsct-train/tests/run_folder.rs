@@ -54,6 +54,7 @@ fn the_run_folder_holds_the_resolved_config_the_log_and_a_dated_result() {
     expected.optim.learning_rate = 5e-4;
     expected.memory.gradient_checkpoint = fsct_train::config::Checkpointing::Blocks;
     let written = Config::read(&run.join("config.toml")).unwrap();
+    expected.source = Some(run.join("config.toml")); // where it was read from
     assert_eq!(written, expected);
     // One console line per epoch, also in train.log.
     let log = std::fs::read_to_string(run.join("train.log")).unwrap();
