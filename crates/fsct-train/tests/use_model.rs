@@ -304,6 +304,22 @@ fn predict_and_embed_refuse_bad_inputs_naming_the_file() {
     let (code, _, stderr) = predict(&dir.path().join("nowhere"), &query);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("nowhere"), "{stderr}");
+    // A support folder without class folders.
+    let flat = dir.path().join("flat");
+    png(&flat.join("0.png"), 3, 3);
+    let (code, _, stderr) = predict(&flat, &query);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("flat"), "{stderr}");
+    // export: a checkpoint that does not exist.
+    let (code, _, stderr) = fsct(&[
+        "export",
+        "--checkpoint",
+        s(&dir.path().join("none.ckpt")),
+        "--output",
+        s(&dir.path().join("x.safetensors")),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("none.ckpt"), "{stderr}");
     let (code, _, stderr) = fsct(&[
         "embed",
         "--checkpoint",
