@@ -8,13 +8,46 @@ use fsct_backbone::BackboneName;
 use crate::config::{Config, DeviceKind, Method};
 use crate::stats::CiKind;
 
+/// The exit codes, the resume policy and logging, printed by every `--help` (a macro so that
+/// each subcommand's examples can be put in front of it with `concat!`).
+macro_rules! exit_codes {
+    () => {
+        "\
+Exit codes:
+  0  success
+  1  a valid run failed: the training diverged (non-finite loss, or mixed precision's loss scale
+     stuck at its floor; no result is written), out of memory, an internal error
+  2  bad input or environment: config file or flag, dataset, checkpoint, output folder (a file,
+     not writable, holding another run without --resume/--overwrite, in use by another process)
+
+Resume (--resume): the run continues from OUTPUT/last.ckpt. optim.epochs, episodes.test_episodes,
+data.root, data.threads, data.prefetch, data.cache, run.device, model.pretrained,
+memory.gradient_checkpoint and memory.cleanup_every may change and take effect; every other
+field must match the checkpoint (a resume with one changed is refused, naming each field and
+both values).
+
+Logging: -q (warnings, errors, results), -v (debug), -vv (trace); RUST_LOG (e.g. RUST_LOG=debug or
+RUST_LOG=fsct_train=debug) overrides both. A training run also writes the log to OUTPUT/train.log.
+
+Shell completions: fsct-train completions bash > ~/.local/share/bash-completion/completions/fsct-train"
+    };
+}
+
 /// Train and evaluate the Few-Shot Cosine Transformer (FS-CT) and CTX on the CPU or CUDA.
 ///
 /// Without a subcommand, `train` runs: episodic training with validation each epoch, the best
 /// and last checkpoints in the output folder, then a test of the best model reported as
 /// mean ± 95% CI. Flags override the config file's fields.
 #[derive(Debug, Parser)]
-#[command(name = "fsct-train", version, args_conflicts_with_subcommands = true, after_help = EXIT_CODES)]
+#[command(
+    name = "fsct-train",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = concat!(
+        "Examples:\n  fsct-train --config configs/quickstart.toml\n  fsct-train --config configs/medium_16gb.toml --epochs 20 --set optim.learning_rate=5e-4\n  fsct-train --config configs/medium_16gb.toml --resume\n\n",
+        exit_codes!()
+    )
+)]
 pub struct Cli {
     /// What to do (default: train).
     #[command(subcommand)]
@@ -30,22 +63,8 @@ pub struct Cli {
     pub verbose: u8,
 }
 
-/// The exit codes and the resume policy, printed by `--help`.
-pub const EXIT_CODES: &str = "\
-Exit codes:
-  0  success
-  1  a valid run failed: the training diverged (non-finite loss, or mixed precision's loss scale
-     stuck at its floor; no result is written), out of memory, an internal error
-  2  bad input or environment: config file or flag, dataset, checkpoint, output folder (a file,
-     not writable, holding another run without --resume/--overwrite, in use by another process)
-
-Resume (--resume): the run continues from OUTPUT/last.ckpt. optim.epochs, episodes.test_episodes,
-data.root, data.threads, data.prefetch, data.cache, run.device, model.pretrained,
-memory.gradient_checkpoint and memory.cleanup_every may change and take effect; every other field must match the checkpoint
-(a resume with one changed is refused, naming each field and both values).
-
-Logging: -q (warnings, errors, results), -v (debug), -vv (trace); RUST_LOG (e.g. RUST_LOG=debug or
-RUST_LOG=fsct_train=debug) overrides both. A training run also writes the log to OUTPUT/train.log.";
+/// The exit codes, the resume policy and logging, printed by `--help`.
+pub const EXIT_CODES: &str = exit_codes!();
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
@@ -65,11 +84,25 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Write a checkpoint's weights under the reference's PyTorch key names (safetensors).
     Export(ExportArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(CompletionsArgs),
+}
+
+/// Options of `completions`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Examples:
+  fsct-train completions bash > ~/.local/share/bash-completion/completions/fsct-train
+  fsct-train completions zsh > ~/.zfunc/_fsct-train
+  fsct-train completions fish > ~/.config/fish/completions/fsct-train.fish")]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Options of `predict`.
 #[derive(Debug, Clone, Args)]
-#[command(after_help = EXIT_CODES)]
+#[command(after_help = concat!("Examples:\n  fsct-train predict --checkpoint runs/cub/best.ckpt --support my_support/ --query photos/\n  fsct-train predict --checkpoint runs/cub/best.ckpt --support my_support/ --query a.jpg b.jpg --output preds.csv\n\n", exit_codes!()))]
 pub struct PredictArgs {
     /// An fsct checkpoint.
     #[arg(long)]
@@ -94,7 +127,7 @@ pub struct PredictArgs {
 
 /// Options of `embed`.
 #[derive(Debug, Clone, Args)]
-#[command(after_help = EXIT_CODES)]
+#[command(after_help = concat!("Example:\n  fsct-train embed --checkpoint runs/cub/best.ckpt --images photos/ --output feats.safetensors\n\n", exit_codes!()))]
 pub struct EmbedArgs {
     /// An fsct checkpoint.
     #[arg(long)]
@@ -116,7 +149,7 @@ pub struct EmbedArgs {
 
 /// Options of `export`.
 #[derive(Debug, Clone, Args)]
-#[command(after_help = EXIT_CODES)]
+#[command(after_help = concat!("Example:\n  fsct-train export --checkpoint runs/cub/best.ckpt --output fsct_cub.safetensors\n\n", exit_codes!()))]
 pub struct ExportArgs {
     /// An fsct checkpoint.
     #[arg(long)]
@@ -131,7 +164,7 @@ pub struct ExportArgs {
 
 /// Options of `plan`.
 #[derive(Debug, Clone, Args)]
-#[command(after_help = EXIT_CODES)]
+#[command(after_help = concat!("Examples:\n  fsct-train plan --config configs/medium_16gb.toml --device cuda --vram 8,12,16,24\n  fsct-train plan --config configs/low_8gb.toml --quick\n\n", exit_codes!()))]
 pub struct PlanArgs {
     /// The experiment's TOML config.
     #[arg(long, short)]
@@ -210,7 +243,7 @@ pub struct TrainArgs {
 
 /// Options of `test`.
 #[derive(Debug, Clone, Args)]
-#[command(after_help = EXIT_CODES)]
+#[command(after_help = concat!("Examples:\n  fsct-train test --checkpoint runs/cub/best.ckpt\n  fsct-train test --checkpoint runs/cub/best.ckpt --n-query 15 --episodes 600 --seed 1 --ci student-t\n  fsct-train test --checkpoint runs/cub/best.ckpt --config configs/miniimagenet.toml\n\n", exit_codes!()))]
 pub struct TestArgs {
     /// An fsct checkpoint (`best.ckpt`, `last.ckpt` or an imported one).
     #[arg(long)]

@@ -148,3 +148,29 @@ fn a_failed_run_keeps_its_error_in_the_log() {
     let log = std::fs::read_to_string(run.join("train.log")).unwrap();
     assert!(log.contains("error: ") && log.contains("diverged"), "{log}");
 }
+
+#[test]
+fn completions_and_every_subcommands_help_with_an_example() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, stdout, stderr) = fsct(&["completions", shell]);
+        assert_eq!(code, 0, "{stderr}");
+        for word in ["fsct-train", "checkpoint", "predict", "n-query"] {
+            assert!(stdout.contains(word), "{shell}: `{word}` missing");
+        }
+    }
+    let (code, _, stderr) = fsct(&["completions", "cmd.exe"]);
+    assert_eq!(code, 2, "{stderr}");
+    for sub in [
+        &["--help"][..],
+        &["test", "--help"],
+        &["predict", "--help"],
+        &["embed", "--help"],
+        &["export", "--help"],
+        &["plan", "--help"],
+        &["completions", "--help"],
+    ] {
+        let (code, stdout, stderr) = fsct(sub);
+        assert_eq!(code, 0, "{sub:?}: {stderr}");
+        assert!(stdout.contains("Example"), "{sub:?}: no example in\n{stdout}");
+    }
+}

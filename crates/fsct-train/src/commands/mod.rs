@@ -8,7 +8,8 @@
 //! - [`import`]: converts a reference PyTorch checkpoint into an fsct one;
 //! - [`plan`]: the memory planner's tables;
 //! - [`predict`], [`embed`], [`export`]: using a trained model (classify images, backbone
-//!   features, weights under the reference's key names).
+//!   features, weights under the reference's key names);
+//! - `completions`: a shell completion script (clap_complete), in [`run`].
 
 use anyhow::Result;
 use fsct_train::cli::{Cli, Command};
@@ -31,5 +32,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict::predict(&args),
         Command::Embed(args) => embed::embed(&args),
         Command::Export(args) => export::export(&args),
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(args.shell, &mut command, "fsct-train", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
