@@ -9,6 +9,7 @@ use fsct_train::error::InputError;
 use fsct_train::infer::{eval_transform, image_files, load_images, predict_scores, support_set};
 use fsct_train::model::build_model;
 use fsct_train::outputs::write_new_file;
+use fsct_train::test_report::csv_field;
 use fsct_train::weights::load_checkpoint_file;
 use serde::Serialize;
 
@@ -99,20 +100,13 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
 }
 
 fn csv(classes: &[String], predictions: &[Prediction]) -> String {
-    let field = |t: &str| {
-        if t.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", t.replace('"', "\"\""))
-        } else {
-            t.to_string()
-        }
-    };
     let mut out = String::from("file,predicted");
     for class in classes {
-        out.push_str(&format!(",score_{}", field(class).trim_matches('"')));
+        out.push_str(&format!(",score_{}", csv_field(class).trim_matches('"')));
     }
     out.push('\n');
     for p in predictions {
-        out.push_str(&format!("{},{}", field(&p.file), field(&p.predicted)));
+        out.push_str(&format!("{},{}", csv_field(&p.file), csv_field(&p.predicted)));
         for s in &p.scores {
             out.push_str(&format!(",{s}"));
         }
