@@ -2,30 +2,13 @@
 //! config), `train.log` (the console's log, the final error included), the results line with the
 //! reference's date format, one console line per epoch, `-q`, and `--set`.
 
-use std::path::Path;
-use std::process::Command;
-
 use fsct_train::config::Config;
 
 mod common;
-use common::TINY;
+use common::{run_binary, s, TINY};
 
 fn fsct(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fsct-train"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    (out.status.code().unwrap_or(-1), stdout, stderr)
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
+    run_binary(args, None)
 }
 
 #[test]

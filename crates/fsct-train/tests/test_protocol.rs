@@ -3,27 +3,12 @@
 //! counts, and the refusals (FS-CT's fixed way and shot, a protocol already tested, bad values).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 mod common;
-use common::TINY;
+use common::{run_binary, s, TINY};
 
 fn fsct(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fsct-train"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    (out.status.code().unwrap_or(-1), stdout, stderr)
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
+    run_binary(args, Some("warn"))
 }
 
 /// Trains the tiny config (3-way 2-shot, 16 px glyphs, one epoch) with `method` into `dir/name`

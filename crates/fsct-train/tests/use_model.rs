@@ -3,7 +3,6 @@
 //! (a query's scores equal its scores inside an episode), with their bad inputs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use burn::backend::Flex;
 use burn::prelude::*;
@@ -13,24 +12,10 @@ use fsct_train::weights::load_checkpoint_file;
 use fsct_transformer::FewShotModel;
 
 mod common;
-use common::TINY;
+use common::{run_binary, s, TINY};
 
 fn fsct(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fsct-train"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    (out.status.code().unwrap_or(-1), stdout, stderr)
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
+    run_binary(args, Some("warn"))
 }
 
 /// Trains the tiny config (3-way 2-shot 2-query, 16 px) with `method`; returns (config, best).
