@@ -21,7 +21,8 @@ Exit codes:
      not writable, holding another run without --resume/--overwrite, in use by another process)
 
 Resume (--resume): the run continues from OUTPUT/last.ckpt. optim.epochs, episodes.test_episodes,
-data.root, data.threads, data.prefetch, data.cache, run.device, model.pretrained,
+data.root, data.threads, data.prefetch, data.cache, run.device, the peers (run.devices, run.nodes,
+run.node_rank, run.node_address, run.orchestrator), model.pretrained,
 memory.gradient_checkpoint and memory.cleanup_every may change and take effect; every other
 field must match the checkpoint (a resume with one changed is refused, naming each field and
 both values).
@@ -86,6 +87,23 @@ pub enum Command {
     Export(ExportArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(CompletionsArgs),
+    /// Serve the orchestrator of a multi-node run (burn-collective's global orchestrator): the
+    /// nodes register with it through `run.orchestrator`.
+    Orchestrator(OrchestratorArgs),
+}
+
+/// Options of `orchestrator`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Examples:
+  fsct-train orchestrator --port 3000
+  # then on each node (node_rank 0 and 1):
+  fsct-train --config configs/miniimagenet.toml --device cuda --devices cuda:0,cuda:1 \\
+    --set run.nodes=2 --set run.node_rank=0 --set run.node_address=10.0.0.1:3001 \\
+    --set run.orchestrator=10.0.0.1:3000")]
+pub struct OrchestratorArgs {
+    /// The port to listen on (all interfaces).
+    #[arg(long)]
+    pub port: u16,
 }
 
 /// Options of `completions`.
@@ -213,6 +231,10 @@ pub struct TrainArgs {
     /// Continue from the output folder's last checkpoint (`run.resume`; see the resume policy below).
     #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Data-parallel peers on this node, comma-separated (`run.devices`): `cuda:0,cuda:1`, or
+    /// `cpu:0,cpu:1` for CPU peers (threads sharing the cores).
+    #[arg(long)]
+    pub devices: Option<String>,
     /// Replace the checkpoints and metrics of a run already in the output folder (without this, a
     /// new run into a folder that holds one is refused).
     #[arg(long)]
@@ -354,6 +376,7 @@ impl TrainArgs {
             "episodes.test_episodes" => set("--test-episodes", self.test_episodes.is_some()),
             "run.seed" => set("--seed", self.seed.is_some()),
             "run.device" | "memory.precision" => set("--device", self.device.is_some()),
+            "run.devices" => set("--devices", self.devices.is_some()),
             "model.backbone" => set("--backbone", self.backbone.is_some()),
             "model.method" => set("--method", self.method.is_some()),
             "data.image_size" => set("--image-size", self.image_size.is_some()),
@@ -425,6 +448,9 @@ impl TrainArgs {
         }
         if self.resume {
             config.run.resume = true;
+        }
+        if let Some(v) = &self.devices {
+            config.run.devices = Some(v.clone());
         }
         if self.overwrite {
             config.run.overwrite = true;

@@ -12,6 +12,8 @@
 //! - [`evaluate`]: accuracy ± 95% CI over validation or test episodes; the progress bars.
 //! - [`outputs`]: the output folder's files besides checkpoints (`metrics.jsonl`,
 //!   `results.txt`) and the results line both `train` and `test` write.
+//! - [`parallel`]: data-parallel training (`run.devices`, `run.nodes`, `episodes.per_step`) on
+//!   Burn's collective engine, gradient accumulation, `fsct-train orchestrator`.
 //! - [`step`]: one training step (what the trainer and the memory bench run), the optimizer.
 //! - [`precision`]: mixed precision (f32 master weights, half compute, dynamic loss scaling).
 //! - [`checkpoint`]: atomic, self-describing, checksummed checkpoint files.
@@ -46,6 +48,7 @@ pub mod hugepages;
 pub mod infer;
 pub mod model;
 pub mod outputs;
+pub mod parallel;
 pub mod plan;
 pub mod precision;
 pub mod resume;

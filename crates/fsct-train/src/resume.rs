@@ -5,7 +5,8 @@
 //! - **Takes effect** ([`TAKES_EFFECT`]): fields that change how long the run goes, where it runs
 //!   or how it uses memory, without changing what it computes: `optim.epochs` (extend or
 //!   shorten a run), `episodes.test_episodes`, `data.root` (a moved dataset), `data.threads`,
-//!   `data.prefetch`, `data.cache`, `run.output`, `run.resume`, `run.device`,
+//!   `data.prefetch`, `data.cache`, `run.output`, `run.resume`, `run.device`, the peers (`run.devices`, `run.nodes`, `run.node_rank`,
+//!   `run.node_address`, `run.orchestrator`: a run resumes on more or fewer peers),
 //!   `memory.gradient_checkpoint`, `memory.cleanup_every`, `model.pretrained` (read only when a
 //!   new run starts: a resumed one takes every weight from `last.ckpt`, so a moved, renamed or
 //!   deleted file changes nothing). The resumed run uses the new value and logs each change.
@@ -23,7 +24,7 @@ use serde_json::Value;
 use crate::config::Config;
 
 /// Fields that take effect when a run resumes (see the module docs).
-pub const TAKES_EFFECT: [&str; 12] = [
+pub const TAKES_EFFECT: [&str; 17] = [
     "optim.epochs",
     "episodes.test_episodes",
     "data.root",
@@ -33,6 +34,11 @@ pub const TAKES_EFFECT: [&str; 12] = [
     "run.output",
     "run.resume",
     "run.device",
+    "run.devices",
+    "run.nodes",
+    "run.node_rank",
+    "run.node_address",
+    "run.orchestrator",
     "memory.gradient_checkpoint",
     "memory.cleanup_every",
     "model.pretrained",

@@ -130,8 +130,28 @@ pub fn train_step_observed<B: AutodiffBackend>(
     device: &B::Device,
     observe: &mut dyn FnMut(StepPoint),
 ) -> Result<(AnyModel<B>, StepOutcome)> {
-    let StepGradients { mut grads, loss, accuracy, vic_terms } =
+    let StepGradients { grads, loss, accuracy, vic_terms } =
         step_gradients(config, &model, state, x, observe)?;
+    let (model, applied) = apply_gradients(config, model, optim, state, grads);
+    let vic = match (state.vic.as_mut(), vic_terms) {
+        (Some(vic), Some(terms)) => Some(vic.update(&terms, &config.vic)),
+        _ => None,
+    };
+    finish_step::<B>(config, state, device);
+    Ok((model, StepOutcome { loss, accuracy, vic, applied }))
+}
+
+/// The update of a step from its (loss-scaled) gradients: unscaling and the overflow check under
+/// loss scaling (no update when a gradient is not finite), then the optimizer. Returns the model
+/// and whether the update was applied. Shared by [`train_step_observed`] and the data-parallel
+/// step (`crate::parallel`), which hands it the gradients averaged over every peer's episodes.
+pub(crate) fn apply_gradients<B: AutodiffBackend>(
+    config: &Config,
+    model: AnyModel<B>,
+    optim: &mut Optim<B>,
+    state: &mut TrainerState,
+    mut grads: GradientsParams,
+) -> (AnyModel<B>, bool) {
     let applied = match state.scaler.as_mut() {
         Some(scaler) if f16_optimizer_state(config) => {
             scaler.unscale_to(&model, &mut grads, HALF_ADAM_GRADIENT_SCALE)
@@ -140,16 +160,20 @@ pub fn train_step_observed<B: AutodiffBackend>(
         None => true,
     };
     let model = if applied { optim.step(config.optim.learning_rate, model, grads) } else { model };
-    let vic = match (state.vic.as_mut(), vic_terms) {
-        (Some(vic), Some(terms)) => Some(vic.update(&terms, &config.vic)),
-        _ => None,
-    };
+    (model, applied)
+}
+
+/// The end of every step: counts it, and frees cached memory every `memory.cleanup_every` steps.
+pub(crate) fn finish_step<B: AutodiffBackend>(
+    config: &Config,
+    state: &mut TrainerState,
+    device: &B::Device,
+) {
     state.steps += 1;
     let every = config.memory.cleanup_every;
     if every > 0 && state.steps.is_multiple_of(every as u64) {
         B::memory_cleanup(device);
     }
-    Ok((model, StepOutcome { loss, accuracy, vic, applied }))
 }
 
 /// What a step computes before its update.

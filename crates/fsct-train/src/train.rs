@@ -43,6 +43,10 @@ pub fn run_experiment<B: AutodiffBackend>(
     config: &Config,
     device: &B::Device,
 ) -> Result<RunSummary> {
+    if config.run.node_rank > 0 {
+        // Another node of a multi-node run: node 0 writes the run's files.
+        return train_and_test::<B>(config, &Outputs::new(&config.run.output), device);
+    }
     let out_dir = &config.run.output;
     let _run_dir = RunDir::claim(out_dir, existing_policy(config)?)?;
     let outputs = Outputs::new(out_dir);
@@ -78,6 +82,14 @@ fn train_and_test<B: AutodiffBackend>(
         image_size = config.image_size(),
         "dataset ready"
     );
+
+    let layout = crate::parallel::Layout::from_config(config)
+        .map_err(|(field, why)| InputError::new(format!("{field} {why}")))?;
+    if layout.is_parallel() {
+        return crate::parallel::train_and_test_parallel::<B>(
+            config, outputs, device, &splits, resumed, &layout,
+        );
+    }
 
     let last = outputs.last.clone();
     let run_outputs = Outputs::new(&config.run.output);

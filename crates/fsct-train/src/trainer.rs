@@ -25,6 +25,9 @@ use crate::weights::{
     checkpoint_source, load_checkpoint_model, load_optimizer_bytes, model_bytes, optimizer_bytes,
 };
 
+/// The trainer of one peer of a data-parallel run (`crate::parallel`).
+mod data_parallel;
+
 /// The means over one epoch's training steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EpochStats {
@@ -60,6 +63,9 @@ pub struct Trainer<B: AutodiffBackend> {
     outputs: Outputs,
     /// When this process started training, and the epochs done then (for the whole-run ETA).
     clock: (Instant, usize),
+    /// This trainer's peer in a data-parallel run (several peers or episodes per step); `None`:
+    /// the single-device loop, one episode per step.
+    peer: Option<crate::parallel::Peer>,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -117,6 +123,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             state: new_trainer_state(config),
             outputs,
             clock: (Instant::now(), 0),
+            peer: None,
         })
     }
 
@@ -134,7 +141,9 @@ impl<B: AutodiffBackend> Trainer<B> {
             load_optimizer_bytes(optim, ckpt.optimizer, &checkpoint_source(path), &self.device)?;
         self.state = ckpt.header.state;
         self.clock = (Instant::now(), self.state.epochs_done);
-        keep_metrics_before(&self.outputs.metrics, self.state.epochs_done)?;
+        if self.writes() {
+            keep_metrics_before(&self.outputs.metrics, self.state.epochs_done)?;
+        }
         tracing::info!(
             epochs_done = self.state.epochs_done,
             best = self.state.best_val_acc,
@@ -167,10 +176,25 @@ impl<B: AutodiffBackend> Trainer<B> {
         val: &Arc<Dataset>,
         epoch: usize,
     ) -> Result<EpochReport> {
-        let train = self.train_epoch(base, epoch)?;
+        let train = match self.peer.clone() {
+            Some(peer) => self.train_epoch_parallel(base, epoch, &peer)?,
+            None => self.train_epoch(base, epoch)?,
+        };
         B::memory_cleanup(&self.device);
-        let val =
-            evaluate(&self.config, &self.model().valid(), val, Stream::Val, epoch, &self.device)?;
+        let val = match &self.peer {
+            Some(peer) => crate::parallel::evaluate_shared(
+                &self.config,
+                &self.model().valid(),
+                val,
+                Stream::Val,
+                epoch,
+                &self.device,
+                Some(peer),
+            )?,
+            None => {
+                evaluate(&self.config, &self.model().valid(), val, Stream::Val, epoch, &self.device)?
+            }
+        };
         B::memory_cleanup(&self.device);
         let improved = val.accuracy > self.state.best_val_acc;
         tracing::debug!(
@@ -188,8 +212,10 @@ impl<B: AutodiffBackend> Trainer<B> {
             self.state.best_epoch = Some(epoch);
         }
         let report = EpochReport { train, val, improved };
-        self.save_checkpoints(improved)?;
-        self.record(epoch, &report)?;
+        if self.writes() {
+            self.save_checkpoints(improved)?;
+            self.record(epoch, &report)?;
+        }
         Ok(report)
     }
 

@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict::predict(&args),
         Command::Embed(args) => embed::embed(&args),
         Command::Export(args) => export::export(&args),
+        Command::Orchestrator(args) => fsct_train::parallel::orchestrator::serve(args.port),
         Command::Completions(args) => {
             use clap::CommandFactory;
             let mut command = Cli::command();

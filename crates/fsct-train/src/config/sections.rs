@@ -95,6 +95,10 @@ pub struct EpisodesConfig {
     pub val_episodes: Option<usize>,
     /// Test episodes, `--test_iter`.
     pub test_episodes: usize,
+    /// Training episodes per optimizer step, over all peers (data-parallel training, see
+    /// `crate::parallel`): their gradients are averaged. Default: one per peer (one on a single
+    /// device, the reference's step). More than the peers accumulates gradients on each.
+    pub per_step: Option<usize>,
 }
 
 impl Default for EpisodesConfig {
@@ -106,6 +110,7 @@ impl Default for EpisodesConfig {
             train_episodes: 200,
             val_episodes: None,
             test_episodes: 600,
+            per_step: None,
         }
     }
 }
@@ -392,6 +397,17 @@ pub struct RunConfig {
     /// written to a file).
     #[serde(skip)]
     pub overwrite: bool,
+    /// Data-parallel peers on this node, comma-separated: `"cpu:0,cpu:1"` (CPU peers, one thread
+    /// each with its share of the cores), `"cuda:0,cuda:1"`. Default: the one `run.device`.
+    pub devices: Option<String>,
+    /// Nodes (machines) of a multi-node run; every node runs the same command (default 1).
+    pub nodes: usize,
+    /// This node's index among `run.nodes` (0-based; node 0 writes the run's files).
+    pub node_rank: usize,
+    /// This node's `host:port`, reachable by the other nodes (multi-node runs).
+    pub node_address: Option<String>,
+    /// The orchestrator's `host:port` (`fsct-train orchestrator --port P`; multi-node runs).
+    pub orchestrator: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -402,6 +418,11 @@ impl Default for RunConfig {
             device: DeviceKind::Cpu,
             resume: false,
             overwrite: false,
+            devices: None,
+            nodes: 1,
+            node_rank: 0,
+            node_address: None,
+            orchestrator: None,
         }
     }
 }

@@ -190,6 +190,8 @@ impl Config {
                 ));
             }
         }
+        // The data-parallel peers and the episodes of a step (crate::parallel).
+        crate::parallel::Layout::from_config(self).map_err(|(field, why)| invalid(field, why))?;
         Ok(())
     }
 
