@@ -32,6 +32,7 @@
 //! peer threads), [`orchestrator`] (`fsct-train orchestrator`). The trainer's side is
 //! `trainer/data_parallel.rs`.
 
+pub mod buffers;
 pub mod episodes;
 pub mod evaluate;
 pub mod layout;

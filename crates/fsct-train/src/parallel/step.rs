@@ -3,6 +3,9 @@
 //! those sums (and the step's loss, accuracy and VIC terms) over every peer; every peer then
 //! divides by the step's episode count and takes the same update ([`apply_gradients`]).
 //!
+//! BatchNorm's running statistics move once per step, to the mean of where each episode moved
+//! them ([`buffers`]), and travel in the same vector.
+//!
 //! The gradients travel as one flat f32 vector per step, laid out in the model's parameter
 //! order (a [`ModuleVisitor`] walk, the same on every peer and every node). Not burn-optim's
 //! `GradientsParams::all_reduce` (feature `collective`): it all-reduces one parameter at a time
@@ -22,7 +25,7 @@ use fsct_vic::VicValues;
 use crate::checkpoint::TrainerState;
 use crate::config::Config;
 use crate::model::AnyModel;
-use crate::parallel::Peer;
+use crate::parallel::{buffers, Peer};
 use crate::step::{
     apply_gradients, finish_step, step_gradients, Optim, StepGradients, StepOutcome,
 };
@@ -49,11 +52,25 @@ pub fn parallel_step<B: AutodiffBackend>(
     episodes: Vec<Tensor<B, 5>>,
     device: &B::Device,
 ) -> Result<(AnyModel<B>, StepOutcome)> {
+    let mut model = model;
     let mut sum: Option<(Tensor<B::InnerBackend, 1>, Vec<Entry>)> = None;
     let mut stats = [0.0f64; STATS];
-    for x in episodes {
+    // BatchNorm's running statistics at the start of the step, and their sum over the episodes.
+    let start = buffers::read(&model);
+    let mut moved: Option<Tensor<B::InnerBackend, 1>> = None;
+    for (j, x) in episodes.into_iter().enumerate() {
+        if let (true, Some(start)) = (j > 0, &start) {
+            model = buffers::write(model, start.clone());
+        }
         let StepGradients { mut grads, loss, accuracy, vic_terms } =
             step_gradients(config, &model, state, x, &mut |_| {})?;
+        if start.is_some() {
+            let after = buffers::read(&model).expect("the model has running statistics");
+            moved = Some(match moved {
+                None => after,
+                Some(sum) => sum.add(after),
+            });
+        }
         let (flat, entries) = flatten(&model, &mut grads);
         sum = Some(match sum {
             None => (flat, entries),
@@ -71,12 +88,19 @@ pub fn parallel_step<B: AutodiffBackend>(
     let (flat, entries) = sum.ok_or_else(|| anyhow::anyhow!("a training step without episodes"))?;
     let inner_device = flat.device();
     let stats = Tensor::<B::InnerBackend, 1>::from_floats(stats.map(|v| v as f32), &inner_device);
-    let total = peer.sum(Tensor::cat(vec![flat, stats], 0))?;
+    let grads_len = flat.dims()[0];
+    let mut parts = vec![flat];
+    parts.extend(moved);
+    parts.push(stats);
+    let total = peer.sum(Tensor::cat(parts, 0))?;
     let n = total.dims()[0] - STATS;
     let scale = 1.0 / peer.per_step as f64;
     let stats = total.clone().slice(n..n + STATS).into_data().convert::<f64>().to_vec::<f64>()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let grads = unflatten(&model, total.slice(0..n).mul_scalar(scale), &entries);
+    let grads = unflatten(&model, total.clone().slice(0..grads_len).mul_scalar(scale), &entries);
+    if n > grads_len {
+        model = buffers::write(model, total.slice(grads_len..n).mul_scalar(scale));
+    }
     let (model, applied) = apply_gradients(config, model, optim, state, grads);
     let mean = |i: usize| stats[i] * scale;
     let vic = state.vic.as_mut().map(|vic| {
