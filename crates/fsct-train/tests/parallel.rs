@@ -245,6 +245,8 @@ fn two_nodes_and_an_orchestrator_on_loopback_train_as_two_peers() {
             .args(["--set", &format!("run.node_address=127.0.0.1:{port}")])
             .args(["--set", &format!("run.orchestrator=127.0.0.1:{orchestrator_port}")])
             .env("FSCT_COLLECTIVE_TIMEOUT", "60")
+            // One compute thread per peer, as the local run below (see TOLERANCE).
+            .env("RAYON_NUM_THREADS", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -270,7 +272,7 @@ fn two_nodes_and_an_orchestrator_on_loopback_train_as_two_peers() {
     // The same as two peers in one process (the global all-reduce sums the same two gradients).
     let _guard = serial();
     let local = tiny(&root.path().join("local"), "devices = \"cpu:0,cpu:1\"");
-    train(&local);
+    train_1_thread_per_peer(&local);
     let c0 = tiny(&out0, "");
     let diff = worst(&params(&c0, &out0.join("last.ckpt")), &params(&local, &local.run.output.join("last.ckpt")));
     eprintln!("two nodes vs two local peers: largest parameter difference {diff:e}");

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
-use burn_collective::{AllReduceStrategy, CollectiveConfig, PeerId, ReduceOperation};
+use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
 
 use crate::error::InputError;
 use crate::parallel::Layout;
@@ -72,12 +72,10 @@ impl Peer {
             let parse = |field: &str, text: &str| {
                 text.parse().map_err(|e| InputError::new(format!("{field} `{text}`: {e}")))
             };
-            // Centralized between nodes: burn-collective 0.21.0's Ring and Tree strategies end
-            // every all-reduce with `SyncService::sync`, which never empties its list of synced
-            // nodes (`src/global/node/sync.rs:71` clears a `to_vec()` copy at `:79`), so the
-            // second all-reduce of a session waits forever; Centralized does not sync.
+            // Between nodes: burn-collective's default global strategy (Ring). Its sync after
+            // every all-reduce hung from the second one on in 0.21.0: fixed in
+            // vendor/burn-collective (see its FSCT.md).
             config = config
-                .with_global_all_reduce_strategy(AllReduceStrategy::Centralized)
                 .with_num_nodes(layout.nodes as u32)
                 .with_node_address(parse("run.node_address", node)?)
                 .with_global_address(parse("run.orchestrator", orchestrator)?)
