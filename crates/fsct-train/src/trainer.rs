@@ -191,9 +191,14 @@ impl<B: AutodiffBackend> Trainer<B> {
                 &self.device,
                 Some(peer),
             )?,
-            None => {
-                evaluate(&self.config, &self.model().valid(), val, Stream::Val, epoch, &self.device)?
-            }
+            None => evaluate(
+                &self.config,
+                &self.model().valid(),
+                val,
+                Stream::Val,
+                epoch,
+                &self.device,
+            )?,
         };
         B::memory_cleanup(&self.device);
         let improved = val.accuracy > self.state.best_val_acc;

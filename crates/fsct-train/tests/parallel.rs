@@ -117,7 +117,10 @@ fn two_peers_train_as_one_device_accumulating_two_episodes_and_resume_on_either(
     accum.episodes.per_step = Some(2);
     let one = train_1_thread_per_peer(&accum);
 
-    let (p, a) = (params(&peers, &peers.run.output.join("last.ckpt")), params(&accum, &accum.run.output.join("last.ckpt")));
+    let (p, a) = (
+        params(&peers, &peers.run.output.join("last.ckpt")),
+        params(&accum, &accum.run.output.join("last.ckpt")),
+    );
     let diff = worst(&p, &a);
     eprintln!("2 peers × 1 episode vs 1 device × 2 episodes: largest parameter difference {diff:e} over {} values", p.len());
     assert!(diff <= TOLERANCE, "parameters differ by {diff}");
@@ -274,7 +277,10 @@ fn two_nodes_and_an_orchestrator_on_loopback_train_as_two_peers() {
     let local = tiny(&root.path().join("local"), "devices = \"cpu:0,cpu:1\"");
     train_1_thread_per_peer(&local);
     let c0 = tiny(&out0, "");
-    let diff = worst(&params(&c0, &out0.join("last.ckpt")), &params(&local, &local.run.output.join("last.ckpt")));
+    let diff = worst(
+        &params(&c0, &out0.join("last.ckpt")),
+        &params(&local, &local.run.output.join("last.ckpt")),
+    );
     eprintln!("two nodes vs two local peers: largest parameter difference {diff:e}");
     assert!(diff <= TOLERANCE, "parameters differ by {diff}");
 }
@@ -291,7 +297,17 @@ fn bad_peer_settings_are_one_error_naming_the_field_exit_2() {
         (vec!["--devices", "cuda:0,cuda:1"], "run.devices"),
         (vec!["--devices", "cpu:0,cpu:1", "--set", "episodes.per_step=3"], "episodes.per_step"),
         (vec!["--set", "run.nodes=2"], "run.node_address"),
-        (vec!["--set", "run.nodes=2", "--set", "run.node_address=127.0.0.1:1", "--set", "run.orchestrator=nowhere"], "run.orchestrator"),
+        (
+            vec![
+                "--set",
+                "run.nodes=2",
+                "--set",
+                "run.node_address=127.0.0.1:1",
+                "--set",
+                "run.orchestrator=nowhere",
+            ],
+            "run.orchestrator",
+        ),
     ] {
         let args: Vec<&str> = base.iter().copied().chain(flags.iter().copied()).collect();
         let (code, _, stderr) = run_binary(&args, None);
@@ -304,7 +320,12 @@ fn bad_peer_settings_are_one_error_naming_the_field_exit_2() {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fsct-train"));
     command
         .args(base)
-        .args(["--set", "run.nodes=2", "--set", &format!("run.node_address=127.0.0.1:{}", free_port())])
+        .args([
+            "--set",
+            "run.nodes=2",
+            "--set",
+            &format!("run.node_address=127.0.0.1:{}", free_port()),
+        ])
         .args(["--set", &format!("run.orchestrator=127.0.0.1:{port}")])
         .env("FSCT_COLLECTIVE_TIMEOUT", "3")
         .stdout(Stdio::null())

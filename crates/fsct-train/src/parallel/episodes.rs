@@ -13,7 +13,13 @@ use fsct_episodes::{Episode, EpisodeError, EpisodeLoader};
 
 /// The training episodes peer `rank` of `peers` takes over `steps` steps of `per_step` episodes
 /// from episode `first`, in the order it runs them.
-pub fn train_share(first: u64, steps: usize, per_step: usize, peers: usize, rank: usize) -> Vec<u64> {
+pub fn train_share(
+    first: u64,
+    steps: usize,
+    per_step: usize,
+    peers: usize,
+    rank: usize,
+) -> Vec<u64> {
     let share = per_step / peers;
     (0..steps)
         .flat_map(|s| {
@@ -60,8 +66,10 @@ mod tests {
         for peers in [2, 4] {
             let shares: Vec<_> = (0..peers).map(|r| train_share(100, 3, 4, peers, r)).collect();
             for s in 0..3 {
-                let mut step: Vec<u64> =
-                    shares.iter().flat_map(|sh| sh[s * 4 / peers..(s + 1) * 4 / peers].to_vec()).collect();
+                let mut step: Vec<u64> = shares
+                    .iter()
+                    .flat_map(|sh| sh[s * 4 / peers..(s + 1) * 4 / peers].to_vec())
+                    .collect();
                 step.sort();
                 assert_eq!(step, one[s * 4..(s + 1) * 4]);
             }

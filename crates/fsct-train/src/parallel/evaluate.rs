@@ -12,7 +12,7 @@ use fsct_transformer::FewShotModel;
 
 use crate::config::Config;
 use crate::data::{loader, Stream};
-use crate::evaluate::{evaluate, progress_bar, Evaluation, EpisodeRecords};
+use crate::evaluate::{evaluate, progress_bar, EpisodeRecords, Evaluation};
 use crate::model::AnyModel;
 use crate::parallel::episodes::{eval_share, prefetch};
 use crate::parallel::Peer;
@@ -40,7 +40,11 @@ pub fn evaluate_shared<B: Backend>(
     };
     let start = if stream == Stream::Val { (epoch * n) as u64 } else { 0 };
     let mine = eval_share(start, n, peer.peers, peer.rank);
-    let episodes = prefetch(loader(config, dataset, stream, start..start)?, mine.clone(), config.data.prefetch);
+    let episodes = prefetch(
+        loader(config, dataset, stream, start..start)?,
+        mine.clone(),
+        config.data.prefetch,
+    );
     let mut bar = peer.first_local.then(|| progress_bar(mine.len() as u64, label));
     // [correct of episode 0, queries of episode 0, correct of episode 1, …]
     let mut counts = vec![0.0f32; 2 * n];
@@ -64,10 +68,11 @@ pub fn evaluate_shared<B: Backend>(
     }
     // Counts are integers far below 2^24: exact in f32, and their sum is exact.
     let counts = peer.sum(Tensor::<B, 1>::from_floats(counts.as_slice(), device))?;
-    let counts = counts.into_data().convert::<f64>().to_vec::<f64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let accuracies = counts
-        .chunks(2)
-        .map(|c| 100.0 * c[0] / c[1].max(1.0))
-        .collect();
+    let counts = counts
+        .into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let accuracies = counts.chunks(2).map(|c| 100.0 * c[0] / c[1].max(1.0)).collect();
     Ok(EpisodeRecords { accuracies, predictions: Vec::new() }.evaluation())
 }

@@ -139,7 +139,10 @@ fn parse_devices(list: &str) -> Result<(DeviceKind, Vec<u16>), (&'static str, St
             }
         };
         let index: u16 = index.trim().parse().map_err(|_| {
-            bad(format!("has `{entry}`, whose index is not a number: write e.g. \"{}:1\"", this.name()))
+            bad(format!(
+                "has `{entry}`, whose index is not a number: write e.g. \"{}:1\"",
+                this.name()
+            ))
         })?;
         if kind.is_some_and(|k| k != this) {
             return Err(bad(format!(
@@ -188,7 +191,10 @@ mod tests {
             let (field, why) = parse_devices(bad).unwrap_err();
             assert_eq!(field, "run.devices", "{bad}: {why}");
         }
-        assert_eq!(ws_address("f", "127.0.0.1:3000").unwrap(), ("ws://127.0.0.1:3000".into(), 3000));
+        assert_eq!(
+            ws_address("f", "127.0.0.1:3000").unwrap(),
+            ("ws://127.0.0.1:3000".into(), 3000)
+        );
         assert_eq!(ws_address("f", "ws://h:1/").unwrap(), ("ws://h:1".into(), 1));
         assert!(ws_address("f", "nohost").is_err() && ws_address("f", ":80").is_err());
     }

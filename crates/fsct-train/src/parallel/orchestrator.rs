@@ -19,7 +19,10 @@ pub fn serve(port: u16) -> Result<()> {
             "--port {port}: cannot listen there ({e}); pick a free port and give the nodes the same one in run.orchestrator"
         ))
     })?;
-    tracing::info!(port, "orchestrator listening: start each node with run.orchestrator = \"<this host>:{port}\"");
+    tracing::info!(
+        port,
+        "orchestrator listening: start each node with run.orchestrator = \"<this host>:{port}\""
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -77,7 +77,9 @@ pub fn train_and_test_parallel<B: AutodiffBackend>(
             std::thread::Builder::new()
                 .name(format!("fsct-peer-{k}"))
                 .spawn(move || {
-                    in_pool(threads, || run_peer::<B>(&config, trainer, &device, &splits, &layout, k))
+                    in_pool(threads, || {
+                        run_peer::<B>(&config, trainer, &device, &splits, &layout, k)
+                    })
                 })
                 .map_err(|e| anyhow::anyhow!("cannot start a peer thread: {e}"))?,
         );
@@ -85,7 +87,8 @@ pub fn train_and_test_parallel<B: AutodiffBackend>(
     let mine = in_pool(threads, || run_peer::<B>(config, first, &devices[0], splits, layout, 0));
     let mut results = vec![mine];
     for handle in handles {
-        results.push(handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a peer thread panicked"))));
+        results
+            .push(handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a peer thread panicked"))));
     }
     // The cause, not its consequences on the other peers.
     let cause = results

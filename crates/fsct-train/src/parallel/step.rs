@@ -77,10 +77,14 @@ pub fn parallel_step<B: AutodiffBackend>(
             Some((acc, entries)) => (acc.add(flat), entries),
         });
         let vic = vic_terms.map(|t| t.values());
-        let v = vic.unwrap_or(VicValues { variance: 0.0, invariance: 0.0, covariance: 0.0, total: 0.0 });
-        for (slot, value) in stats
-            .iter_mut()
-            .zip([loss, accuracy, v.variance, v.invariance, v.covariance, v.total])
+        let v = vic.unwrap_or(VicValues {
+            variance: 0.0,
+            invariance: 0.0,
+            covariance: 0.0,
+            total: 0.0,
+        });
+        for (slot, value) in
+            stats.iter_mut().zip([loss, accuracy, v.variance, v.invariance, v.covariance, v.total])
         {
             *slot += value;
         }
@@ -95,7 +99,12 @@ pub fn parallel_step<B: AutodiffBackend>(
     let total = peer.sum(Tensor::cat(parts, 0))?;
     let n = total.dims()[0] - STATS;
     let scale = 1.0 / peer.per_step as f64;
-    let stats = total.clone().slice(n..n + STATS).into_data().convert::<f64>().to_vec::<f64>()
+    let stats = total
+        .clone()
+        .slice(n..n + STATS)
+        .into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let grads = unflatten(&model, total.clone().slice(0..grads_len).mul_scalar(scale), &entries);
     if n > grads_len {
@@ -182,7 +191,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
         };
         let dims: [usize; D] = param.val().dims();
         let grad = self.flat.clone().slice(self.offset..self.offset + entry.len).reshape(dims);
-        let grad = if entry.dtype == DType::F32 { grad } else { grad.cast(FloatDType::from(entry.dtype)) };
+        let grad =
+            if entry.dtype == DType::F32 { grad } else { grad.cast(FloatDType::from(entry.dtype)) };
         self.grads.register::<B::InnerBackend, D>(param.id, grad);
         self.next += 1;
         self.offset += entry.len;
