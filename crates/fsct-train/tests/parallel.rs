@@ -314,6 +314,13 @@ fn bad_peer_settings_are_one_error_naming_the_field_exit_2() {
         assert_eq!(code, 2, "{flags:?}: {stderr}");
         assert!(stderr.contains(field), "{flags:?} should name {field}: {stderr}");
     }
+    // An orchestrator on a busy port.
+    let busy = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let (code, _, stderr) = run_binary(&["orchestrator", "--port", &port], None);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--port"), "{stderr}");
+    drop(busy);
     // An orchestrator nobody serves: one error naming run.orchestrator once the wait is over.
     let port = free_port();
     let log = root.path().join("unreachable.log");
