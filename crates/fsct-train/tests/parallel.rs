@@ -344,3 +344,44 @@ fn bad_peer_settings_are_one_error_naming_the_field_exit_2() {
     assert_eq!(status.and_then(|s| s.code()), Some(2), "{stderr}");
     assert!(stderr.contains("run.orchestrator") && !stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_peer_that_stops_ends_the_all_reduce_its_partner_waits_in() {
+    use fsct_train::parallel::peer::PeerStopped;
+    use fsct_train::parallel::{Layout, Peer};
+    let _guard = serial();
+    let layout = Layout {
+        kind: fsct_train::config::DeviceKind::Cpu,
+        local: vec![0, 1],
+        nodes: 1,
+        node_rank: 0,
+        per_step: 2,
+        global: None,
+    };
+    let other = layout.clone();
+    let stopper = std::thread::spawn(move || {
+        let peer = Peer::join::<Flex>(&other, 1, Default::default()).unwrap();
+        // Peer 0 is waiting in its all-reduce by now; this one fails instead of joining it.
+        std::thread::sleep(Duration::from_millis(300));
+        peer.abort::<Flex>();
+    });
+    let peer = Peer::join::<Flex>(&layout, 0, Default::default()).unwrap();
+    let started = Instant::now();
+    let err = peer.sum(Tensor::<Flex, 1>::ones([4], &Default::default())).unwrap_err();
+    stopper.join().unwrap();
+    assert!(err.downcast_ref::<PeerStopped>().is_some(), "{err:#}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // The session is over: a new one can start in the same process.
+    let again = layout.clone();
+    let second = std::thread::spawn(move || {
+        let peer = Peer::join::<Flex>(&again, 1, Default::default()).unwrap();
+        let sum = peer.sum(Tensor::<Flex, 1>::ones([3], &Default::default())).unwrap();
+        peer.finish::<Flex>();
+        sum
+    });
+    let peer = Peer::join::<Flex>(&layout, 0, Default::default()).unwrap();
+    let sum = peer.sum(Tensor::<Flex, 1>::ones([3], &Default::default())).unwrap();
+    peer.finish::<Flex>();
+    assert_eq!(sum.into_data().to_vec::<f32>().unwrap(), vec![2.0; 3]);
+    assert_eq!(second.join().unwrap().into_data().to_vec::<f32>().unwrap(), vec![2.0; 3]);
+}

@@ -24,6 +24,17 @@ use crate::parallel::Layout;
 /// overrides it.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The error of a collective call after another peer stopped (and reset the session): a
+/// consequence, which the run reports only when no peer has another error.
+#[derive(Debug, thiserror::Error)]
+#[error("peer {rank}: the all-reduce failed ({why}); another peer stopped first")]
+pub struct PeerStopped {
+    /// The peer that saw it.
+    pub rank: usize,
+    /// The collective's error.
+    pub why: String,
+}
+
 /// One peer: its rank among all peers, and its link to the others when there are others.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -127,17 +138,12 @@ impl Peer {
     /// `[n]` in, `[n]` out.
     ///
     /// # Errors
-    /// The collective's error (another peer failed and reset the session, or the shapes differ).
+    /// [`PeerStopped`]: another peer failed and reset the session (or, a bug, the shapes differ).
     pub fn sum<B: Backend>(&self, values: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
         let Some(id) = self.link else { return Ok(values) };
         let primitive = values.into_primitive().tensor();
         let summed = burn_collective::all_reduce::<B>(id, primitive, ReduceOperation::Sum)
-            .map_err(|err| {
-                anyhow::anyhow!(
-                    "peer {}: the all-reduce failed ({err:?}); another peer probably stopped first",
-                    self.rank
-                )
-            })?;
+            .map_err(|err| PeerStopped { rank: self.rank, why: format!("{err:?}") })?;
         Ok(Tensor::from_primitive(TensorPrimitive::Float(summed)))
     }
 

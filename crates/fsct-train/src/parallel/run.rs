@@ -15,15 +15,10 @@ use crate::config::Config;
 use crate::data::{Splits, Stream};
 use crate::model::AnyModel;
 use crate::outputs::{report_test, Outputs};
+use crate::parallel::peer::PeerStopped;
 use crate::parallel::{evaluate_shared, Layout, Peer};
 use crate::train::RunSummary;
 use crate::trainer::Trainer;
-
-/// The marker of an error that only follows another peer's failure (the collective was reset):
-/// the run reports the other peer's error instead.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct PeerStopped(pub String);
 
 /// The epochs and the test of a data-parallel run, for every peer of this node (`layout.local`
 /// on devices like `device` with those indices). Rank 0 (node 0's first peer) writes the
@@ -120,13 +115,7 @@ fn run_peer<B: AutodiffBackend>(
             peer.abort::<B::InnerBackend>();
         }
     }
-    result.map_err(|err| {
-        if err.to_string().contains("all-reduce failed") {
-            PeerStopped(err.to_string()).into()
-        } else {
-            err
-        }
-    })
+    result
 }
 
 fn epochs_and_test<B: AutodiffBackend>(
