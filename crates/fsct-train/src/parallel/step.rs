@@ -1,7 +1,7 @@
 //! The data-parallel training step: each peer runs its episodes' forward and backward passes
 //! ([`step_gradients`], the single-device step's), sums their gradients, and one all-reduce sums
 //! those sums (and the step's loss, accuracy and VIC terms) over every peer; every peer then
-//! divides by the step's episode count and takes the same update ([`apply_gradients`]).
+//! divides by the step's episode count and takes the same update (`step::apply_gradients`, as the single-device step).
 //!
 //! BatchNorm's running statistics move once per step, to the mean of where each episode moved
 //! them ([`buffers`]), and travel in the same vector.
