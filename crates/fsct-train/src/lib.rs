@@ -12,6 +12,8 @@
 //! - [`evaluate`]: accuracy ± 95% CI over validation or test episodes; the progress bars.
 //! - [`outputs`]: the output folder's files besides checkpoints (`metrics.jsonl`,
 //!   `results.txt`) and the results line both `train` and `test` write.
+//! - [`curves`]: learning curves from `metrics.jsonl` (a run's `curves.svg`/`curves.png`,
+//!   `fsct-train plot`), drawn with plotters.
 //! - [`step`]: one training step (what the trainer and the memory bench run), the optimizer.
 //! - [`precision`]: mixed precision (f32 master weights, half compute, dynamic loss scaling).
 //! - [`checkpoint`]: atomic, self-describing, checksummed checkpoint files.
@@ -39,6 +41,7 @@ pub mod alloc_count;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod curves;
 pub mod data;
 pub mod error;
 pub mod evaluate;

@@ -11,7 +11,9 @@ use crate::config::Config;
 use crate::data::{open_splits, Stream};
 use crate::error::InputError;
 use crate::evaluate::evaluate;
-use crate::outputs::{report_test, write_new_file, Outputs};
+use crate::outputs::{
+    append_metrics, report_test, utc_timestamp, write_new_file, MetricsLine, Outputs, TestMetrics,
+};
 use crate::resume;
 use crate::run_dir::{Existing, RunDir};
 use crate::trainer::Trainer;
@@ -95,6 +97,14 @@ fn train_and_test<B: AutodiffBackend>(
     // The model tested: the best checkpoint's when one was written (model_to_test).
     let tested = if outputs.best.exists() { &outputs.best } else { &outputs.last };
     report_test(config, &outputs.results, tested, test)?;
+    let line = TestMetrics {
+        time: utc_timestamp(),
+        test_acc: test.accuracy,
+        test_ci95: test.ci95,
+        episodes: config.episodes.test_episodes,
+        checkpoint: tested.clone(),
+    };
+    append_metrics(&outputs.metrics, &MetricsLine::Test(line))?;
     Ok(RunSummary {
         best_val_acc: trainer.state().best_val_acc,
         test_acc: test.accuracy,
