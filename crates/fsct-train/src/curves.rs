@@ -263,7 +263,9 @@ fn render<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[RunCurves])
             chart
                 .draw_series(LineSeries::new(ce, light.stroke_width(2)))?
                 .label(name(run, "cross-entropy part"))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], light.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 18, y)], light.stroke_width(2))
+                });
         }
     }
     // A loss falls: the upper right is where its curves are not.

@@ -156,7 +156,10 @@ fn resume_applies_or_refuses_each_changed_field_by_the_policy() {
     let metrics = std::fs::read_to_string(vic_run.join("metrics.jsonl")).unwrap();
     let epochs: Vec<&str> = metrics.lines().filter(|l| l.contains(r#""kind":"epoch""#)).collect();
     assert_eq!(epochs.len(), 2, "one line per epoch, none twice: {metrics}");
-    assert!(epochs[0].contains(r#""epoch":1,"#) && epochs[1].contains(r#""epoch":2,"#), "{metrics}");
+    assert!(
+        epochs[0].contains(r#""epoch":1,"#) && epochs[1].contains(r#""epoch":2,"#),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -137,21 +137,31 @@ fn metrics_and_curves_tell_the_whole_run() {
             assert!((twelfths - twelfths.round()).abs() < 1e-6, "{key} {acc}: not in percent");
         }
         // The loss is its cross-entropy and VIC parts.
-        let (loss, ce, vic) =
-            (number(line, "train_loss"), number(line, "train_ce_loss"), number(line, "train_vic_loss"));
+        let (loss, ce, vic) = (
+            number(line, "train_loss"),
+            number(line, "train_ce_loss"),
+            number(line, "train_vic_loss"),
+        );
         assert!((ce + vic - loss).abs() < 1e-9 * loss.abs().max(1.0), "{ce} + {vic} vs {loss}");
         assert!(ce > 0.0 && vic > 0.0);
-        let (epoch_s, step_s, wait_s) =
-            (number(line, "epoch_seconds"), number(line, "step_seconds"), number(line, "data_wait_seconds"));
+        let (epoch_s, step_s, wait_s) = (
+            number(line, "epoch_seconds"),
+            number(line, "step_seconds"),
+            number(line, "data_wait_seconds"),
+        );
         assert!(wait_s >= 0.0 && step_s > 0.0, "{line}");
-        assert!(epoch_s >= 2.0 * step_s + wait_s, "the epoch holds its 2 steps and their waits: {line}");
+        assert!(
+            epoch_s >= 2.0 * step_s + wait_s,
+            "the epoch holds its 2 steps and their waits: {line}"
+        );
     }
     // The test's line: the result results.txt and stdout give.
     let test = &lines[3];
     assert_eq!(test["kind"], "test");
     assert_eq!(test["episodes"], 3);
     assert!(test["checkpoint"].as_str().unwrap().ends_with("best.ckpt"));
-    let shown = format!("accuracy {:.2}% ± {:.2}%", number(test, "test_acc"), number(test, "test_ci95"));
+    let shown =
+        format!("accuracy {:.2}% ± {:.2}%", number(test, "test_acc"), number(test, "test_ci95"));
     assert!(stdout.contains(&shown), "{shown} not in {stdout}");
 
     // curves.svg: loss, its cross-entropy part, validation and training accuracy, one point per
@@ -166,7 +176,14 @@ fn metrics_and_curves_tell_the_whole_run() {
         .skip(1)
         .map(|c| {
             let attr = |name: &str| -> f64 {
-                c.split(&format!("{name}=\"")).nth(1).unwrap().split('"').next().unwrap().parse().unwrap()
+                c.split(&format!("{name}=\""))
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
             };
             (attr("cx"), attr("cy"))
         })
@@ -186,8 +203,7 @@ fn metrics_and_curves_tell_the_whole_run() {
     // plot: two runs overlaid (the second without VIC: no cross-entropy part), a legend entry
     // per run and curve.
     let plain = dir.path().join("plain");
-    let (code, _, stderr) =
-        fsct(&["--config", s(&file), "--output", s(&plain), "--epochs", "2"]);
+    let (code, _, stderr) = fsct(&["--config", s(&file), "--output", s(&plain), "--epochs", "2"]);
     assert_eq!(code, 0, "{stderr}");
     let out = dir.path().join("compare.svg");
     let (code, stdout, stderr) = fsct(&["plot", s(&run), s(&plain), "--output", s(&out)]);
