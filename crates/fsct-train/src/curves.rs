@@ -251,7 +251,7 @@ fn render<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[RunCurves])
             run.points.iter().map(|p| (p.epoch as f64, p.train_loss)).collect();
         chart
             .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
-            .label(name(run, "loss"))
+            .label(name(run, "training loss"))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
         if run.points.iter().all(|p| p.train_ce_loss.is_some()) && !run.points.is_empty() {
             let light = colour.mix(0.45);

@@ -203,8 +203,7 @@ pub fn drop_metrics_after(path: &Path, epochs_done: usize) -> Result<()> {
         return Ok(());
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("rewriting `{}`", path.display()))?;
+    let mut tmp = temp_file_in(dir).with_context(|| format!("rewriting `{}`", path.display()))?;
     for line in kept {
         writeln!(tmp, "{line}")?;
     }
@@ -232,10 +231,24 @@ pub fn write_new_file(path: &Path, bytes: &[u8], overwrite: bool, flag: &str) ->
     let fail = |e: std::io::Error| {
         InputError::new(format!("cannot write `{}` ({e}); check the folder", path.display()))
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    let mut tmp = temp_file_in(dir).map_err(fail)?;
     tmp.write_all(bytes).map_err(fail)?;
     tmp.persist(path).map_err(|e| fail(e.error))?;
     Ok(())
+}
+
+/// A temporary file in `dir` to rename over a result file: created with the permissions any new
+/// file gets (0666 less the umask, as `File::create`), not tempfile's private 0600, so results
+/// stay readable by whoever could read the folder.
+pub fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".fsct-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
 }
 
 /// The process's peak resident memory (Linux), in MiB.
@@ -273,6 +286,20 @@ mod tests {
         let legacy = "{\"epoch\":0}\n{\"epoch\":1}\n";
         assert_eq!(kept(legacy, 1), "{\"epoch\":0}\n");
         assert_eq!(kept(legacy, 2), legacy);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn result_files_get_the_usual_permissions_not_private_ones() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        write_new_file(&path, b"x", false, "test").unwrap();
+        let written = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let usual = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
+        assert_eq!(written, usual, "{written:o} vs {usual:o}");
     }
 
     #[test]

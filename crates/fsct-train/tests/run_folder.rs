@@ -212,7 +212,9 @@ fn metrics_and_curves_tell_the_whole_run() {
     let svg = std::fs::read_to_string(&out).unwrap();
     let lengths: Vec<usize> = curves_in(&svg).iter().map(Vec::len).collect();
     assert_eq!(lengths, [3, 3, 3, 3], "the 2-epoch run's curves have 2 points (not counted)");
-    for label in ["vic validation (95% CI band)", "plain validation (95% CI band)", "plain loss"] {
+    for label in
+        ["vic validation (95% CI band)", "plain validation (95% CI band)", "plain training loss"]
+    {
         assert!(svg.contains(label), "legend `{label}` missing");
     }
     assert!(dir.path().join("compare.png").exists());
