@@ -256,19 +256,16 @@ impl LrSchedule {
                 )
             }
             LrScheduleKind::Step => MainSchedule::Step(
-                StepLrSchedulerConfig::new(lr, optim.step_size.expect("validated step_size") as usize)
-                    .with_gamma(optim.gamma)
-                    .init()
-                    .expect("validated step schedule"),
+                StepLrSchedulerConfig::new(
+                    lr,
+                    optim.step_size.expect("validated step_size") as usize,
+                )
+                .with_gamma(optim.gamma)
+                .init()
+                .expect("validated step schedule"),
             ),
         };
-        Self {
-            start: Box::new((warmup, main.clone())),
-            warmup,
-            warmup_steps: w,
-            main,
-            position: 0,
-        }
+        Self { start: Box::new((warmup, main.clone())), warmup, warmup_steps: w, main, position: 0 }
     }
 
     /// The rate of the next step, advancing the schedule.

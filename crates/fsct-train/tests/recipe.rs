@@ -94,14 +94,23 @@ fn each_schedule_gives_the_hand_computed_rates_with_and_without_warm_up() {
     // cos(π/10) = 0.951056516, cos(π/5) = 0.809016994, cos(3π/10) = 0.587785252, cos(π/2) = 0.
     let cosine = rates(&schedule(LrScheduleKind::Cosine, 0), 5, 10);
     let c = |cos: f64| 0.01 + 0.045 * (1.0 + cos);
-    let (c1, c2, c3, c4) = (0.951_056_516_295_153_6, 0.809_016_994_374_947_5, 0.587_785_252_292_473_2, 0.309_016_994_374_947_4);
+    let (c1, c2, c3, c4) = (
+        0.951_056_516_295_153_6,
+        0.809_016_994_374_947_5,
+        0.587_785_252_292_473_2,
+        0.309_016_994_374_947_4,
+    );
     assert_rates(
         "cosine",
         &cosine,
         &[0.1, c(c1), c(c2), c(c3), c(c4), 0.055, c(-c4), c(-c3), c(-c2), c(-c1)],
     );
     // The same in figures: the midpoint is (0.1 + 0.01) / 2, the last step is just above 0.01.
-    assert_rates("cosine figures", &[cosine[2], cosine[5], cosine[9]], &[0.091_405_764_746_872_63, 0.055, 0.012_202_456_766_718_092]);
+    assert_rates(
+        "cosine figures",
+        &[cosine[2], cosine[5], cosine[9]],
+        &[0.091_405_764_746_872_63, 0.055, 0.012_202_456_766_718_092],
+    );
 
     // Cosine with a warm-up of 2: 0.1/3, 0.2/3, then the cosine over the remaining 8 steps,
     // 0.01 + 0.045·(1 + cos(π·s/8)): cos(π/8) = 0.923879533, cos(π/4) = 0.707106781.
@@ -269,7 +278,8 @@ fn adam_update(m: f64, v: f64, t: i32, g: f64) -> (f64, f64, f64) {
 fn adam_and_adamw_follow_pytorchs_formulas() {
     let (lr, wd) = (0.01, 0.1);
     // Adam: L2 weight decay added to the gradient.
-    let adam = OptimConfig { optimizer: OptimizerKind::Adam, weight_decay: wd, ..OptimConfig::default() };
+    let adam =
+        OptimConfig { optimizer: OptimizerKind::Adam, weight_decay: wd, ..OptimConfig::default() };
     check_updates("adam", &two_steps(&adam, lr), |w0| {
         let (m, v, u1) = adam_update(0.0, 0.0, 1, grad(0, w0) + wd * w0);
         let w1 = w0 - lr * u1;
@@ -307,7 +317,10 @@ fn gradient_clipping_scales_each_parameters_gradient_to_the_norm() {
         let update_norm = update.iter().map(|x| x * x).sum::<f64>().sqrt();
         if norm > max_norm {
             clipped += 1;
-            assert!((update_norm - max_norm).abs() < 1e-5, "{update_norm} for a gradient of norm {norm}");
+            assert!(
+                (update_norm - max_norm).abs() < 1e-5,
+                "{update_norm} for a gradient of norm {norm}"
+            );
             // The direction is the gradient's.
             for (u, g) in update.iter().zip(&g) {
                 assert!((u - g * max_norm / norm).abs() < 1e-6, "{u} vs {g}");
@@ -341,8 +354,8 @@ fn early_stopping_stops_after_patience_epochs_without_improvement_and_still_test
     let _guard = serial();
     let dir = tempfile::tempdir().unwrap();
     let total = 6;
-    let full = run_experiment::<AB>(&tiny(&dir.path().join("full"), total), &Default::default())
-        .unwrap();
+    let full =
+        run_experiment::<AB>(&tiny(&dir.path().join("full"), total), &Default::default()).unwrap();
     let val: Vec<f64> = epochs(&dir.path().join("full")).iter().map(|e| e.2).collect();
     // By hand from the uninterrupted run's validation accuracies: the epoch count after which
     // `patience` epochs in a row did not beat the best (strictly), as the trainer counts.
@@ -391,9 +404,11 @@ fn early_stopping_stops_after_patience_epochs_without_improvement_and_still_test
 
 /// Every weight of a run's `last.ckpt`, in module order.
 fn last_weights(run: &Path) -> Vec<f64> {
-    let (_, model) =
-        fsct_train::weights::load_checkpoint_file::<Flex>(&run.join("last.ckpt"), &Default::default())
-            .unwrap();
+    let (_, model) = fsct_train::weights::load_checkpoint_file::<Flex>(
+        &run.join("last.ckpt"),
+        &Default::default(),
+    )
+    .unwrap();
     snapshot(&model).into_iter().flat_map(|(_, v)| v).collect()
 }
 
@@ -403,7 +418,8 @@ fn killed_and_resumed(config: &Config, stop_after: usize) -> fsct_train::train::
     let device = Default::default();
     std::fs::create_dir_all(&config.run.output).unwrap();
     let splits = fsct_train::data::open_splits(config).unwrap();
-    let mut trainer = Trainer::<AB>::new(config, Outputs::new(&config.run.output), &device).unwrap();
+    let mut trainer =
+        Trainer::<AB>::new(config, Outputs::new(&config.run.output), &device).unwrap();
     for epoch in 0..stop_after {
         trainer.run_epoch(&splits.base, &splits.val, epoch).unwrap();
     }
@@ -458,4 +474,63 @@ fn resuming_mid_schedule_gives_the_uninterrupted_result() {
         assert_eq!(resumed_summary.test_acc, full.test_acc, "{name}");
         assert_eq!(resumed_summary.best_val_acc, full.best_val_acc, "{name}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints written before the recipe existed
+
+#[test]
+fn checkpoints_of_the_single_adamw_load_into_the_recipes_optimizer() {
+    use burn::optim::{AdamWConfig, Optimizer};
+    use burn::record::Recorder;
+    let _guard = serial();
+    let config = tiny(Path::new("unused"), 1);
+    config.validate(Path::new("tiny.toml")).unwrap();
+    let device = Default::default();
+    // The optimizer and record bytes exactly as earlier versions made them.
+    let mut old = AdamWConfig::new()
+        .with_weight_decay(config.optim.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init::<AB, AnyModel<AB>>();
+    let model = build_model::<AB>(&config, &device).unwrap();
+    let grads = affine_grads(&model, 0.5, 0.25);
+    let model = old.step(1e-3, model, grads);
+    let bytes = fsct_train::weights::ModelRecorder::default().record(old.to_record(), ()).unwrap();
+
+    let new = fsct_train::weights::load_optimizer_bytes(
+        Optim::<AB>::new(&config),
+        bytes,
+        "old.ckpt",
+        &device,
+    )
+    .unwrap();
+    let mut new = new;
+    // The next update is the old optimizer's, bit for bit (its moments were restored).
+    let next = || affine_grads(&model, -0.3, 0.1);
+    let after_old = old.step(1e-3, model.clone(), next());
+    let after_new = new.step(1e-3, model.clone(), next());
+    let fresh = Optim::<AB>::new(&config).step(1e-3, model.clone(), next());
+    assert_eq!(snapshot(&after_old), snapshot(&after_new));
+    assert_ne!(snapshot(&after_old), snapshot(&fresh), "a fresh optimizer would not tell");
+    // Another optimizer's state is refused with the checkpoint's name.
+    let mut sgd = config.clone();
+    sgd.optim.optimizer = OptimizerKind::Sgd;
+    let bytes = fsct_train::weights::ModelRecorder::default().record(old.to_record(), ()).unwrap();
+    let err = fsct_train::weights::load_optimizer_bytes(
+        Optim::<AB>::new(&sgd),
+        bytes,
+        "old.ckpt",
+        &device,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("old.ckpt") && err.contains("optimizer state"), "{err}");
+
+    // A header written before the recipe's fields existed reads with the reference's defaults
+    // (and the reference's spelling of the optimizer).
+    let header = r#"{"data":{},"episodes":{},"model":{},"vic":{},"memory":{},"run":{},
+        "optim":{"optimizer":"AdamW","learning_rate":0.001,"weight_decay":1e-5,"epochs":50}}"#;
+    let old_config: Config = serde_json::from_str(header).unwrap();
+    assert_eq!(old_config.optim, OptimConfig::default());
 }

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use super::{Config, ConfigError, DatasetKind, DeviceKind, LrScheduleKind, OptimizerKind, Precision};
+use super::{
+    Config, ConfigError, DatasetKind, DeviceKind, LrScheduleKind, OptimizerKind, Precision,
+};
 
 impl Config {
     /// Checks every value that would otherwise fail later, with the field and the fix.
