@@ -97,7 +97,7 @@ impl<B: AutodiffBackend> Optim<B> {
             OptimizerKind::Sgd => Updater::Sgd(
                 SgdConfig::new()
                     .with_weight_decay(l2)
-                    .with_momentum((o.momentum > 0.0).then(|| MomentumConfig {
+                    .with_momentum((o.momentum > 0.0).then_some(MomentumConfig {
                         momentum: o.momentum,
                         dampening: 0.0,
                         nesterov: o.nesterov,
@@ -194,16 +194,17 @@ impl<B: AutodiffBackend> Optim<B> {
     }
 }
 
+/// The record of one of Burn's optimizers over [`AnyModel`].
+type RecordOf<O, B> = <OptimizerAdaptor<O, AnyModel<B>, B> as Optimizer<AnyModel<B>, B>>::Record;
+
 /// An optimizer's state decoded from checkpoint bytes ([`Optim::decode_record`]).
 pub enum OptimRecord<B: AutodiffBackend> {
     /// AdamW's moments.
-    AdamW(<OptimizerAdaptor<AdamW, AnyModel<B>, B> as Optimizer<AnyModel<B>, B>>::Record),
+    AdamW(RecordOf<AdamW, B>),
     /// Adam's moments.
-    Adam(<OptimizerAdaptor<Adam, AnyModel<B>, B> as Optimizer<AnyModel<B>, B>>::Record),
+    Adam(RecordOf<Adam, B>),
     /// SGD's momentum buffers.
-    Sgd(
-        <OptimizerAdaptor<Sgd<B::InnerBackend>, AnyModel<B>, B> as Optimizer<AnyModel<B>, B>>::Record,
-    ),
+    Sgd(RecordOf<Sgd<<B as AutodiffBackend>::InnerBackend>, B>),
 }
 
 /// The part of the schedule after the warm-up: one of Burn's schedulers.

@@ -115,7 +115,8 @@ fn each_schedule_gives_the_hand_computed_rates_with_and_without_warm_up() {
     // Cosine with a warm-up of 2: 0.1/3, 0.2/3, then the cosine over the remaining 8 steps,
     // 0.01 + 0.045·(1 + cos(π·s/8)): cos(π/8) = 0.923879533, cos(π/4) = 0.707106781.
     let cosine_warm = rates(&schedule(LrScheduleKind::Cosine, 2), 5, 10);
-    let (d1, d2, d3) = (0.923_879_532_511_286_7, 0.707_106_781_186_547_6, 0.382_683_432_365_089_8);
+    let (d1, d2, d3) =
+        (0.923_879_532_511_286_7, std::f64::consts::FRAC_1_SQRT_2, 0.382_683_432_365_089_8);
     assert_rates(
         "cosine + warm-up",
         &cosine_warm,

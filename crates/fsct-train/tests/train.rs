@@ -87,7 +87,7 @@ fn config_errors_name_the_file_the_field_and_the_fix() {
         ("[optim]\nschedule = \"step\"\n", &["optim.step_size", "missing"]),
         ("[optim]\nschedule = \"step\"\nstep_size = 0\n", &["optim.step_size", "from 1"]),
         ("[optim]\nstep_size = 100\n", &["optim.step_size", "schedule = \"step\""]),
-        ("[optim]\nschedule = \"step\"\nstep_size = 10\ngamma = 0.0\n", &["optim.gamma", "(0, 1]"]),
+        ("[optim]\nschedule = \"step\"\nstep_size = 10\ngamma = 0.0\n", &["optim.gamma", "(0, 1)"]),
         (
             "[optim]\nschedule = \"cosine\"\nmin_learning_rate = 0.1\n",
             &["optim.min_learning_rate", "0 to"],
@@ -104,6 +104,7 @@ fn config_errors_name_the_file_the_field_and_the_fix() {
             &["optim.early_stopping_patience", "at least 1"],
         ),
         ("[optim]\nschedule = \"linear\"\n", &["schedule", "linear"]),
+        ("[optim]\nschedule = \"step\"\nstep_size = 10\ngamma = 1.0\n", &["optim.gamma", "(0, 1)"]),
     ] {
         let err = match Config::parse(text, path) {
             Ok(config) => config.validate(path).unwrap_err().to_string(),

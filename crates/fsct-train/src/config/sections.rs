@@ -314,7 +314,7 @@ pub struct OptimConfig {
     /// `step`: optimizer steps between two multiplications by `gamma` (required for `step`;
     /// one epoch is `episodes.train_episodes` steps).
     pub step_size: Option<u64>,
-    /// `step`: the factor applied every `step_size` steps, in (0, 1] (default 0.1, PyTorch's).
+    /// `step`: the factor applied every `step_size` steps, in (0, 1) (default 0.1, PyTorch's).
     pub gamma: f64,
     /// Clip each parameter tensor's gradient to this L2 norm before the update (Burn's
     /// `GradientClippingConfig::Norm`, which clips per parameter tensor, not over all

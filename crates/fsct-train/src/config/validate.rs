@@ -289,10 +289,21 @@ impl Config {
             }
             (_, None) => {}
         }
-        if !(o.gamma > 0.0 && o.gamma <= 1.0) {
+        if !(o.gamma > 0.0 && o.gamma < 1.0) {
             return Err(invalid(
                 "optim.gamma",
-                format!("is {}; use a factor in (0, 1] such as 0.1", o.gamma),
+                format!("is {}; use a factor in (0, 1) such as 0.1", o.gamma),
+            ));
+        }
+        // Burn's step scheduler counts steps in an i32.
+        let total = o.total_steps(self.episodes.train_episodes);
+        if o.schedule == LrScheduleKind::Step && total > i32::MAX as u64 {
+            return Err(invalid(
+                "optim.schedule",
+                format!(
+                    "is \"step\" for a run of {total} optimizer steps; Burn's step schedule counts at most 2^31: \
+                     lower optim.epochs or episodes.train_episodes"
+                ),
             ));
         }
         if let Some(norm) = o.grad_clip_norm {
