@@ -535,3 +535,35 @@ fn checkpoints_of_the_single_adamw_load_into_the_recipes_optimizer() {
     let old_config: Config = serde_json::from_str(header).unwrap();
     assert_eq!(old_config.optim, OptimConfig::default());
 }
+
+#[test]
+fn each_step_reports_the_scheduled_rate_it_used_also_after_a_fresh_optimizer() {
+    use burn::tensor::Distribution;
+    use fsct_train::step::{new_optimizer, new_trainer_state, train_step};
+    let _guard = serial();
+    let mut config = tiny(Path::new("unused"), 2);
+    config.optim.schedule = LrScheduleKind::Step;
+    config.optim.step_size = Some(2);
+    config.optim.gamma = 0.5;
+    config.optim.warmup_steps = 1;
+    config.validate(Path::new("tiny.toml")).unwrap();
+    let device = Default::default();
+    let mut model = build_model::<AB>(&config, &device).unwrap();
+    let mut optim = new_optimizer::<AB>(&config);
+    let mut state = new_trainer_state(&config);
+    let mut used = Vec::new();
+    for step in 0..5 {
+        if step == 3 {
+            // As a resumed run: a fresh optimizer at the state's step count.
+            optim = new_optimizer::<AB>(&config);
+        }
+        let x = Tensor::<AB, 5>::random([3, 4, 3, 20, 20], Distribution::Default, &device);
+        let (next, outcome) =
+            train_step(&config, model, &mut optim, &mut state, x, &device).unwrap();
+        model = next;
+        used.push(outcome.learning_rate);
+    }
+    // Warm-up 1: 1e-3/2; then 1e-3 for two steps, 5e-4 for two.
+    assert_eq!(used, [5e-4, 1e-3, 1e-3, 5e-4, 5e-4]);
+    assert_eq!(state.steps, 5);
+}
