@@ -388,7 +388,8 @@ fn early_stopping_stops_after_patience_epochs_without_improvement_and_still_test
     let results = std::fs::read_to_string(run.join("results.txt")).unwrap();
     assert!(results.contains("best.ckpt"), "{results}");
     assert!(stopped.test_acc.is_finite());
-    let _ = full;
+    // The uninterrupted run can only have found a better model later.
+    assert!(full.best_val_acc >= stopped.best_val_acc);
 
     // A resumed run honours it too: more epochs, same patience, nothing more to train.
     config.optim.epochs = total + 4;
