@@ -14,7 +14,9 @@
 //!   `results.txt`) and the results line both `train` and `test` write.
 //! - [`curves`]: learning curves from `metrics.jsonl` (a run's `curves.svg`/`curves.png`,
 //!   `fsct-train plot`), drawn with plotters.
-//! - [`step`]: one training step (what the trainer and the memory bench run), the optimizer.
+//! - [`step`]: one training step (what the trainer and the memory bench run).
+//! - [`optim`]: the optimizer (AdamW, Adam, SGD), gradient clipping and the learning rate
+//!   schedule (constant, cosine, step, linear warm-up): the training recipe of `[optim]`.
 //! - [`precision`]: mixed precision (f32 master weights, half compute, dynamic loss scaling).
 //! - [`checkpoint`]: atomic, self-describing, checksummed checkpoint files.
 //! - [`weights`]: model weights (every parameter's shape checked) and optimizer state to and from
@@ -48,6 +50,7 @@ pub mod evaluate;
 pub mod hugepages;
 pub mod infer;
 pub mod model;
+pub mod optim;
 pub mod outputs;
 pub mod plan;
 pub mod precision;

@@ -88,6 +88,11 @@ fn train_and_test<B: AutodiffBackend>(
         None => Trainer::<B>::new(config, run_outputs, device)?,
     };
     for epoch in trainer.state().epochs_done..config.optim.epochs {
+        // Checked before each epoch, so a resumed run that had already run out of patience
+        // (or whose patience was lowered) stops too.
+        if stops_early(config, trainer.state()) {
+            break;
+        }
         trainer.run_epoch(&splits.base, &splits.val, epoch)?;
     }
 
@@ -111,6 +116,25 @@ fn train_and_test<B: AutodiffBackend>(
         test_ci95: test.ci95,
         test_episodes: config.episodes.test_episodes,
     })
+}
+
+/// Early stopping (`optim.early_stopping_patience`): whether validation accuracy has not improved
+/// for `patience` completed epochs (logged when so). The best model is still tested.
+fn stops_early(config: &Config, state: &crate::checkpoint::TrainerState) -> bool {
+    let Some(patience) = config.optim.early_stopping_patience else { return false };
+    let waited = state.epochs_without_improvement();
+    if waited < patience {
+        return false;
+    }
+    tracing::info!(
+        patience,
+        epochs_done = state.epochs_done,
+        best_epoch = state.best_epoch.map(|e| e + 1),
+        best_val_acc = state.best_val_acc,
+        "early stopping: validation accuracy has not improved for {waited} epochs (optim.early_stopping_patience = \
+         {patience}); testing the best model"
+    );
+    true
 }
 
 /// What to do with a run already in the output folder (`run.resume`, `run.overwrite`).

@@ -73,14 +73,14 @@ struct EpochSums {
 }
 
 impl EpochSums {
-    fn add(&mut self, outcome: &StepOutcome, seconds: f64, learning_rate: f64) {
+    fn add(&mut self, outcome: &StepOutcome, seconds: f64) {
         self.loss += outcome.loss;
         if let Some(vic) = outcome.vic {
             *self.vic.get_or_insert(0.0) += vic.total;
         }
         self.accuracy += outcome.accuracy;
         self.step_seconds += seconds;
-        self.learning_rate = learning_rate;
+        self.learning_rate = outcome.learning_rate;
         self.count += 1;
     }
 
@@ -277,7 +277,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             let started = Instant::now();
             let outcome = self.step(x)?;
             self.check_divergence(&outcome, epoch, sums.count + 1)?;
-            sums.add(&outcome, started.elapsed().as_secs_f64(), self.config.optim.learning_rate);
+            sums.add(&outcome, started.elapsed().as_secs_f64());
             bar.set_message(format!(
                 "loss {:.4} acc {:.1}%",
                 sums.loss / sums.count as f64,

@@ -111,6 +111,12 @@ fn metrics_and_curves_tell_the_whole_run() {
         "model.use_vic=true",
         "--set",
         "optim.learning_rate=5e-4",
+        "--set",
+        "optim.schedule=step",
+        "--set",
+        "optim.step_size=2",
+        "--set",
+        "optim.gamma=0.5",
     ]);
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -127,7 +133,9 @@ fn metrics_and_curves_tell_the_whole_run() {
         assert_eq!(line["epoch"], i + 1, "epochs count from 1");
         let time = line["time"].as_str().unwrap();
         assert!(time.len() == 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
-        assert_eq!(number(line, "learning_rate"), 5e-4);
+        // The rate of the epoch's last step: steps 1, 3, 5 (2 per epoch), halved every 2 steps.
+        let last_step = 2 * i + 1;
+        assert_eq!(number(line, "learning_rate"), 5e-4 * 0.5f64.powi(last_step as i32 / 2));
         // One unit: every accuracy in percent (means over 2 episodes of 2 queries × 3 ways:
         // multiples of 100/12, which a fraction would not be).
         for key in ["train_acc", "val_acc"] {
