@@ -237,6 +237,16 @@ impl OptimizerKind {
     pub fn is_adaptive(self) -> bool {
         matches!(self, Self::AdamW | Self::Adam)
     }
+
+    /// The buffers the optimizer keeps per trained parameter: two moments for Adam and AdamW,
+    /// the momentum buffer for SGD with `momentum` > 0, none for plain SGD.
+    pub fn state_buffers(self, momentum: f64) -> u64 {
+        match self {
+            Self::AdamW | Self::Adam => 2,
+            Self::Sgd if momentum > 0.0 => 1,
+            Self::Sgd => 0,
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for OptimizerKind {
