@@ -219,7 +219,7 @@ if can_run; then
         target/release/fsct-train --config "$cfg" --output "$OUT/medium_16gb_run" --overwrite "${m_args[@]}"
     metrics="$OUT/medium_16gb_run/metrics.jsonl"
     if [ "$STEP_OK" = 1 ] && [ -f "$metrics" ]; then
-        line=$(tail -n1 "$metrics")
+        line=$(grep '"kind":"epoch"' "$metrics" | tail -n1)
         step_s=$(printf '%s' "$line" | grep -o '"step_seconds":[0-9.e-]*' | cut -d: -f2 | xargs printf '%.2f' 2>/dev/null)
         scale=$(printf '%s' "$line" | grep -o '"loss_scale":[0-9.e-]*' | cut -d: -f2)
         acc=$(grep -m1 'test:' "$OUT/medium_16gb.log")

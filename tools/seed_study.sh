@@ -114,6 +114,7 @@ def fsct_run(m, s):
     line = open(f"{d}/results.txt").read().strip().splitlines()[-1]
     acc, ci = map(float, re.search(r"Test Acc = ([\d.]+)% \+- ([\d.]+)%", line).groups())
     metrics = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if l.strip()]
+    metrics = [r for r in metrics if r.get("kind", "epoch") == "epoch"]
     val = [r["val_acc"] for r in metrics]
     best = val.index(max(val))  # the first epoch of the maximum: a strictly better one replaces the best
     return acc, ci, best, [r["train_loss"] for r in metrics], val

@@ -43,6 +43,14 @@ pub struct TrainerState {
     pub scaler: Option<LossScaler>,
 }
 
+impl TrainerState {
+    /// Completed epochs since the best validation accuracy (all of them when validation never
+    /// rose above 0): what early stopping compares with `optim.early_stopping_patience`.
+    pub fn epochs_without_improvement(&self) -> usize {
+        self.epochs_done.saturating_sub(self.best_epoch.map_or(0, |best| best + 1))
+    }
+}
+
 /// The JSON header of a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Header {

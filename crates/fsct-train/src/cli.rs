@@ -85,6 +85,8 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Write a checkpoint's weights under the reference's PyTorch key names (safetensors).
     Export(ExportArgs),
+    /// Draw the learning curves of one or more runs, overlaid with a legend (SVG and PNG).
+    Plot(PlotArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(CompletionsArgs),
     /// Serve the orchestrator of a multi-node run (burn-collective's global orchestrator): the
@@ -104,6 +106,22 @@ pub struct OrchestratorArgs {
     /// The port to listen on (all interfaces).
     #[arg(long)]
     pub port: u16,
+}
+
+/// Options of `plot`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = concat!("Examples:\n  fsct-train plot runs/cub_fsct runs/cub_ctx --output cub-compare\n  fsct-train plot runs/*/ --output all.svg --overwrite\n\nEach run also keeps its own curves (curves.svg, curves.png), redrawn after every epoch.\n\n", exit_codes!()))]
+pub struct PlotArgs {
+    /// Run folders (each holds the metrics.jsonl a training run writes); the legend names each
+    /// by its folder's name.
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
+    /// Where to write: PATH.svg and PATH.png (an .svg or .png extension given is replaced by each).
+    #[arg(long, default_value = "curves-compare")]
+    pub output: PathBuf,
+    /// Replace the output files if they exist.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Options of `completions`.

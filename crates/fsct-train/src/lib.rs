@@ -12,9 +12,13 @@
 //! - [`evaluate`]: accuracy ± 95% CI over validation or test episodes; the progress bars.
 //! - [`outputs`]: the output folder's files besides checkpoints (`metrics.jsonl`,
 //!   `results.txt`) and the results line both `train` and `test` write.
+//! - [`curves`]: learning curves from `metrics.jsonl` (a run's `curves.svg`/`curves.png`,
+//!   `fsct-train plot`), drawn with plotters.
 //! - [`parallel`]: data-parallel training (`run.devices`, `run.nodes`, `episodes.per_step`) on
 //!   Burn's collective engine, gradient accumulation, `fsct-train orchestrator`.
-//! - [`step`]: one training step (what the trainer and the memory bench run), the optimizer.
+//! - [`step`]: one training step (what the trainer and the memory bench run).
+//! - [`optim`]: the optimizer (AdamW, Adam, SGD), gradient clipping and the learning rate
+//!   schedule (constant, cosine, step, linear warm-up): the training recipe of `[optim]`.
 //! - [`precision`]: mixed precision (f32 master weights, half compute, dynamic loss scaling).
 //! - [`checkpoint`]: atomic, self-describing, checksummed checkpoint files.
 //! - [`weights`]: model weights (every parameter's shape checked) and optimizer state to and from
@@ -41,12 +45,14 @@ pub mod alloc_count;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod curves;
 pub mod data;
 pub mod error;
 pub mod evaluate;
 pub mod hugepages;
 pub mod infer;
 pub mod model;
+pub mod optim;
 pub mod outputs;
 pub mod parallel;
 pub mod plan;

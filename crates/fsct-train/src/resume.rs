@@ -9,9 +9,13 @@
 //!   `run.node_address`, `run.orchestrator`: a run resumes on more or fewer peers),
 //!   `memory.gradient_checkpoint`, `memory.cleanup_every`, `model.pretrained` (read only when a
 //!   new run starts: a resumed one takes every weight from `last.ckpt`, so a moved, renamed or
-//!   deleted file changes nothing). The resumed run uses the new value and logs each change.
+//!   deleted file changes nothing), `optim.early_stopping_patience` (when to stop, read anew
+//!   after every epoch). The resumed run uses the new value and logs each change.
+//!   Exception: under the cosine schedule `optim.epochs` must match, since it sets the length of
+//!   the cosine (a changed one would change every remaining step's learning rate).
 //! - **Must match** (everything else, including fields added later): the model, the episodes,
-//!   the data and its transforms, VIC, the optimizer, the precision and loss scaling, the seed.
+//!   the data and its transforms, VIC, the optimizer and its recipe (kind, learning rate and
+//!   schedule, warm-up, momentum, clipping), the precision and loss scaling, the seed.
 //!   These decide the weights' shapes or the trajectory an exact resume reproduces; a resume
 //!   with any of them changed is refused (exit code 2) with every differing field and both
 //!   values. Image sizes are compared as resolved (through `data.name` and the backbone's
@@ -24,7 +28,7 @@ use serde_json::Value;
 use crate::config::Config;
 
 /// Fields that take effect when a run resumes (see the module docs).
-pub const TAKES_EFFECT: [&str; 17] = [
+pub const TAKES_EFFECT: [&str; 18] = [
     "optim.epochs",
     "episodes.test_episodes",
     "data.root",
@@ -42,6 +46,7 @@ pub const TAKES_EFFECT: [&str; 17] = [
     "memory.gradient_checkpoint",
     "memory.cleanup_every",
     "model.pretrained",
+    "optim.early_stopping_patience",
 ];
 
 /// One field that differs between the config and the checkpoint's.
@@ -73,13 +78,21 @@ pub fn compare(now: &Config, saved: &Config) -> (Vec<Difference>, Vec<Difference
             continue;
         }
         let diff = Difference { field: field.clone(), now: show(a), saved: show(b) };
-        if TAKES_EFFECT.contains(&field.as_str()) {
+        if takes_effect(field, saved) {
             effect.push(diff)
         } else {
             must.push(diff)
         }
     }
     (effect, must)
+}
+
+/// Whether a change of `field` takes effect on a run saved with `saved` (see the module docs).
+fn takes_effect(field: &str, saved: &Config) -> bool {
+    if field == "optim.epochs" && saved.optim.schedule == crate::config::LrScheduleKind::Cosine {
+        return false;
+    }
+    TAKES_EFFECT.contains(&field)
 }
 
 /// The config as dotted fields, with the image size resolved.
@@ -149,6 +162,31 @@ mod tests {
         let (effect, must) = compare(&moved, &saved);
         assert!(must.is_empty(), "{must:?}");
         assert_eq!(effect[0].field, "model.pretrained");
+        // The patience of early stopping may change; the optimizer and its recipe may not.
+        let mut patient = saved.clone();
+        patient.optim.early_stopping_patience = Some(3);
+        patient.optim.optimizer = crate::config::OptimizerKind::Sgd;
+        patient.optim.schedule = crate::config::LrScheduleKind::Step;
+        patient.optim.step_size = Some(100);
+        patient.optim.grad_clip_norm = Some(1.0);
+        let (effect, must) = compare(&patient, &saved);
+        assert_eq!(
+            effect.iter().map(|d| d.field.as_str()).collect::<Vec<_>>(),
+            ["optim.early_stopping_patience"]
+        );
+        assert_eq!(
+            must.iter().map(|d| d.field.as_str()).collect::<Vec<_>>(),
+            ["optim.grad_clip_norm", "optim.optimizer", "optim.schedule", "optim.step_size"]
+        );
+        assert_eq!((must[1].now.as_str(), must[1].saved.as_str()), ("\"sgd\"", "\"adamw\""));
+        // Under the cosine schedule the epochs set its length: they must match.
+        let mut cosine = saved.clone();
+        cosine.optim.schedule = crate::config::LrScheduleKind::Cosine;
+        let mut longer = cosine.clone();
+        longer.optim.epochs = 80;
+        let (effect, must) = compare(&longer, &cosine);
+        assert!(effect.is_empty(), "{effect:?}");
+        assert_eq!(must[0].field, "optim.epochs");
         // Every name in the policy is a real field.
         let fields = flatten_config(&moved);
         for name in TAKES_EFFECT {

@@ -17,8 +17,15 @@ use crate::error::InputError;
 pub const LOCK_FILE: &str = ".fsct-train.lock";
 
 /// The files that make a folder hold a run.
-const RUN_FILES: [&str; 5] =
-    ["last.ckpt", "best.ckpt", "metrics.jsonl", "config.toml", crate::run_log::FILE_NAME];
+const RUN_FILES: [&str; 7] = [
+    "last.ckpt",
+    "best.ckpt",
+    "metrics.jsonl",
+    "config.toml",
+    crate::run_log::FILE_NAME,
+    crate::curves::SVG_NAME,
+    crate::curves::PNG_NAME,
+];
 
 /// What to do with a folder that already holds a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,10 @@
 //! One training step, exactly as the trainer takes it: forward (in half precision under mixed
-//! precision), FS-CT/CTX loss plus VIC, loss scaling, backward, AdamW, VIC statistics, periodic
-//! memory cleanup. Public so that benches and researchers time and measure the code users run.
+//! precision), FS-CT/CTX loss plus VIC, loss scaling, backward, the scheduled learning rate and
+//! the optimizer's update ([`crate::optim`]), VIC statistics, periodic memory cleanup. Public so that benches and researchers time and measure the code users run.
 
 use anyhow::Result;
 use burn::module::{ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::FloatDType;
@@ -32,8 +32,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for CollectGradients<'_, B> {
     }
 }
 
-/// The trainer's optimizer: AdamW over [`AnyModel`].
-pub type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, AnyModel<B>, B>;
+pub use crate::optim::Optim;
 
 /// What one step did, as plain numbers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,9 +45,11 @@ pub struct StepOutcome {
     pub vic: Option<VicValues>,
     /// `false` when mixed precision's loss scaler skipped the update (inf/NaN gradients).
     pub applied: bool,
+    /// The learning rate of the step (`optim.schedule` at this step; a skipped step has one too).
+    pub learning_rate: f64,
 }
 
-/// Pure f16 (`memory.precision = "f16"`) keeps AdamW's moments in f16, which cannot hold them as
+/// Pure f16 (`memory.precision = "f16"`) keeps AdamW's (and Adam's) moments in f16, which cannot hold them as
 /// they are: ε = 1e-8 rounds to 0, and (1 − β₂)·g² underflows for |g| below about 8e-3, so the
 /// update m̂ / (√v̂ + ε) became m̂ / 0 = ±inf after the first step. AdamW's update does not depend
 /// on the gradients' scale (only ε's relative size does), so the loss scaler hands it the
@@ -57,23 +58,21 @@ pub struct StepOutcome {
 /// |g| ≤ 8 (a larger gradient skips its update at the first step; at 250 its v̂ overflows).
 pub const HALF_ADAM_GRADIENT_SCALE: f64 = 32.0;
 
-/// AdamW's ε under pure f16, at [`HALF_ADAM_GRADIENT_SCALE`]'s scale (a normal f16 value, above
+/// AdamW's and Adam's ε under pure f16, at [`HALF_ADAM_GRADIENT_SCALE`]'s scale (a normal f16 value, above
 /// the √v̂ of any gradient whose v̂ underflows).
 pub const HALF_ADAM_EPSILON: f64 = 1.0 / 128.0;
 
-/// Whether AdamW's moments are f16 (pure f16: the master dtype is f16), which needs
-/// [`HALF_ADAM_GRADIENT_SCALE`] and [`HALF_ADAM_EPSILON`]. (bf16 has f32's range: not needed.)
+/// Whether the optimizer's state is f16 (pure f16: the master dtype is f16), which needs
+/// [`HALF_ADAM_GRADIENT_SCALE`] and [`HALF_ADAM_EPSILON`] for Adam and AdamW (see
+/// [`crate::optim`] for SGD). (bf16 has f32's range: not needed.)
 fn f16_optimizer_state(config: &Config) -> bool {
     config.memory.precision.master_dtype() == FloatDType::F16
 }
 
-/// AdamW as configured, with PyTorch's eps (under pure f16, [`HALF_ADAM_EPSILON`]).
+/// The optimizer, gradient clipping and learning rate schedule `config.optim` asks for, with
+/// PyTorch's ε for the Adams (under pure f16, [`HALF_ADAM_EPSILON`]): [`Optim::new`].
 pub fn new_optimizer<B: AutodiffBackend>(config: &Config) -> Optim<B> {
-    let epsilon = if f16_optimizer_state(config) { HALF_ADAM_EPSILON } else { 1e-8 };
-    AdamWConfig::new()
-        .with_weight_decay(config.optim.weight_decay as f32)
-        .with_epsilon(epsilon as f32)
-        .init::<B, AnyModel<B>>()
+    Optim::new(config)
 }
 
 /// The state of a run that has not taken a step yet.
@@ -132,18 +131,18 @@ pub fn train_step_observed<B: AutodiffBackend>(
 ) -> Result<(AnyModel<B>, StepOutcome)> {
     let StepGradients { grads, loss, accuracy, vic_terms } =
         step_gradients(config, &model, state, x, observe)?;
-    let (model, applied) = apply_gradients(config, model, optim, state, grads);
+    let (model, applied, learning_rate) = apply_gradients(config, model, optim, state, grads);
     let vic = match (state.vic.as_mut(), vic_terms) {
         (Some(vic), Some(terms)) => Some(vic.update(&terms, &config.vic)),
         _ => None,
     };
     finish_step::<B>(config, state, device);
-    Ok((model, StepOutcome { loss, accuracy, vic, applied }))
+    Ok((model, StepOutcome { loss, accuracy, vic, applied, learning_rate }))
 }
 
 /// The update of a step from its (loss-scaled) gradients: unscaling and the overflow check under
-/// loss scaling (no update when a gradient is not finite), then the optimizer. Returns the model
-/// and whether the update was applied. Shared by [`train_step_observed`] and the data-parallel
+/// loss scaling (no update when a gradient is not finite), then the optimizer at the schedule's
+/// rate for this step. Returns the model, whether the update was applied, and the rate. Shared by [`train_step_observed`] and the data-parallel
 /// step (`crate::parallel`), which hands it the gradients averaged over every peer's episodes.
 pub(crate) fn apply_gradients<B: AutodiffBackend>(
     config: &Config,
@@ -151,16 +150,19 @@ pub(crate) fn apply_gradients<B: AutodiffBackend>(
     optim: &mut Optim<B>,
     state: &mut TrainerState,
     mut grads: GradientsParams,
-) -> (AnyModel<B>, bool) {
+) -> (AnyModel<B>, bool, f64) {
     let applied = match state.scaler.as_mut() {
         Some(scaler) if f16_optimizer_state(config) => {
-            scaler.unscale_to(&model, &mut grads, HALF_ADAM_GRADIENT_SCALE)
+            scaler.unscale_to(&model, &mut grads, optim.half_gradient_scale())
         }
         Some(scaler) => scaler.unscale(&model, &mut grads),
         None => true,
     };
-    let model = if applied { optim.step(config.optim.learning_rate, model, grads) } else { model };
-    (model, applied)
+    // The schedule's rate for this step (its position is the state's step count, so a resumed
+    // run continues it exactly); a skipped step still uses up its rate.
+    let learning_rate = optim.learning_rate_for_step(state.steps);
+    let model = if applied { optim.step(learning_rate, model, grads) } else { model };
+    (model, applied, learning_rate)
 }
 
 /// The end of every step: counts it, and frees cached memory every `memory.cleanup_every` steps.

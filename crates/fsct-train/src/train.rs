@@ -10,8 +10,10 @@ use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::data::{open_splits, Stream};
 use crate::error::InputError;
-use crate::evaluate::evaluate;
-use crate::outputs::{report_test, write_new_file, Outputs};
+use crate::evaluate::{evaluate, Evaluation};
+use crate::outputs::{
+    append_metrics, report_test, utc_timestamp, write_new_file, MetricsLine, Outputs, TestMetrics,
+};
 use crate::resume;
 use crate::run_dir::{Existing, RunDir};
 use crate::trainer::Trainer;
@@ -98,21 +100,59 @@ fn train_and_test<B: AutodiffBackend>(
         None => Trainer::<B>::new(config, run_outputs, device)?,
     };
     for epoch in trainer.state().epochs_done..config.optim.epochs {
+        // Checked before each epoch, so a resumed run that had already run out of patience
+        // (or whose patience was lowered) stops too.
+        if stops_early(config, trainer.state()) {
+            break;
+        }
         trainer.run_epoch(&splits.base, &splits.val, epoch)?;
     }
 
     let test_model = trainer.model_to_test()?;
     let test = evaluate(config, &test_model, &splits.novel, Stream::Test, 0, device)?;
     B::memory_cleanup(device);
-    // The model tested: the best checkpoint's when one was written (model_to_test).
-    let tested = if outputs.best.exists() { &outputs.best } else { &outputs.last };
-    report_test(config, &outputs.results, tested, test)?;
+    record_test(config, outputs, test)?;
     Ok(RunSummary {
         best_val_acc: trainer.state().best_val_acc,
         test_acc: test.accuracy,
         test_ci95: test.ci95,
         test_episodes: config.episodes.test_episodes,
     })
+}
+
+/// The test's lines: `results.txt` and the test line of `metrics.jsonl`, naming the model tested
+/// (the best checkpoint's when one was written, see `Trainer::model_to_test`).
+pub(crate) fn record_test(config: &Config, outputs: &Outputs, test: Evaluation) -> Result<()> {
+    let tested = if outputs.best.exists() { &outputs.best } else { &outputs.last };
+    report_test(config, &outputs.results, tested, test)?;
+    let line = TestMetrics {
+        time: utc_timestamp(),
+        test_acc: test.accuracy,
+        test_ci95: test.ci95,
+        episodes: config.episodes.test_episodes,
+        checkpoint: tested.clone(),
+    };
+    append_metrics(&outputs.metrics, &MetricsLine::Test(line))?;
+    Ok(())
+}
+
+/// Early stopping (`optim.early_stopping_patience`): whether validation accuracy has not improved
+/// for `patience` completed epochs (logged when so). The best model is still tested.
+pub(crate) fn stops_early(config: &Config, state: &crate::checkpoint::TrainerState) -> bool {
+    let Some(patience) = config.optim.early_stopping_patience else { return false };
+    let waited = state.epochs_without_improvement();
+    if waited < patience {
+        return false;
+    }
+    tracing::info!(
+        patience,
+        epochs_done = state.epochs_done,
+        best_epoch = state.best_epoch.map(|e| e + 1),
+        best_val_acc = state.best_val_acc,
+        "early stopping: validation accuracy has not improved for {waited} epochs (optim.early_stopping_patience = \
+         {patience}); testing the best model"
+    );
+    true
 }
 
 /// What to do with a run already in the output folder (`run.resume`, `run.overwrite`).

@@ -19,7 +19,10 @@ use crate::data::{loader, Stream};
 use crate::error::Diverged;
 use crate::evaluate::{evaluate, progress_bar, Evaluation};
 use crate::model::{build_model, build_new_model, AnyModel};
-use crate::outputs::{append_line, keep_metrics_before, peak_rss_mib, EpochMetrics, Outputs};
+use crate::outputs::{
+    append_metrics, drop_metrics_after, peak_rss_mib, utc_timestamp, EpochMetrics, MetricsLine,
+    Outputs,
+};
 use crate::step::{new_optimizer, new_trainer_state, train_step, Optim, StepOutcome};
 use crate::weights::{
     checkpoint_source, load_checkpoint_model, load_optimizer_bytes, model_bytes, optimizer_bytes,
@@ -35,8 +38,16 @@ pub struct EpochStats {
     pub loss: f64,
     /// Mean query accuracy in [0, 1].
     pub accuracy: f64,
+    /// Mean classification (cross-entropy) part of the loss.
+    pub ce_loss: f64,
+    /// Mean VIC part of the loss (λ-weighted), when VIC is on.
+    pub vic_loss: Option<f64>,
     /// Mean seconds per step (loading the episode excluded).
     pub step_seconds: f64,
+    /// Seconds spent waiting for episodes in all.
+    pub data_wait_seconds: f64,
+    /// The learning rate of the last step.
+    pub learning_rate: f64,
 }
 
 /// What one epoch did.
@@ -48,6 +59,46 @@ pub struct EpochReport {
     pub val: Evaluation,
     /// Whether validation beat the best so far (`best.ckpt` was written).
     pub improved: bool,
+    /// Wall-clock seconds of the epoch (training, validation, checkpoints).
+    pub seconds: f64,
+}
+
+/// Running sums over an epoch's steps.
+#[derive(Default)]
+struct EpochSums {
+    loss: f64,
+    vic: Option<f64>,
+    accuracy: f64,
+    step_seconds: f64,
+    data_wait: f64,
+    learning_rate: f64,
+    count: usize,
+}
+
+impl EpochSums {
+    fn add(&mut self, outcome: &StepOutcome, seconds: f64) {
+        self.loss += outcome.loss;
+        if let Some(vic) = outcome.vic {
+            *self.vic.get_or_insert(0.0) += vic.total;
+        }
+        self.accuracy += outcome.accuracy;
+        self.step_seconds += seconds;
+        self.learning_rate = outcome.learning_rate;
+        self.count += 1;
+    }
+
+    fn stats(&self) -> EpochStats {
+        let c = self.count.max(1) as f64;
+        EpochStats {
+            loss: self.loss / c,
+            ce_loss: (self.loss - self.vic.unwrap_or(0.0)) / c,
+            vic_loss: self.vic.map(|v| v / c),
+            accuracy: self.accuracy / c,
+            step_seconds: self.step_seconds / c,
+            data_wait_seconds: self.data_wait,
+            learning_rate: self.learning_rate,
+        }
+    }
 }
 
 /// One run's model, optimizer, trainer state and output files. `B` is `Autodiff<…>`, with or
@@ -142,7 +193,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.state = ckpt.header.state;
         self.clock = (Instant::now(), self.state.epochs_done);
         if self.writes() {
-            keep_metrics_before(&self.outputs.metrics, self.state.epochs_done)?;
+            drop_metrics_after(&self.outputs.metrics, self.state.epochs_done)?;
         }
         tracing::info!(
             epochs_done = self.state.epochs_done,
@@ -176,6 +227,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         val: &Arc<Dataset>,
         epoch: usize,
     ) -> Result<EpochReport> {
+        let started = Instant::now();
         let train = match self.peer.clone() {
             Some(peer) => self.train_epoch_parallel(base, epoch, &peer)?,
             None => self.train_epoch(base, epoch)?,
@@ -216,7 +268,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             self.state.best_val_acc = val.accuracy;
             self.state.best_epoch = Some(epoch);
         }
-        let report = EpochReport { train, val, improved };
+        let report = EpochReport { train, val, improved, seconds: started.elapsed().as_secs_f64() };
         if self.writes() {
             self.save_checkpoints(improved)?;
             self.record(epoch, &report)?;
@@ -245,26 +297,27 @@ impl<B: AutodiffBackend> Trainer<B> {
         let range = epoch as u64 * n..(epoch as u64 + 1) * n;
         let episodes = loader(&self.config, base, Stream::Train, range)?;
         let mut bar = progress_bar(n, &format!("epoch {}/{}", epoch + 1, self.config.optim.epochs));
-        let (mut loss_sum, mut acc_sum, mut time_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
-        for episode in episodes {
+        let mut sums = EpochSums::default();
+        let mut episodes = episodes.into_iter();
+        loop {
+            let waited = Instant::now();
+            let Some(episode) = episodes.next() else { break };
             let episode = episode.context("loading a training episode")?;
+            let x = episode.to_tensor::<B>(&self.device);
+            sums.data_wait += waited.elapsed().as_secs_f64();
             let started = Instant::now();
-            let outcome = self.step(episode.to_tensor::<B>(&self.device))?;
-            self.check_divergence(&outcome, epoch, count + 1)?;
-            time_sum += started.elapsed().as_secs_f64();
-            loss_sum += outcome.loss;
-            acc_sum += outcome.accuracy;
-            count += 1;
+            let outcome = self.step(x)?;
+            self.check_divergence(&outcome, epoch, sums.count + 1)?;
+            sums.add(&outcome, started.elapsed().as_secs_f64());
             bar.set_message(format!(
                 "loss {:.4} acc {:.1}%",
-                loss_sum / count as f64,
-                100.0 * acc_sum / count as f64
+                sums.loss / sums.count as f64,
+                100.0 * sums.accuracy / sums.count as f64
             ));
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let c = count.max(1) as f64;
-        Ok(EpochStats { loss: loss_sum / c, accuracy: acc_sum / c, step_seconds: time_sum / c })
+        Ok(sums.stats())
     }
 
     /// One training step on episode `x`.
@@ -331,25 +384,32 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// The epoch's line of `metrics.jsonl` and of stdout.
     fn record(&self, epoch: usize, report: &EpochReport) -> Result<()> {
-        let EpochReport { train, val, improved } = *report;
+        let EpochReport { train, val, improved, .. } = *report;
         let vic = self.state.vic.as_ref();
         let scaler = self.state.scaler.as_ref();
         let line = EpochMetrics {
-            epoch,
+            epoch: epoch + 1,
+            time: utc_timestamp(),
+            learning_rate: train.learning_rate,
             train_loss: train.loss,
-            train_acc: train.accuracy,
+            train_ce_loss: train.ce_loss,
+            train_vic_loss: train.vic_loss,
+            train_acc: 100.0 * train.accuracy,
             val_acc: val.accuracy,
             val_ci95: val.ci95,
             vic_variance: vic.map(|v| v.ema_variance),
             vic_invariance: vic.map(|v| v.ema_invariance),
             vic_covariance: vic.map(|v| v.ema_covariance),
             vic_lambdas: vic.map(|v| v.lambdas()),
+            epoch_seconds: report.seconds,
             step_seconds: train.step_seconds,
+            data_wait_seconds: train.data_wait_seconds,
             loss_scale: scaler.map(|s| s.scale),
             skipped_steps: scaler.map_or(0, |s| s.skipped),
             peak_rss_mib: peak_rss_mib(),
         };
-        append_line(&self.outputs.metrics, &serde_json::to_string(&line)?)?;
+        append_metrics(&self.outputs.metrics, &MetricsLine::Epoch(line))?;
+        crate::curves::redraw_run(&self.config.run.output, &self.outputs.curves);
         // The one line per epoch (console and train.log).
         let epochs = self.config.optim.epochs;
         tracing::info!(

@@ -12,8 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use burn::optim::Optimizer;
+use anyhow::Result;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
@@ -22,7 +21,7 @@ use fsct_transformer::import::quietly;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::InputError;
-use crate::step::Optim;
+use crate::optim::Optim;
 
 /// The recorder of model and optimizer records inside checkpoints.
 pub type ModelRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
@@ -127,9 +126,9 @@ pub fn load_checkpoint_file<B: Backend>(
     Ok((config, model))
 }
 
-/// Serialises the optimizer's state into checkpoint bytes.
+/// Serialises the optimizer's state into checkpoint bytes ([`Optim::record_bytes`]).
 pub fn optimizer_bytes<B: AutodiffBackend>(optim: &Optim<B>) -> Result<Vec<u8>> {
-    ModelRecorder::default().record(optim.to_record(), ()).context("serialising the optimizer")
+    optim.record_bytes()
 }
 
 /// Loads checkpoint bytes into the optimizer's state. `source` names the checkpoint in messages.
@@ -143,7 +142,7 @@ pub fn load_optimizer_bytes<B: AutodiffBackend>(
     source: &str,
     device: &B::Device,
 ) -> Result<Optim<B>> {
-    let record = quietly(|| ModelRecorder::default().load(bytes, device))
+    let record = quietly(|| optim.decode_record(bytes, device))
         .map_err(|why| {
             InputError::new(format!("{source}: its optimizer state cannot be read ({why})"))
         })?

@@ -154,7 +154,12 @@ fn resume_applies_or_refuses_each_changed_field_by_the_policy() {
     let ckpt = Checkpoint::load(&vic_run.join("last.ckpt")).unwrap();
     assert_eq!((ckpt.header.state.epochs_done, ckpt.header.config.optim.epochs), (2, 2));
     let metrics = std::fs::read_to_string(vic_run.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 2, "one line per epoch, none twice");
+    let epochs: Vec<&str> = metrics.lines().filter(|l| l.contains(r#""kind":"epoch""#)).collect();
+    assert_eq!(epochs.len(), 2, "one line per epoch, none twice: {metrics}");
+    assert!(
+        epochs[0].contains(r#""epoch":1,"#) && epochs[1].contains(r#""epoch":2,"#),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -183,7 +188,7 @@ fn output_problems_are_found_before_training_and_exit_2() {
     assert_eq!(std::fs::read(run.join("last.ckpt")).unwrap(), before, "nothing was replaced");
     expect(&["--config", s(&config), "--output", s(&run), "--overwrite"], 0, &[]);
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 1, "no duplicate epochs after --overwrite");
+    assert_eq!(metrics.lines().count(), 2, "one epoch and its test, none twice after --overwrite");
     // A folder in use by another process (here: this one holds its lock).
     let held = fsct_train::run_dir::RunDir::claim(
         &dir.path().join("busy"),

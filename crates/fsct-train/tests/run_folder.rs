@@ -74,6 +74,167 @@ fn the_run_folder_holds_the_resolved_config_the_log_and_a_dated_result() {
     assert!(stderr.contains("config.toml") && stderr.contains("--overwrite"), "{stderr}");
 }
 
+/// The points of each curve of an SVG that `fsct_train::curves` drew: its 2-px polylines with
+/// more than two points (the legend's samples have two; axes and ticks are 1 px).
+fn curves_in(svg: &str) -> Vec<Vec<(f64, f64)>> {
+    svg.split("<polyline")
+        .skip(1)
+        .filter(|element| element.contains(r#"stroke-width="2""#))
+        .map(|element| {
+            let points = element.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+            points
+                .split_whitespace()
+                .map(|xy| {
+                    let (x, y) = xy.split_once(',').unwrap();
+                    (x.parse().unwrap(), y.parse().unwrap())
+                })
+                .collect::<Vec<(f64, f64)>>()
+        })
+        .filter(|points| points.len() > 2)
+        .collect()
+}
+
+#[test]
+fn metrics_and_curves_tell_the_whole_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.toml");
+    std::fs::write(&file, TINY).unwrap();
+    let run = dir.path().join("vic");
+    let (code, stdout, stderr) = fsct(&[
+        "--config",
+        s(&file),
+        "--output",
+        s(&run),
+        "--epochs",
+        "3",
+        "--set",
+        "model.use_vic=true",
+        "--set",
+        "optim.learning_rate=5e-4",
+        "--set",
+        "optim.schedule=step",
+        "--set",
+        "optim.step_size=2",
+        "--set",
+        "optim.gamma=0.5",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "three epochs and the test: {lines:?}");
+    let number = |v: &serde_json::Value, key: &str| {
+        v[key].as_f64().unwrap_or_else(|| panic!("`{key}` missing from {v}"))
+    };
+    for (i, line) in lines[..3].iter().enumerate() {
+        assert_eq!(line["kind"], "epoch");
+        assert_eq!(line["epoch"], i + 1, "epochs count from 1");
+        let time = line["time"].as_str().unwrap();
+        assert!(time.len() == 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
+        // The rate of the epoch's last step: steps 1, 3, 5 (2 per epoch), halved every 2 steps.
+        let last_step = 2 * i + 1;
+        assert_eq!(number(line, "learning_rate"), 5e-4 * 0.5f64.powi(last_step as i32 / 2));
+        // One unit: every accuracy in percent (means over 2 episodes of 2 queries × 3 ways:
+        // multiples of 100/12, which a fraction would not be).
+        for key in ["train_acc", "val_acc"] {
+            let acc = number(line, key);
+            assert!((0.0..=100.0).contains(&acc), "{key} {acc}");
+            let twelfths = acc / (100.0 / 12.0);
+            assert!((twelfths - twelfths.round()).abs() < 1e-6, "{key} {acc}: not in percent");
+        }
+        // The loss is its cross-entropy and VIC parts.
+        let (loss, ce, vic) = (
+            number(line, "train_loss"),
+            number(line, "train_ce_loss"),
+            number(line, "train_vic_loss"),
+        );
+        assert!((ce + vic - loss).abs() < 1e-9 * loss.abs().max(1.0), "{ce} + {vic} vs {loss}");
+        assert!(ce > 0.0 && vic > 0.0);
+        let (epoch_s, step_s, wait_s) = (
+            number(line, "epoch_seconds"),
+            number(line, "step_seconds"),
+            number(line, "data_wait_seconds"),
+        );
+        assert!(wait_s >= 0.0 && step_s > 0.0, "{line}");
+        assert!(
+            epoch_s >= 2.0 * step_s + wait_s,
+            "the epoch holds its 2 steps and their waits: {line}"
+        );
+    }
+    // The test's line: the result results.txt and stdout give.
+    let test = &lines[3];
+    assert_eq!(test["kind"], "test");
+    assert_eq!(test["episodes"], 3);
+    assert!(test["checkpoint"].as_str().unwrap().ends_with("best.ckpt"));
+    let shown =
+        format!("accuracy {:.2}% ± {:.2}%", number(test, "test_acc"), number(test, "test_ci95"));
+    assert!(stdout.contains(&shown), "{shown} not in {stdout}");
+
+    // curves.svg: loss, its cross-entropy part, validation and training accuracy, one point per
+    // epoch each, at the same three x positions.
+    let svg = std::fs::read_to_string(run.join("curves.svg")).unwrap();
+    let curves = curves_in(&svg);
+    assert_eq!(curves.len(), 4, "{curves:?}");
+    assert!(curves.iter().all(|c| c.len() == 3), "{curves:?}");
+    // Validation is the curve with a marker on each point; higher accuracy is higher up.
+    let markers: Vec<(f64, f64)> = svg
+        .split("<circle")
+        .skip(1)
+        .map(|c| {
+            let attr = |name: &str| -> f64 {
+                c.split(&format!("{name}=\""))
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            (attr("cx"), attr("cy"))
+        })
+        .collect();
+    let val = curves.iter().find(|c| **c == markers).unwrap_or_else(|| panic!("{markers:?}"));
+    let accs: Vec<f64> = lines[..3].iter().map(|l| number(l, "val_acc")).collect();
+    for a in 0..3 {
+        for b in 0..3 {
+            if accs[a] > accs[b] + 1e-9 {
+                assert!(val[a].1 < val[b].1, "{accs:?} drawn at {val:?}");
+            }
+        }
+    }
+    let png = std::fs::read(run.join("curves.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+
+    // plot: two runs overlaid (the second without VIC: no cross-entropy part), a legend entry
+    // per run and curve.
+    let plain = dir.path().join("plain");
+    let (code, _, stderr) = fsct(&["--config", s(&file), "--output", s(&plain), "--epochs", "2"]);
+    assert_eq!(code, 0, "{stderr}");
+    let out = dir.path().join("compare.svg");
+    let (code, stdout, stderr) = fsct(&["plot", s(&run), s(&plain), "--output", s(&out)]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("compare.svg") && stdout.contains("compare.png"), "{stdout}");
+    let svg = std::fs::read_to_string(&out).unwrap();
+    let lengths: Vec<usize> = curves_in(&svg).iter().map(Vec::len).collect();
+    assert_eq!(lengths, [3, 3, 3, 3], "the 2-epoch run's curves have 2 points (not counted)");
+    for label in
+        ["vic validation (95% CI band)", "plain validation (95% CI band)", "plain training loss"]
+    {
+        assert!(svg.contains(label), "legend `{label}` missing");
+    }
+    assert!(dir.path().join("compare.png").exists());
+    // Refusals: the output exists; a folder that holds no run.
+    let (code, _, stderr) = fsct(&["plot", s(&run), "--output", s(&out)]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("compare.svg") && stderr.contains("--overwrite"), "{stderr}");
+    let (code, _, stderr) = fsct(&["plot", s(dir.path()), "--output", s(&out), "--overwrite"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("metrics.jsonl") && stderr.contains("run folders"), "{stderr}");
+}
+
 #[test]
 fn set_reaches_any_field_and_names_itself_when_wrong() {
     let dir = tempfile::tempdir().unwrap();
@@ -150,6 +311,7 @@ fn completions_and_every_subcommands_help_with_an_example() {
         &["embed", "--help"],
         &["export", "--help"],
         &["plan", "--help"],
+        &["plot", "--help"],
         &["completions", "--help"],
     ] {
         let (code, stdout, stderr) = fsct(sub);

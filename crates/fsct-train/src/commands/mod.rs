@@ -9,6 +9,7 @@
 //! - [`plan`]: the memory planner's tables;
 //! - [`predict`], [`embed`], [`export`]: using a trained model (classify images, backbone
 //!   features, weights under the reference's key names);
+//! - [`plot`]: the learning curves of several runs overlaid;
 //! - `completions`: a shell completion script (clap_complete), in [`run`].
 
 use anyhow::Result;
@@ -18,6 +19,7 @@ pub mod embed;
 pub mod export;
 pub mod import;
 pub mod plan;
+pub mod plot;
 pub mod predict;
 pub mod test;
 pub mod train;
@@ -32,6 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict::predict(&args),
         Command::Embed(args) => embed::embed(&args),
         Command::Export(args) => export::export(&args),
+        Command::Plot(args) => plot::plot(&args),
         Command::Orchestrator(args) => fsct_train::parallel::orchestrator::serve(args.port),
         Command::Completions(args) => {
             use clap::CommandFactory;

@@ -17,8 +17,8 @@ pub mod sections;
 mod validate;
 
 pub use sections::{
-    Checkpointing, DataConfig, DatasetKind, DeviceKind, EpisodesConfig, MemoryConfig, Method,
-    ModelConfig, OptimConfig, Precision, RunConfig,
+    Checkpointing, DataConfig, DatasetKind, DeviceKind, EpisodesConfig, LrScheduleKind,
+    MemoryConfig, Method, ModelConfig, OptimConfig, OptimizerKind, Precision, RunConfig,
 };
 
 /// One experiment. Sections: `[data]`, `[episodes]`, `[model]`, `[vic]`, `[optim]`, `[memory]`, `[run]`.

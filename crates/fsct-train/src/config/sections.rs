@@ -207,23 +207,165 @@ impl Default for ModelConfig {
     }
 }
 
-/// `[optim]`.
+/// The optimizer (`optim.optimizer`), the reference's `--optimization`: each is Burn's
+/// implementation with PyTorch's defaults (β = (0.9, 0.999), ε = 1e-8 for the Adams; no dampening
+/// for SGD), all taking `optim.learning_rate` and `optim.weight_decay` as the reference does.
+///
+/// In a config file the name is case-insensitive (`"AdamW"` as the reference writes it reads as
+/// `"adamw"`); it is written lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// AdamW, decoupled weight decay (the reference's default): `burn::optim::AdamW`.
+    #[default]
+    AdamW,
+    /// Adam with L2 weight decay added to the gradient (`torch.optim.Adam`'s `weight_decay`):
+    /// `burn::optim::Adam`.
+    Adam,
+    /// SGD with L2 weight decay and momentum `optim.momentum` (0 = plain SGD), Nesterov's when
+    /// `optim.nesterov` (`torch.optim.SGD` without dampening): `burn::optim::Sgd`.
+    Sgd,
+}
+
+impl OptimizerKind {
+    /// The value as written in a config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AdamW => "adamw",
+            Self::Adam => "adam",
+            Self::Sgd => "sgd",
+        }
+    }
+
+    /// Whether the update divides by the gradients' second moment (Adam, AdamW), so that it does
+    /// not depend on the gradients' scale (what pure f16 relies on, see [`crate::step`]).
+    pub fn is_adaptive(self) -> bool {
+        matches!(self, Self::AdamW | Self::Adam)
+    }
+
+    /// The buffers the optimizer keeps per trained parameter: two moments for Adam and AdamW,
+    /// the momentum buffer for SGD with `momentum` > 0, none for plain SGD.
+    pub fn state_buffers(self, momentum: f64) -> u64 {
+        match self {
+            Self::AdamW | Self::Adam => 2,
+            Self::Sgd if momentum > 0.0 => 1,
+            Self::Sgd => 0,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OptimizerKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.to_ascii_lowercase().as_str() {
+            "adamw" => Ok(Self::AdamW),
+            "adam" => Ok(Self::Adam),
+            "sgd" => Ok(Self::Sgd),
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown optimizer \"{name}\": use \"adamw\" (the reference's default), \"adam\" or \"sgd\""
+            ))),
+        }
+    }
+}
+
+/// The learning rate schedule (`optim.schedule`), per optimizer step, after the optional linear
+/// warm-up (`optim.warmup_steps`). The reference has none: `constant` is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrScheduleKind {
+    /// `optim.learning_rate` at every step (`burn::lr_scheduler::constant::ConstantLr`).
+    #[default]
+    Constant,
+    /// Cosine annealing from `optim.learning_rate` to `optim.min_learning_rate` over the steps
+    /// after the warm-up to the end of the run (`optim.epochs` × `episodes.train_episodes`), as
+    /// PyTorch's `CosineAnnealingLR` with `T_max` = those steps
+    /// (`burn::lr_scheduler::cosine::CosineAnnealingLrScheduler`).
+    Cosine,
+    /// `optim.learning_rate` × `optim.gamma`^⌊s / `optim.step_size`⌋ at step s after the warm-up,
+    /// as PyTorch's `StepLR` stepped per optimizer step (`burn::lr_scheduler::step::StepLrScheduler`).
+    Step,
+}
+
+impl LrScheduleKind {
+    /// The value as written in a config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Constant => "constant",
+            Self::Cosine => "cosine",
+            Self::Step => "step",
+        }
+    }
+}
+
+/// `[optim]`: the optimizer, its learning rate schedule, gradient clipping, early stopping and
+/// the number of epochs. Every default is the reference's behaviour: AdamW, lr 1e-3, weight
+/// decay 1e-5, constant rate, no warm-up, no clipping, no early stopping, 50 epochs.
+///
+/// Schedules count optimizer steps (one per training episode; a step mixed precision skips for
+/// inf/NaN gradients still counts), so their position is `steps` of the trainer state and a
+/// resumed run continues them exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimConfig {
-    /// Only `adamw` (the reference's default) is implemented.
-    pub optimizer: String,
-    /// Constant learning rate (the reference has no schedule).
+    /// `adamw` (default, the reference's), `adam` or `sgd` (see [`OptimizerKind`]).
+    pub optimizer: OptimizerKind,
+    /// The learning rate: constant, or where the schedule starts after the warm-up.
     pub learning_rate: f64,
-    /// Decoupled weight decay.
+    /// Weight decay: decoupled for AdamW, an L2 term added to the gradient for Adam and SGD (as
+    /// `torch.optim`).
     pub weight_decay: f64,
+    /// SGD's momentum factor in [0, 1) (the reference's `--momentum`, 0.9; 0 = plain SGD). Only
+    /// SGD reads it.
+    pub momentum: f64,
+    /// SGD: Nesterov momentum (needs `momentum` > 0).
+    pub nesterov: bool,
+    /// `constant` (default), `cosine` or `step` (see [`LrScheduleKind`]).
+    pub schedule: LrScheduleKind,
+    /// Steps of linear warm-up before the schedule (0 = none): step s < W uses
+    /// `learning_rate` × (s + 1) / (W + 1), then the schedule starts at `learning_rate`.
+    pub warmup_steps: u64,
+    /// `cosine`: the rate the schedule ends at (default 0).
+    pub min_learning_rate: f64,
+    /// `step`: optimizer steps between two multiplications by `gamma` (required for `step`;
+    /// one epoch is `episodes.train_episodes` steps).
+    pub step_size: Option<u64>,
+    /// `step`: the factor applied every `step_size` steps, in (0, 1) (default 0.1, PyTorch's).
+    pub gamma: f64,
+    /// Clip each parameter tensor's gradient to this L2 norm before the update (Burn's
+    /// `GradientClippingConfig::Norm`, which clips per parameter tensor, not over all
+    /// parameters together as PyTorch's `clip_grad_norm_`). Default: no clipping.
+    pub grad_clip_norm: Option<f64>,
+    /// Stop training when validation accuracy has not improved for this many epochs (the best
+    /// model is still tested). Default: never; may change when a run resumes.
+    pub early_stopping_patience: Option<usize>,
     /// Epochs, `--num_epoch`.
     pub epochs: usize,
 }
 
 impl Default for OptimConfig {
     fn default() -> Self {
-        Self { optimizer: "adamw".into(), learning_rate: 1e-3, weight_decay: 1e-5, epochs: 50 }
+        Self {
+            optimizer: OptimizerKind::AdamW,
+            learning_rate: 1e-3,
+            weight_decay: 1e-5,
+            momentum: 0.9,
+            nesterov: false,
+            schedule: LrScheduleKind::Constant,
+            warmup_steps: 0,
+            min_learning_rate: 0.0,
+            step_size: None,
+            gamma: 0.1,
+            grad_clip_norm: None,
+            early_stopping_patience: None,
+            epochs: 50,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// Optimizer steps in the whole run (`epochs` × `train_episodes`).
+    pub fn total_steps(&self, train_episodes: usize) -> u64 {
+        self.epochs as u64 * train_episodes as u64
     }
 }
 

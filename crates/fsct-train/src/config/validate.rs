@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use super::{Config, ConfigError, DatasetKind, DeviceKind, Precision};
+use super::{
+    Config, ConfigError, DatasetKind, DeviceKind, LrScheduleKind, OptimizerKind, Precision,
+};
 
 impl Config {
     /// Checks every value that would otherwise fail later, with the field and the fix.
@@ -83,27 +85,7 @@ impl Config {
             ));
         }
         // `model.backbone` needs no check here: an unknown name fails while the file is parsed.
-        if !self.optim.optimizer.eq_ignore_ascii_case("adamw") {
-            return Err(invalid(
-                "optim.optimizer",
-                format!(
-                    "is `{}`; only `adamw` (the reference's default) is implemented",
-                    self.optim.optimizer
-                ),
-            ));
-        }
-        if !(self.optim.learning_rate > 0.0 && self.optim.learning_rate.is_finite()) {
-            return Err(invalid(
-                "optim.learning_rate",
-                format!("is {}; use a positive number such as 1e-3", self.optim.learning_rate),
-            ));
-        }
-        if !(self.optim.weight_decay >= 0.0 && self.optim.weight_decay.is_finite()) {
-            return Err(invalid(
-                "optim.weight_decay",
-                format!("is {}; use 0 or a positive number such as 1e-5", self.optim.weight_decay),
-            ));
-        }
+        self.validate_optim(path)?;
         if self.memory.precision.is_pure_half() && self.run.device == DeviceKind::Cpu {
             return Err(invalid(
                 "memory.precision",
@@ -192,6 +174,155 @@ impl Config {
         }
         // The data-parallel peers and the episodes of a step (crate::parallel).
         crate::parallel::Layout::from_config(self).map_err(|(field, why)| invalid(field, why))?;
+        Ok(())
+    }
+
+    /// The `[optim]` checks of [`Self::validate`]: the optimizer's, the schedule's, clipping's and
+    /// early stopping's values, and settings that would be silently ignored (Nesterov without
+    /// momentum or with an Adam, a step size without the step schedule, …).
+    fn validate_optim(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &str, why: String| ConfigError::Invalid {
+            path: path.into(),
+            field: field.into(),
+            why,
+        };
+        let o = &self.optim;
+        if !(o.learning_rate > 0.0 && o.learning_rate.is_finite()) {
+            return Err(invalid(
+                "optim.learning_rate",
+                format!("is {}; use a positive number such as 1e-3", o.learning_rate),
+            ));
+        }
+        if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
+            return Err(invalid(
+                "optim.weight_decay",
+                format!("is {}; use 0 or a positive number such as 1e-5", o.weight_decay),
+            ));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return Err(invalid(
+                "optim.momentum",
+                format!(
+                    "is {}; use a factor in [0, 1) such as 0.9 (the reference's), or 0 for plain SGD",
+                    o.momentum
+                ),
+            ));
+        }
+        if o.nesterov && o.optimizer != OptimizerKind::Sgd {
+            return Err(invalid(
+                "optim.nesterov",
+                format!(
+                    "is true, but only SGD has Nesterov momentum and optim.optimizer is \"{}\": remove the \
+                     line or set optim.optimizer = \"sgd\"",
+                    o.optimizer.name()
+                ),
+            ));
+        }
+        if o.nesterov && o.momentum == 0.0 {
+            return Err(invalid(
+                "optim.nesterov",
+                "is true with optim.momentum = 0; Nesterov needs momentum: set optim.momentum (e.g. 0.9) or \
+                 nesterov = false"
+                    .into(),
+            ));
+        }
+        // Burn's linear (warm-up) and cosine schedulers take rates in (0, 1].
+        let bounded = o.warmup_steps > 0 || o.schedule == LrScheduleKind::Cosine;
+        if bounded && o.learning_rate > 1.0 {
+            return Err(invalid(
+                "optim.learning_rate",
+                format!(
+                    "is {}; with a warm-up or the cosine schedule it must be at most 1: lower it",
+                    o.learning_rate
+                ),
+            ));
+        }
+        if o.warmup_steps > 100_000_000 {
+            return Err(invalid(
+                "optim.warmup_steps",
+                format!("is {}; it must be at most 100000000", o.warmup_steps),
+            ));
+        }
+        if o.schedule == LrScheduleKind::Cosine {
+            if !(o.min_learning_rate >= 0.0 && o.min_learning_rate <= o.learning_rate) {
+                return Err(invalid(
+                    "optim.min_learning_rate",
+                    format!(
+                        "is {}; the cosine schedule's final rate must be from 0 to optim.learning_rate ({})",
+                        o.min_learning_rate, o.learning_rate
+                    ),
+                ));
+            }
+        } else if o.min_learning_rate != 0.0 {
+            return Err(invalid(
+                "optim.min_learning_rate",
+                format!(
+                    "is set, but only the cosine schedule reads it and optim.schedule is \"{}\": remove the line or \
+                     set optim.schedule = \"cosine\"",
+                    o.schedule.name()
+                ),
+            ));
+        }
+        match (o.schedule, o.step_size) {
+            (LrScheduleKind::Step, None) => {
+                return Err(invalid(
+                    "optim.step_size",
+                    "is missing; the step schedule needs the optimizer steps between two decays, e.g. \
+                     step_size = 2000 (10 epochs of 200 episodes)"
+                        .into(),
+                ));
+            }
+            (LrScheduleKind::Step, Some(size)) if size == 0 || size > 1 << 31 => {
+                return Err(invalid(
+                    "optim.step_size",
+                    format!("is {size}; use a number of optimizer steps from 1 to 2^31"),
+                ));
+            }
+            (LrScheduleKind::Step, Some(_)) => {}
+            (other, Some(_)) => {
+                return Err(invalid(
+                    "optim.step_size",
+                    format!(
+                        "is set, but only the step schedule reads it and optim.schedule is \"{}\": remove the line \
+                         or set optim.schedule = \"step\"",
+                        other.name()
+                    ),
+                ));
+            }
+            (_, None) => {}
+        }
+        if !(o.gamma > 0.0 && o.gamma < 1.0) {
+            return Err(invalid(
+                "optim.gamma",
+                format!("is {}; use a factor in (0, 1) such as 0.1", o.gamma),
+            ));
+        }
+        // Burn's step scheduler counts steps in an i32.
+        let total = o.total_steps(self.episodes.train_episodes);
+        if o.schedule == LrScheduleKind::Step && total > i32::MAX as u64 {
+            return Err(invalid(
+                "optim.schedule",
+                format!(
+                    "is \"step\" for a run of {total} optimizer steps; Burn's step schedule counts at most 2^31: \
+                     lower optim.epochs or episodes.train_episodes"
+                ),
+            ));
+        }
+        if let Some(norm) = o.grad_clip_norm {
+            if !(norm > 0.0 && norm.is_finite()) {
+                return Err(invalid(
+                    "optim.grad_clip_norm",
+                    format!("is {norm}; use a positive norm such as 1.0, or remove the line for no clipping"),
+                ));
+            }
+        }
+        if o.early_stopping_patience == Some(0) {
+            return Err(invalid(
+                "optim.early_stopping_patience",
+                "is 0; use the number of epochs without improvement to wait (at least 1), or remove the line"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::data::{Splits, Stream};
 use crate::model::AnyModel;
-use crate::outputs::{report_test, Outputs};
+use crate::outputs::Outputs;
 use crate::parallel::peer::PeerStopped;
 use crate::parallel::{evaluate_shared, Layout, Peer};
 use crate::train::RunSummary;
@@ -130,6 +130,10 @@ fn epochs_and_test<B: AutodiffBackend>(
     // and none has to read rank 0's best.ckpt (another node may not see that folder).
     let mut best: Option<AnyModel<B::InnerBackend>> = None;
     for epoch in trainer.state().epochs_done..config.optim.epochs {
+        // Every peer has the same trainer state, so all stop at the same epoch.
+        if crate::train::stops_early(config, trainer.state()) {
+            break;
+        }
         let report = trainer.run_epoch(&splits.base, &splits.val, epoch)?;
         if report.improved {
             best = Some(trainer.model().valid());
@@ -144,9 +148,7 @@ fn epochs_and_test<B: AutodiffBackend>(
         evaluate_shared(config, &test_model, &splits.novel, Stream::Test, 0, device, Some(peer))?;
     B::memory_cleanup(device);
     if peer.writes() {
-        let outputs = Outputs::new(&config.run.output);
-        let tested = if outputs.best.exists() { &outputs.best } else { &outputs.last };
-        report_test(config, &outputs.results, tested, test)?;
+        crate::train::record_test(config, &Outputs::new(&config.run.output), test)?;
     }
     Ok(RunSummary {
         best_val_acc: trainer.state().best_val_acc,

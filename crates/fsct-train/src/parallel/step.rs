@@ -110,7 +110,7 @@ pub fn parallel_step<B: AutodiffBackend>(
     if n > grads_len {
         model = buffers::write(model, total.slice(grads_len..n).mul_scalar(scale));
     }
-    let (model, applied) = apply_gradients(config, model, optim, state, grads);
+    let (model, applied, learning_rate) = apply_gradients(config, model, optim, state, grads);
     let mean = |i: usize| stats[i] * scale;
     let vic = state.vic.as_mut().map(|vic| {
         let values = VicValues {
@@ -126,7 +126,7 @@ pub fn parallel_step<B: AutodiffBackend>(
         values
     });
     finish_step::<B>(config, state, device);
-    Ok((model, StepOutcome { loss: mean(0), accuracy: mean(1), vic, applied }))
+    Ok((model, StepOutcome { loss: mean(0), accuracy: mean(1), vic, applied, learning_rate }))
 }
 
 /// Where one parameter's gradient sits in the flat vector.

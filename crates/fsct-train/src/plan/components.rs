@@ -63,7 +63,8 @@ pub struct State {
     pub gradients: u64,
     /// The gradients of the head's parameters (alive while the backbone's backward pass runs).
     pub head_gradients: u64,
-    /// AdamW's two moments per trained parameter (master dtype).
+    /// The optimizer's buffers per trained parameter (master dtype): two moments for Adam and
+    /// AdamW, one momentum buffer for SGD with momentum, none for plain SGD.
     pub optimizer: u64,
     /// The episode `[N, K+M, 3, H, W]` as loaded (master dtype).
     pub episode: u64,
@@ -81,7 +82,8 @@ pub fn state(config: &Config, counts: ParamCounts, n_query: usize) -> State {
         params: bytes_of(counts.total, master),
         gradients: bytes_of(counts.trained, master),
         head_gradients: bytes_of(counts.trained - counts.backbone_trained, master),
-        optimizer: 2 * bytes_of(counts.trained, master),
+        optimizer: config.optim.optimizer.state_buffers(config.optim.momentum)
+            * bytes_of(counts.trained, master),
         episode: bytes_of(pixels, master),
         episode_half: config
             .memory
@@ -126,5 +128,27 @@ pub fn allocator_overhead(device: DeviceKind, in_use: u64) -> u64 {
         // The counting allocator counts the bytes requested, as Flex asks for them.
         DeviceKind::Cpu => 0,
         DeviceKind::Cuda | DeviceKind::Vulkan => (in_use / 16).max(64 << 20),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OptimizerKind;
+
+    #[test]
+    fn the_optimizer_state_counts_the_chosen_optimizers_buffers() {
+        let counts = ParamCounts { total: 1000, trained: 600, backbone_trained: 400 };
+        let with = |optimizer, momentum| {
+            let mut config = Config::default();
+            config.optim.optimizer = optimizer;
+            config.optim.momentum = momentum;
+            state(&config, counts, 16).optimizer
+        };
+        // f32 master weights: 4 bytes per buffer entry.
+        assert_eq!(with(OptimizerKind::AdamW, 0.9), 2 * 600 * 4);
+        assert_eq!(with(OptimizerKind::Adam, 0.9), 2 * 600 * 4);
+        assert_eq!(with(OptimizerKind::Sgd, 0.9), 600 * 4);
+        assert_eq!(with(OptimizerKind::Sgd, 0.0), 0);
     }
 }

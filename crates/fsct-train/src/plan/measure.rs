@@ -18,7 +18,7 @@
 
 use burn::backend::Flex;
 use burn::module::{ModuleVisitor, Param};
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, FloatDType};

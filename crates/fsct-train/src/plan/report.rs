@@ -50,7 +50,13 @@ pub fn table(p: &Prediction) -> String {
     );
     out.push_str("One training step\n\n| component | MiB | note |\n|---|---|---|\n");
     row(&mut out, "parameters", p.state.params, "master dtype; held throughout");
-    row(&mut out, "optimizer state", p.state.optimizer, "AdamW: two moments per trained parameter");
+    let buffers = match c.optim.optimizer.state_buffers(c.optim.momentum) {
+        2 => "two moments per trained parameter",
+        1 => "a momentum buffer per trained parameter",
+        _ => "none: plain SGD",
+    };
+    let optimizer_note = format!("{}: {buffers}", c.optim.optimizer.name());
+    row(&mut out, "optimizer state", p.state.optimizer, &optimizer_note);
     row(&mut out, "episode", p.state.episode, "the episode tensor as loaded");
     if m.half_copy > 0 {
         row(
@@ -108,7 +114,12 @@ pub fn table(p: &Prediction) -> String {
         ph.backbone_backward,
         "largest transient buffers: activation gradients, recomputed segments",
     );
-    row(&mut out, "phase: optimizer update", ph.optimizer, "gradients + AdamW's temporaries");
+    row(
+        &mut out,
+        "phase: optimizer update",
+        ph.optimizer,
+        "gradients + the optimizer's temporaries",
+    );
     let (phase, _) = ph.peak();
     row(&mut out, "**step peak above its start**", p.step_above_start, &format!("at the {phase}"));
     row(

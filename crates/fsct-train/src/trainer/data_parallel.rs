@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use fsct_episodes::Dataset;
 
-use super::{EpochStats, Trainer};
+use super::{EpochStats, EpochSums, Trainer};
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::data::{loader, Stream};
@@ -120,14 +120,16 @@ impl<B: AutodiffBackend> Trainer<B> {
         );
         let label = format!("epoch {}/{}", epoch + 1, self.config.optim.epochs);
         let mut bar = peer.first_local.then(|| progress_bar(steps as u64, &label));
-        let (mut loss_sum, mut acc_sum, mut time_sum) = (0.0, 0.0, 0.0);
+        let mut sums = EpochSums::default();
         for step in 0..steps {
+            let waited = Instant::now();
             let mut xs = Vec::with_capacity(share);
             for _ in 0..share {
                 let episode = episodes.recv().context("the episode loader stopped")?;
                 let episode = episode.context("loading a training episode")?;
                 xs.push(episode.to_tensor::<B>(&self.device));
             }
+            sums.data_wait += waited.elapsed().as_secs_f64();
             let started = Instant::now();
             let model = self.take_model();
             let (model, outcome) = parallel_step(
@@ -141,15 +143,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             )?;
             self.model = Some(model);
             self.check_divergence(&outcome, epoch, step + 1)?;
-            time_sum += started.elapsed().as_secs_f64();
-            loss_sum += outcome.loss;
-            acc_sum += outcome.accuracy;
+            sums.add(&outcome, started.elapsed().as_secs_f64());
             if let Some(bar) = bar.as_mut() {
-                let done = (step + 1) as f64;
                 bar.set_message(format!(
                     "loss {:.4} acc {:.1}%",
-                    loss_sum / done,
-                    100.0 * acc_sum / done
+                    sums.loss / sums.count as f64,
+                    100.0 * sums.accuracy / sums.count as f64
                 ));
                 bar.inc(1);
             }
@@ -157,7 +156,8 @@ impl<B: AutodiffBackend> Trainer<B> {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        let c = steps.max(1) as f64;
-        Ok(EpochStats { loss: loss_sum / c, accuracy: acc_sum / c, step_seconds: time_sum / c })
+        // Means over the epoch's steps (each the mean of its episodes over all peers); the data
+        // wait is this peer's.
+        Ok(sums.stats())
     }
 }
