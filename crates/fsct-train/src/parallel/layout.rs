@@ -115,7 +115,8 @@ impl Layout {
         self.peers() > 1 || self.per_step > 1
     }
 
-    /// The global rank of this node's `k`-th peer (node-major: node 0's peers first).
+    /// The global rank of this node's `k`-th peer (node-major: node 0's peers first). Every node
+    /// must list the same number of devices: the ranks, and the episodes dealt by them, assume it.
     pub fn rank(&self, k: usize) -> usize {
         self.node_rank * self.local.len() + k
     }
