@@ -79,8 +79,10 @@ impl<P: Protocol> SyncService<P> {
                 let mut syncing_peers = self.syncing_peers.lock().unwrap();
                 let all_node_ids = node_state.nodes.keys().cloned().collect::<Vec<_>>();
 
+                // fsct: every node has sent at least one sync
                 if all_node_ids.iter().all(|id| syncing_peers.contains(id)) {
                     // all nodes have synced
+                    // fsct: remove one sync of each node (not the whole list)
                     for id in &all_node_ids {
                         if let Some(i) = syncing_peers.iter().position(|p| p == id) {
                             syncing_peers.swap_remove(i);
@@ -90,6 +92,7 @@ impl<P: Protocol> SyncService<P> {
                 }
             }
             // Wait for the next sync to come in
+            // fsct: through the notification registered before the check
             notified.await
         }
     }
