@@ -159,7 +159,7 @@ pub struct ModelConfig {
     pub method: Method,
     /// Conv4, Conv6, Conv4NP, Conv6NP, Conv4S, Conv6S, Conv4SNP, Conv6SNP, ResNet12, ResNet18,
     /// ResNet34. The reference's default is ResNet18. Written as the reference's name (see
-    /// [`backbone_name`]); whether a ResNet is FETI is `feti`'s to say (see [`Config::backbone`](super::Config::backbone)).
+    /// `backbone_name` in this file); whether a ResNet is FETI is `feti`'s to say (see [`Config::backbone`](super::Config::backbone)).
     #[serde(with = "backbone_name")]
     pub backbone: BackboneName,
     /// ResNets: the trained "FETI" layout instead of the frozen torchvision one (`--FETI`).
