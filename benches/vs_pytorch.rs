@@ -10,7 +10,7 @@
 //! ```
 //! `tools/compare_pytorch.py` alternates this and the PyTorch script and writes the table.
 //! `--backbone ResNet18` (or 34) trains a torchvision-layout ResNet end to end, against
-//! `tools/torch_resnet18.py` on the PyTorch side.
+//! `tools/torch_resnet.py --backbone ResNet18|ResNet34` on the PyTorch side.
 //!
 //! `--device cuda` (build with `--features cuda`) or `--device vulkan` (`--features vulkan`) runs
 //! the same steps on the GPU; `tools/gpu-check.sh` pairs it with `tools/torch_gpu_bench.py`.
@@ -151,7 +151,7 @@ fn run<B: AutodiffBackend>(a: &Args, device: &B::Device) {
     let name: BackboneName =
         a.backbone.parse().unwrap_or_else(|e| fail(&format!("--backbone {}: {e}", a.backbone)));
     // ResNets are trained end to end here (BatchNorm in train/eval modes), as
-    // `tools/torch_resnet18.py` trains its PyTorch twin; no effect on Conv nets.
+    // `tools/torch_resnet.py` trains its PyTorch twin; no effect on Conv nets.
     let backbone = name.init_with::<B>(true, device);
     let dim = backbone.feature_dim([3, a.image, a.image]);
     let variant = match a.variant.as_str() {

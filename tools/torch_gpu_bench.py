@@ -3,7 +3,7 @@
 vs_pytorch -- --device cuda`).
 
 The reference FS-CT of `../shared/reference/fsct_torch.py` with its Conv4, or with the
-torchvision-layout ResNet18 of `tools/torch_resnet18.py` (trained end to end), on a CUDA GPU: the
+torchvision-layout ResNet18 (or 34) of `tools/torch_resnet.py` (trained end to end), on a CUDA GPU: the
 same episode, training step (forward, cross-entropy, backward, AdamW) and evaluation step as the
 reference's `bench`, each timed up to `sync()`. Prints one JSON line with the
 `vs_pytorch` fields, plus the peak CUDA memory PyTorch's allocator held.
@@ -31,7 +31,7 @@ def load(name, path):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--reference", default=str(ROOT.parent / "shared/reference/fsct_torch.py"))
-    p.add_argument("--backbone", default="Conv4", choices=["Conv4", "ResNet18"])
+    p.add_argument("--backbone", default="Conv4", choices=["Conv4", "ResNet18", "ResNet34"])
     p.add_argument("--variant", default="cosine", choices=["cosine", "softmax"])
     p.add_argument("--device", default="cuda", help="cuda; cpu only to smoke-test this script")
     for name, default in [("way", 5), ("shot", 5), ("query", 16), ("image", 84), ("episodes", 10), ("warmup", 3)]:
@@ -42,11 +42,11 @@ def main():
         print(f"torch {torch.__version__} has no usable CUDA device", file=sys.stderr)
         sys.exit(3)
     ref = load("fsct_torch", a.reference)
-    if a.backbone == "ResNet18":
-        resnet = load("torch_resnet18", ROOT / "tools/torch_resnet18.py")
-        ref.ConvNet = lambda depth: resnet.ResNet18()
+    if a.backbone.startswith("ResNet"):
+        resnet = load("torch_resnet", ROOT / "tools/torch_resnet.py")
+        ref.ConvNet = lambda depth: resnet.ResNet(a.backbone)
         with torch.no_grad():
-            dim = resnet.ResNet18().eval()(torch.zeros(1, 3, a.image, a.image)).shape[1]
+            dim = resnet.ResNet(a.backbone).eval()(torch.zeros(1, 3, a.image, a.image)).shape[1]
         depth = 4
     else:
         side = a.image // 2 // 2 // 2 // 2
