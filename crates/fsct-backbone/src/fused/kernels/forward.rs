@@ -177,8 +177,38 @@ fn pool3_plane<E: Element>(
     codes: &mut [MaybeUninit<u8>],
 ) {
     let record = !codes.is_empty();
+    // Windows wholly inside the plane (all nine taps valid) take the branch-free path below: the
+    // bounds checks and the branchy maximum of the general path were ~5 % of a ResNet18 training
+    // step at 84 px (fsct: perf, 2026-11-30). Output column `ox` is interior when
+    // `1 <= ox` and `2·ox + 1 < w`; row `oy` likewise.
+    let interior_x = 1..(d.w / 2).min(o.w);
     for oy in 0..o.h {
+        let interior_row = oy >= 1 && 2 * oy + 1 < d.h;
         for ox in 0..o.w {
+            if interior_row && interior_x.contains(&ox) {
+                let top = &src[(2 * oy - 1) * d.w + 2 * ox - 1..][..3];
+                let mid = &src[(2 * oy) * d.w + 2 * ox - 1..][..3];
+                let bottom = &src[(2 * oy + 1) * d.w + 2 * ox - 1..][..3];
+                let z = [
+                    top[0], top[1], top[2], mid[0], mid[1], mid[2], bottom[0], bottom[1], bottom[2],
+                ]
+                .map(|v| v.to_f32() * a + b);
+                let (mut best, mut slot) = (z[0], 0u8);
+                for (s, &v) in z.iter().enumerate().skip(1) {
+                    // The same rule as below: the first maximum, or the last NaN.
+                    #[allow(clippy::eq_op)]
+                    let take = (v > best) | (v != v);
+                    best = if take { v } else { best };
+                    slot = if take { s as u8 } else { slot };
+                }
+                let k = oy * o.w + ox;
+                let active = positive_or_nan(best);
+                dst[k].write(E::from_f32(if active { best } else { 0.0 }));
+                if record {
+                    codes[k].write(if active { slot } else { INACTIVE });
+                }
+                continue;
+            }
             let (mut best, mut slot) = (f32::NEG_INFINITY, u8::MAX);
             for dy in 0..3 {
                 let Some(y) = (2 * oy + dy).checked_sub(1).filter(|&y| y < d.h) else { continue };
