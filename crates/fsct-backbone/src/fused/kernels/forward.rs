@@ -193,14 +193,7 @@ fn pool3_plane<E: Element>(
                     top[0], top[1], top[2], mid[0], mid[1], mid[2], bottom[0], bottom[1], bottom[2],
                 ]
                 .map(|v| v.to_f32() * a + b);
-                let (mut best, mut slot) = (z[0], 0u8);
-                for (s, &v) in z.iter().enumerate().skip(1) {
-                    // The same rule as below: the first maximum, or the last NaN.
-                    #[allow(clippy::eq_op)]
-                    let take = (v > best) | (v != v);
-                    best = if take { v } else { best };
-                    slot = if take { s as u8 } else { slot };
-                }
+                let (best, slot) = window_max(z);
                 let k = oy * o.w + ox;
                 let active = positive_or_nan(best);
                 dst[k].write(E::from_f32(if active { best } else { 0.0 }));
@@ -242,9 +235,9 @@ fn affine_window<E: Element>(top: &[E; 2], bottom: &[E; 2], a: f32, b: f32) -> [
 }
 
 /// The maximum of a window and the slot holding it: the first maximum, or the last NaN, as
-/// PyTorch's CPU max-pool (`val > max || isnan(val)`).
+/// PyTorch's CPU max-pool (`val > max || isnan(val)`); slots count in row-major order.
 #[inline]
-fn window_max(z: [f32; 4]) -> (f32, u8) {
+fn window_max<const N: usize>(z: [f32; N]) -> (f32, u8) {
     let (mut best, mut slot) = (z[0], 0u8);
     for (s, &v) in z.iter().enumerate().skip(1) {
         #[allow(clippy::eq_op)]
