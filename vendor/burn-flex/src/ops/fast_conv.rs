@@ -18,6 +18,9 @@
 //! keep every thread busy, the gemm itself goes parallel instead. Groups, stride, padding and
 //! dilation are supported. f32 and f64 compute natively; f16 and bf16 are computed in f32 and
 //! rounded once at the end (more accurate than half accumulation, and faster on the CPU).
+//!
+//! 3×3 stride-1 "same" convolutions with enough channels take Winograd F(2×2, 3×3) instead
+//! ([`winograd`], chosen per geometry by [`Algorithm`]): 2.25× fewer multiplications.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -28,21 +31,37 @@ use burn_std::{Bytes, Shape, bf16, f16};
 
 use crate::{FlexTensor, Layout};
 
+mod winograd;
+
 /// Minimum gemm width (columns = images in a chunk × output pixels).
 const MIN_COLUMNS: usize = 512;
 
 /// Element types computed natively.
-trait Elem: Copy + Send + Sync + 'static + core::ops::AddAssign + bytemuck::Pod + burn_backend::Element {
+trait Elem:
+    Copy
+    + Send
+    + Sync
+    + 'static
+    + core::ops::AddAssign
+    + core::ops::Add<Output = Self>
+    + core::ops::Sub<Output = Self>
+    + core::ops::Mul<Output = Self>
+    + bytemuck::Pod
+    + burn_backend::Element
+{
     const ZERO: Self;
     const ONE: Self;
+    const HALF: Self;
 }
 impl Elem for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const HALF: Self = 0.5;
 }
 impl Elem for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const HALF: Self = 0.5;
 }
 
 /// The sizes of one convolution.
@@ -289,6 +308,39 @@ fn for_each_chunk<T: Send, E: Elem, F: Fn(&mut Scratch<E>, usize, T) + Sync + Se
     }
 }
 
+/// How a convolution is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Algorithm {
+    /// im2col + gemm: every geometry.
+    Im2col,
+    /// Winograd F(2×2, 3×3): 3×3 stride-1 "same" convolutions with enough channels.
+    Winograd,
+}
+
+impl Algorithm {
+    fn for_geometry(g: &Geometry) -> Self {
+        if winograd::applies(g) { Self::Winograd } else { Self::Im2col }
+    }
+    fn forward<T: Elem>(self, g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+        match self {
+            Self::Im2col => forward(g, x, w, bias),
+            Self::Winograd => winograd::forward(g, x, w, bias),
+        }
+    }
+    fn input_grad<T: Elem>(self, g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
+        match self {
+            Self::Im2col => input_grad(g, w, dy),
+            Self::Winograd => winograd::input_grad(g, w, dy),
+        }
+    }
+    fn weight_grad<T: Elem>(self, g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+        match self {
+            Self::Im2col => weight_grad(g, x, dy),
+            Self::Winograd => winograd::weight_grad(g, x, dy),
+        }
+    }
+}
+
 fn forward<T: Elem>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (p, k, cog) = (g.pixels(), g.k(), g.out_per_group());
     let mut out = vec![T::ZERO; g.batch * g.image_out()];
@@ -526,12 +578,13 @@ pub(crate) fn conv2d(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>
     let g = Geometry::new(x.layout().shape(), weight.layout().shape(), options);
     let dtype = x.dtype();
     let bias = bias.map(|b| values(&b));
+    let alg = Algorithm::for_geometry(&g);
     let out = with_values(&x, |xv| {
         with_values(&weight, |wv| match (xv, wv, &bias) {
-            (ValuesRef::F32(x), ValuesRef::F32(w), None) => Values::F32(forward(&g, x, w, None)),
-            (ValuesRef::F32(x), ValuesRef::F32(w), Some(Values::F32(b))) => Values::F32(forward(&g, x, w, Some(b))),
-            (ValuesRef::F64(x), ValuesRef::F64(w), None) => Values::F64(forward(&g, x, w, None)),
-            (ValuesRef::F64(x), ValuesRef::F64(w), Some(Values::F64(b))) => Values::F64(forward(&g, x, w, Some(b))),
+            (ValuesRef::F32(x), ValuesRef::F32(w), None) => Values::F32(alg.forward(&g, x, w, None)),
+            (ValuesRef::F32(x), ValuesRef::F32(w), Some(Values::F32(b))) => Values::F32(alg.forward(&g, x, w, Some(b))),
+            (ValuesRef::F64(x), ValuesRef::F64(w), None) => Values::F64(alg.forward(&g, x, w, None)),
+            (ValuesRef::F64(x), ValuesRef::F64(w), Some(Values::F64(b))) => Values::F64(alg.forward(&g, x, w, Some(b))),
             _ => mismatch("conv2d"),
         })
     });
@@ -542,10 +595,11 @@ pub(crate) fn conv2d(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>
 pub(crate) fn conv2d_x_backward(x: FlexTensor, weight: FlexTensor, grad: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
     let g = Geometry::new(x.layout().shape(), weight.layout().shape(), options);
     let dtype = x.dtype();
+    let alg = Algorithm::for_geometry(&g);
     let dx = with_values(&weight, |wv| {
         with_values(&grad, |dv| match (wv, dv) {
-            (ValuesRef::F32(w), ValuesRef::F32(d)) => Values::F32(input_grad(&g, w, d)),
-            (ValuesRef::F64(w), ValuesRef::F64(d)) => Values::F64(input_grad(&g, w, d)),
+            (ValuesRef::F32(w), ValuesRef::F32(d)) => Values::F32(alg.input_grad(&g, w, d)),
+            (ValuesRef::F64(w), ValuesRef::F64(d)) => Values::F64(alg.input_grad(&g, w, d)),
             _ => mismatch("conv2d_x_backward"),
         })
     });
@@ -561,10 +615,11 @@ pub(crate) fn conv2d_weight_backward(
 ) -> FlexTensor {
     let g = Geometry::new(x.layout().shape(), weight.layout().shape(), options);
     let dtype = weight.dtype();
+    let alg = Algorithm::for_geometry(&g);
     let dw = with_values(&x, |xv| {
         with_values(&grad, |dv| match (xv, dv) {
-            (ValuesRef::F32(x), ValuesRef::F32(d)) => Values::F32(weight_grad(&g, x, d)),
-            (ValuesRef::F64(x), ValuesRef::F64(d)) => Values::F64(weight_grad(&g, x, d)),
+            (ValuesRef::F32(x), ValuesRef::F32(d)) => Values::F32(alg.weight_grad(&g, x, d)),
+            (ValuesRef::F64(x), ValuesRef::F64(d)) => Values::F64(alg.weight_grad(&g, x, d)),
             _ => mismatch("conv2d_weight_backward"),
         })
     });
@@ -588,7 +643,7 @@ mod tests {
     use super::*;
 
     /// Direct f64 convolution: the reference the gemm paths are checked against.
-    fn naive(g: &Geometry, x: &[f64], w: &[f64]) -> Vec<f64> {
+    pub(super) fn naive(g: &Geometry, x: &[f64], w: &[f64]) -> Vec<f64> {
         let (cpg, cog) = (g.in_per_group(), g.out_per_group());
         let mut out = vec![0.0; g.batch * g.image_out()];
         for n in 0..g.batch {
@@ -619,7 +674,7 @@ mod tests {
         out
     }
 
-    fn pseudo(n: usize, seed: u64) -> Vec<f64> {
+    pub(super) fn pseudo(n: usize, seed: u64) -> Vec<f64> {
         let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
