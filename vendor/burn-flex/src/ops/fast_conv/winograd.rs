@@ -50,13 +50,23 @@ const MIN_CHANNELS: usize = 16;
 /// (9·9 / (4·16) = 1.27), not worth three transforms.
 const MIN_SAVING: f64 = 1.5;
 
+/// Smallest map side computed here. On 2×2 maps (one tile) the rounding differs enough from
+/// direct convolution that the training-trace test (`crates/fsct-train/tests/trace.rs`, Conv6
+/// softmax at 16 px, ten AdamW steps) drifts from PyTorch by 2.2e-3 in the loss, against 1.9e-6
+/// on im2col: a parameter whose gradient nearly cancels (the third block's batch-norm shift)
+/// turns the difference into lr-sized AdamW steps. With 4×4 and larger maps on Winograd the
+/// trace stays at 1.2e-6. No 84 or 224 px backbone convolves a map this small with Winograd
+/// anyway (ResNets end at 3×3 and 7×7, Conv4 at 10×10).
+const MIN_SIDE: usize = 4;
+
 /// Whether `g` is a convolution this file computes: 3×3 kernel, stride 1, padding 1, no
-/// dilation, one group, at least [`MIN_CHANNELS`] channels on each side, a map large enough
-/// to save [`MIN_SAVING`]× the multiplications.
+/// dilation, one group, at least [`MIN_CHANNELS`] channels on each side, maps of at least
+/// [`MIN_SIDE`] on each side that save [`MIN_SAVING`]× the multiplications.
 pub(super) fn applies(g: &Geometry) -> bool {
     let tiles = Tiles::new(g);
     let saving = (9 * g.ho * g.wo) as f64 / (16 * tiles.per_image()).max(1) as f64;
     saving >= MIN_SAVING
+        && g.ho.min(g.wo) >= MIN_SIDE
         && g.kh == 3
         && g.kw == 3
         && g.stride == [1, 1]
@@ -583,6 +593,8 @@ mod tests {
             geometry(70, 16, 5, 4, 17),
             geometry(40, 17, 6, 5, 16),
             geometry(300, 16, 4, 6, 16),
+            geometry(20, 64, 4, 4, 64),
+            geometry(20, 3 * 16, 8, 8, 64),
         ]
     }
 
@@ -592,6 +604,8 @@ mod tests {
         assert!(applies(&geometry(1, 64, 21, 21, 64)));
         assert!(applies(&geometry(1, 512, 7, 7, 512)));
         assert!(!applies(&geometry(1, 512, 3, 3, 512)), "3×3 map: 1.27× fewer multiplications");
+        assert!(!applies(&geometry(1, 64, 2, 2, 64)), "2×2 map: below MIN_SIDE");
+        assert!(applies(&geometry(1, 64, 4, 4, 64)));
         assert!(!applies(&geometry(1, 3, 84, 84, 64)), "3 input channels");
         let strided = Geometry::new(
             &Shape::from(vec![1, 64, 21, 21]),
