@@ -472,6 +472,12 @@ fn weight_grad<T: Elem>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
             (0..workers).map(work).collect()
         }
     };
+    sum_partials(partials, size)
+}
+
+/// The element-wise sum of the workers' accumulators (`size` values each; zeros when there
+/// were none).
+fn sum_partials<T: Elem>(partials: Vec<Vec<T>>, size: usize) -> Vec<T> {
     let mut partials = partials.into_iter();
     let mut total = partials.next().unwrap_or_else(|| vec![T::ZERO; size]);
     for part in partials {

@@ -35,7 +35,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{Elem, Geometry, gemm, threads};
+use super::{Elem, Geometry, gemm, sum_partials, threads};
 
 /// Tiles per chunk of images the gemms see at least (wider is more efficient for the gemm,
 /// narrower keeps `V` and `M` of a chunk in cache).
@@ -180,21 +180,21 @@ macro_rules! with_avx2 {
 }
 
 /// Copies `lanes` planes of `h × w` (`src`, plane after plane) into the channels-last buffer
-/// `dst`: pixel `(y, x)` of plane `l` goes to `dst[((y + 1) · wp + x + 1) · lanes + l]` (a
-/// one-pixel border, which the caller keeps zero).
-fn planes_to_lanes<T: Elem>(src: &[T], lanes: usize, h: usize, w: usize, wp: usize, dst: &mut [T]) {
-    with_avx2!(planes_to_lanes_avx2, planes_to_lanes_kernel(src, lanes, h, w, wp, dst))
+/// `dst` of rows `wp` pixels long: pixel `(y, x)` of plane `l` goes to
+/// `dst[((y + border) · wp + x + border) · lanes + l]` (the caller keeps a border zero).
+fn planes_to_lanes<T: Elem>(src: &[T], lanes: usize, h: usize, w: usize, wp: usize, border: usize, dst: &mut [T]) {
+    with_avx2!(planes_to_lanes_avx2, planes_to_lanes_kernel(src, lanes, h, w, wp, border, dst))
 }
 
 #[inline(always)]
-fn planes_to_lanes_kernel<T: Elem>(src: &[T], lanes: usize, h: usize, w: usize, wp: usize, dst: &mut [T]) {
+fn planes_to_lanes_kernel<T: Elem>(src: &[T], lanes: usize, h: usize, w: usize, wp: usize, border: usize, dst: &mut [T]) {
     let hw = h * w;
     for lb in (0..lanes).step_by(LANE_BLOCK) {
         let nl = LANE_BLOCK.min(lanes - lb);
         let planes: [&[T]; LANE_BLOCK] = core::array::from_fn(|i| if i < nl { &src[(lb + i) * hw..][..hw] } else { &[] });
         for y in 0..h {
             for x in 0..w {
-                let d = &mut dst[((y + 1) * wp + x + 1) * lanes + lb..][..nl];
+                let d = &mut dst[((y + border) * wp + x + border) * lanes + lb..][..nl];
                 for (i, v) in d.iter_mut().enumerate() {
                     *v = planes[i][y * w + x];
                 }
@@ -415,8 +415,9 @@ impl<T: Elem> Scratch<T> {
     }
 }
 
-/// Runs `f(scratch, first image, images)` for every chunk of images, in parallel when rayon is
-/// on; returns the per-worker results of `init`/`f` folded by `fold`.
+/// Runs `f(scratch, accumulator, first image, images)` for every chunk of images, each worker
+/// over a contiguous run of chunks with its own accumulator from `init` (in parallel when rayon
+/// is on); returns the accumulators, one per worker.
 fn for_each_chunk<T: Elem, A: Send, F>(batch: usize, nb: usize, init: impl Fn() -> A + Sync + Send, f: F) -> Vec<A>
 where
     F: Fn(&mut Scratch<T>, &mut A, usize, usize) + Sync + Send,
@@ -476,7 +477,7 @@ pub(super) fn forward<T: Elem>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]
             let Scratch { pad, v, m, y } = scratch;
             let (lanes_in, lanes_out) = (imgs * g.c_in, imgs * g.c_out);
             let cols = tiles.per_image() * imgs;
-            planes_to_lanes(&x[n0 * g.image_in()..][..imgs * g.image_in()], lanes_in, g.h, g.w, 2 * tiles.tw + 2, pad);
+            planes_to_lanes(&x[n0 * g.image_in()..][..imgs * g.image_in()], lanes_in, g.h, g.w, 2 * tiles.tw + 2, 1, pad);
             input_transform(tiles, lanes_in, pad, v);
             for xi in 0..16 {
                 // Mᵀ[ξ] (cols × c_out) = Vᵀ[ξ] (cols × c_in) · Uᵀ[ξ] (c_in × c_out): column
@@ -527,10 +528,10 @@ pub(super) fn weight_grad<T: Elem>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
             let Scratch { pad, v, m: dm, y: dyl } = scratch;
             let (lanes_in, lanes_out) = (imgs * g.c_in, imgs * g.c_out);
             let cols = tiles.per_image() * imgs;
-            planes_to_lanes(&x[n0 * g.image_in()..][..imgs * g.image_in()], lanes_in, g.h, g.w, 2 * tiles.tw + 2, pad);
+            planes_to_lanes(&x[n0 * g.image_in()..][..imgs * g.image_in()], lanes_in, g.h, g.w, 2 * tiles.tw + 2, 1, pad);
             input_transform(tiles, lanes_in, pad, v);
-            // dy channels-last, without a border (wp = wo, offset (1, 1) undone by the slice).
-            transpose_plain(&dy[n0 * g.image_out()..][..imgs * g.image_out()], lanes_out, g.ho * g.wo, dyl);
+            // dy channels-last, without a border.
+            planes_to_lanes(&dy[n0 * g.image_out()..][..imgs * g.image_out()], lanes_out, g.ho, g.wo, g.wo, 0, dyl);
             output_transform_adjoint(tiles, lanes_out, g.ho, g.wo, dyl, dm);
             for xi in 0..16 {
                 // dU[ξ] (c_out × c_in) += dM[ξ] (c_out × cols) · Vᵀ[ξ] (cols × c_in).
@@ -541,33 +542,7 @@ pub(super) fn weight_grad<T: Elem>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
             }
         },
     );
-    let mut partials = partials.into_iter();
-    let mut du = partials.next().unwrap_or_else(|| vec![T::ZERO; size]);
-    for part in partials {
-        for (t, v) in du.iter_mut().zip(part) {
-            *t += v;
-        }
-    }
-    filter_transform_adjoint(g.c_out, g.c_in, &du)
-}
-
-/// `dst[p · lanes + l] = src[l · hw + p]`: planes to channels-last without a border.
-fn transpose_plain<T: Elem>(src: &[T], lanes: usize, hw: usize, dst: &mut [T]) {
-    with_avx2!(transpose_plain_avx2, transpose_plain_kernel(src, lanes, hw, dst))
-}
-
-#[inline(always)]
-fn transpose_plain_kernel<T: Elem>(src: &[T], lanes: usize, hw: usize, dst: &mut [T]) {
-    for lb in (0..lanes).step_by(LANE_BLOCK) {
-        let nl = LANE_BLOCK.min(lanes - lb);
-        let planes: [&[T]; LANE_BLOCK] = core::array::from_fn(|i| if i < nl { &src[(lb + i) * hw..][..hw] } else { &[] });
-        for p in 0..hw {
-            let d = &mut dst[p * lanes + lb..][..nl];
-            for (i, v) in d.iter_mut().enumerate() {
-                *v = planes[i][p];
-            }
-        }
-    }
+    filter_transform_adjoint(g.c_out, g.c_in, &sum_partials(partials, size))
 }
 
 #[cfg(test)]
