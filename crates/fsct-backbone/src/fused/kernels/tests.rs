@@ -195,3 +195,54 @@ fn ties_take_the_first_slot_and_non_positive_windows_are_inactive() {
     );
     assert!(y[0].is_nan(), "a NaN must not be hidden by the ReLU");
 }
+
+/// The stem's 3×3 stride-2 pool scanned window by window, tap by tap in row-major order: the
+/// definition the separable kernel must reproduce (value and window code) on ties and NaNs.
+#[test]
+fn stem_pool_keeps_the_first_maximum_or_the_last_nan_of_each_window() {
+    for (h, w) in [(1, 1), (1, 4), (2, 2), (3, 5), (4, 4), (5, 3), (6, 7), (7, 6), (9, 9)] {
+        let d = Dims { n: 2, c: 2, h, w };
+        let o = d.output(Pool::Max3x3Stride2);
+        // Few distinct values (many ties), some NaNs, negatives that the ReLU stops.
+        let x: Vec<f32> = values(d.len(), (h * 16 + w) as u64)
+            .iter()
+            .map(|v| if *v > 0.85 { f32::NAN } else { (v * 3.0).round() })
+            .collect();
+        let (scale, shift) = (vec![1.0, -0.5], vec![0.5, 0.25]);
+        let (y, codes) = forward(&x, d, &scale, &shift, Pool::Max3x3Stride2, Record::Decisions);
+        for p in 0..d.n * d.c {
+            let (a, b) = (scale[p % d.c], shift[p % d.c]);
+            for oy in 0..o.h {
+                for ox in 0..o.w {
+                    let (mut best, mut slot) = (f32::NAN, u8::MAX);
+                    for dy in 0..3 {
+                        for dx in 0..3 {
+                            let (Some(yy), Some(xx)) =
+                                ((2 * oy + dy).checked_sub(1), (2 * ox + dx).checked_sub(1))
+                            else {
+                                continue;
+                            };
+                            if yy >= h || xx >= w {
+                                continue;
+                            }
+                            let v = x[(p * h + yy) * w + xx] * a + b;
+                            if slot == u8::MAX || v > best || v.is_nan() {
+                                (best, slot) = (v, (3 * dy + dx) as u8);
+                            }
+                        }
+                    }
+                    let k = (p * o.h + oy) * o.w + ox;
+                    let active = best > 0.0 || best.is_nan();
+                    let (want, want_code) = if active { (best, slot) } else { (0.0, INACTIVE) };
+                    let at = format!("{h}x{w} plane {p} output ({oy}, {ox})");
+                    assert!(
+                        y[k] == want || (y[k].is_nan() && want.is_nan()),
+                        "{at}: {} vs {want}",
+                        y[k]
+                    );
+                    assert_eq!(codes[k], want_code, "{at}: window code");
+                }
+            }
+        }
+    }
+}
