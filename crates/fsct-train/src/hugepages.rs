@@ -143,18 +143,30 @@ fn take(class: usize) -> Option<*mut u8> {
     Some(ptr as *mut u8)
 }
 
-/// On a miss for `class`: counts the block as mapped and, if that would raise the most ever
-/// mapped, first returns cached blocks to the system to make up the difference, so the cache
-/// only ever holds memory below the peak the step's live blocks reach by themselves. Without
-/// this, blocks of sizes not asked for again sat in the cache while the live memory peaked: a
-/// ResNet18 step at 224 px peaked at 3760 MiB with the 1 GiB cache, 3296 MiB with this rule
-/// (fsct, 2026-12-01). Blocks below the mark stay cached, so a step's repeated sizes still skip
-/// the kernel's page zeroing.
-fn make_room(class: usize) {
+/// On a miss for `class`: picks the cached block to grow into it (on Linux, the largest one
+/// smaller than `class`; returned, out of the cache), counts the growth as newly mapped and, if
+/// that would raise the most ever mapped, first returns other cached blocks to the system to
+/// make up the difference, so the cache only ever holds memory below the peak the step's live
+/// blocks reach by themselves. Without this, blocks of sizes not asked for again sat in the
+/// cache while the live memory peaked: a ResNet18 step at 224 px peaked at 3760 MiB with the
+/// 1 GiB cache, 3296 MiB with this rule (fsct, 2026-12-01). Blocks below the mark stay cached,
+/// so a step's repeated sizes still skip the kernel's page zeroing.
+fn make_room(class: usize) -> Option<(usize, usize)> {
     let mut freed = [(0usize, 0usize); SLOTS];
-    {
+    let grow = {
         let mut cache = cache();
-        let over = (cache.mapped + class).saturating_sub(cache.high_water);
+        #[cfg(target_os = "linux")]
+        let pick = {
+            let smaller = cache.slots.iter().enumerate().filter(|(_, s)| s.0 != 0 && s.1 < class);
+            smaller.max_by_key(|(_, s)| s.1).map(|(i, _)| i)
+        };
+        #[cfg(not(target_os = "linux"))]
+        let pick: Option<usize> = None;
+        let grow = pick.map(|i| std::mem::take(&mut cache.slots[i]));
+        let reused = grow.map_or(0, |(_, size)| size);
+        cache.bytes -= reused;
+        // `mapped` still counts the block to grow: only the growth is new.
+        let over = (cache.mapped + class - reused).saturating_sub(cache.high_water);
         let mut released = 0;
         for (slot, out) in cache.slots.iter_mut().zip(freed.iter_mut()) {
             if released >= over {
@@ -166,15 +178,17 @@ fn make_room(class: usize) {
             }
         }
         cache.bytes -= released;
-        cache.mapped = cache.mapped - released + class;
+        cache.mapped = cache.mapped - released + class - reused;
         cache.high_water = cache.high_water.max(cache.mapped);
-    }
+        grow
+    };
     for (ptr, class) in freed {
         if ptr != 0 {
             // SAFETY: the block came from `fresh` with this class and left the cache.
             unsafe { release(ptr as *mut u8, class) }
         }
     }
+    grow
 }
 
 /// Keeps a freed block if the bound allows; `false` means the caller returns it to the system.
@@ -196,14 +210,14 @@ fn keep(ptr: *mut u8, class: usize) -> bool {
 fn advise(ptr: *mut u8, len: usize) {
     #[cfg(target_os = "linux")]
     {
-        let start = (ptr as usize).next_multiple_of(HUGE_PAGE);
-        let end = (ptr as usize + len) / HUGE_PAGE * HUGE_PAGE;
-        if end > start {
-            // SAFETY: [start, end) lies inside the allocation just made; the advice changes how
-            // pages are backed, not their contents. A failure only means small pages.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-            }
+        // The whole block, not just its 2 MiB-aligned interior: advice on part of a mapping
+        // splits it into several regions, and `mremap` refuses to grow a range that spans
+        // more than one (kernels before 6.7 do not align large mappings to 2 MiB). The kernel
+        // only backs aligned 2 MiB ranges with huge pages either way.
+        // SAFETY: [ptr, ptr + len) is the allocation just made, page aligned; the advice
+        // changes how pages are backed, not their contents. A failure only means small pages.
+        unsafe {
+            libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
         }
     }
     #[cfg(not(target_os = "linux"))]
@@ -215,9 +229,9 @@ fn advise(ptr: *mut u8, len: usize) {
 /// (through glibc, a ResNet18 step at 84 px peaked ~200 MiB higher once the cache started
 /// returning blocks: glibc's heaps kept them).
 unsafe fn fresh(class: usize, zeroed: bool) -> *mut u8 {
-    make_room(class);
+    let grow = make_room(class);
     #[cfg(target_os = "linux")]
-    let ptr = match grown(class, zeroed) {
+    let ptr = match grow.and_then(|(ptr, size)| grown(ptr, size, class, zeroed)) {
         Some(ptr) => ptr,
         // SAFETY: an anonymous private mapping of `class` bytes (zero-filled by the kernel),
         // owned by the caller until `release` unmaps it.
@@ -237,6 +251,7 @@ unsafe fn fresh(class: usize, zeroed: bool) -> *mut u8 {
     };
     #[cfg(not(target_os = "linux"))]
     let ptr = unsafe {
+        debug_assert!(grow.is_none());
         let layout = block_layout(class);
         if zeroed {
             System.alloc_zeroed(layout)
@@ -252,26 +267,18 @@ unsafe fn fresh(class: usize, zeroed: bool) -> *mut u8 {
     ptr
 }
 
-/// The largest cached block smaller than `class`, grown to `class` in place or moved by the
-/// kernel (`mremap`: page tables move, pages are neither copied nor faulted again), so only the
-/// growth is new memory; zeroed when asked (the growth already is).
+/// The block `make_room` picked (`size` bytes at `ptr`), grown to `class` in place or moved by
+/// the kernel (`mremap`: page tables move, pages are neither copied nor faulted again), so only
+/// the growth is new memory; zeroed when asked (the growth already is). `None` (the block
+/// returned to the system) if the kernel refuses.
 #[cfg(target_os = "linux")]
-fn grown(class: usize, zeroed: bool) -> Option<*mut u8> {
-    let (ptr, size) = {
-        let mut cache = cache();
-        let smaller = cache.slots.iter().enumerate().filter(|(_, s)| s.0 != 0 && s.1 < class);
-        let i = smaller.max_by_key(|(_, s)| s.1).map(|(i, _)| i)?;
-        let (ptr, size) = std::mem::take(&mut cache.slots[i]);
-        cache.bytes -= size;
-        // `make_room` counted all of `class` as newly mapped.
-        cache.mapped -= size;
-        (ptr, size)
-    };
+fn grown(ptr: usize, size: usize, class: usize, zeroed: bool) -> Option<*mut u8> {
     // SAFETY: `ptr` is a mapping of `size` bytes owned by no one; on success the old range is
     // gone and `[p, p + class)` is ours.
     let p = unsafe { libc::mremap(ptr as *mut libc::c_void, size, class, libc::MREMAP_MAYMOVE) };
     if p == libc::MAP_FAILED {
-        // SAFETY: the mapping is untouched when mremap fails (and no longer counted).
+        // SAFETY: the mapping is untouched when mremap fails. The count stays: the fresh
+        // mapping that replaces it is `class` bytes, what `make_room` counted for both.
         unsafe { release(ptr as *mut u8, size) };
         return None;
     }
@@ -404,31 +411,54 @@ mod tests {
             let cache = cache();
             (cache.bytes >> 20, (cache.mapped - base) >> 20, (cache.high_water - base) >> 20)
         };
+        // Contents a reused block keeps (a fresh mapping would read zero).
+        // SAFETY (both): `ptr` is a live block of at least `n` MiB from this allocator.
+        let mark =
+            |ptr: *mut u8, n: usize, byte: u8| unsafe { std::ptr::write_bytes(ptr, byte, n << 20) };
+        let kept = |ptr: *mut u8, n: usize, byte: u8| unsafe {
+            *ptr == byte && *ptr.add((n << 20) - 1) == byte
+        };
         unsafe {
             let (p, q) = (a.alloc(mib(16)), a.alloc(mib(4)));
+            mark(p, 16, 1);
+            mark(q, 4, 2);
             a.dealloc(p, mib(16));
             a.dealloc(q, mib(4));
             assert_eq!(held(), (20, 20, 20), "(cached, mapped, mark) in MiB");
-            // 6 MiB: the 16 MiB block, its last 10 MiB unmapped; the head is usable.
+            // 6 MiB: the 16 MiB block, its last 10 MiB unmapped.
             let c = a.alloc(mib(6));
-            std::ptr::write_bytes(c, 1, 6 << 20);
-            assert_eq!(held(), (4, 10, 20), "the larger block was cut, not a fresh one mapped");
+            assert!(kept(c, 6, 1), "the cached 16 MiB block was reused");
+            assert_eq!(held(), (4, 10, 20), "cut, not mapped afresh");
             // 8 MiB: nothing that large is cached; the cached 4 MiB block is grown to 8.
             let d = a.alloc(mib(8));
-            std::ptr::write_bytes(d, 2, 8 << 20);
-            assert_eq!(held(), (0, 14, 20), "grown, not mapped afresh");
-            // 12 MiB would map 14 + 12 > 20 with the freed 8 MiB block cached: it goes back first.
+            assert!(kept(d, 4, 2), "the cached 4 MiB block was grown");
+            assert_eq!(held(), (0, 14, 20));
+            mark(d, 8, 3);
             a.dealloc(d, mib(8));
-            assert_eq!(held(), (8, 14, 20));
+            // 12 MiB: the cached 8 MiB block grows by 4, under the mark.
             let e = a.alloc(mib(12));
+            assert!(kept(e, 8, 3));
             assert_eq!(held(), (0, 18, 20));
-            // A miss with nothing cached raises the mark; an exact hit changes nothing.
-            let f = a.alloc(mib(8));
-            assert_eq!(held(), (0, 26, 26));
-            a.dealloc(f, mib(8));
-            let f = a.alloc(mib(8));
-            assert_eq!(held(), (0, 26, 26));
-            for (ptr, n) in [(c, 6), (e, 12), (f, 8)] {
+            // Two misses with nothing cached raise the mark; then 4 and 6 MiB are cached.
+            let (f, g) = (a.alloc(mib(4)), a.alloc(mib(6)));
+            assert_eq!(held(), (0, 28, 28));
+            mark(g, 6, 4);
+            a.dealloc(f, mib(4));
+            a.dealloc(g, mib(6));
+            // 16 MiB grows the 6 MiB block (10 new) and would map 38 > 28: the other cached
+            // block (4 MiB) goes back first; the mark rises by what is still missing.
+            let h = a.alloc(mib(16));
+            assert!(kept(h, 6, 4));
+            assert_eq!(held(), (0, 34, 34));
+            // An exact hit changes nothing.
+            a.dealloc(e, mib(12));
+            let e = a.alloc(mib(12));
+            assert_eq!(held(), (0, 34, 34));
+            // Zeroed requests are zero whatever block serves them.
+            a.dealloc(e, mib(12));
+            let z = a.alloc_zeroed(mib(14));
+            assert!(std::slice::from_raw_parts(z, 14 << 20).iter().all(|&b| b == 0));
+            for (ptr, n) in [(c, 6), (h, 16), (z, 14)] {
                 a.dealloc(ptr, mib(n));
             }
         }
