@@ -43,8 +43,8 @@ const SLOTS: usize = 64;
 /// [`DEFAULT_CACHE_LIMIT`]), and never raises the peak: a request that would map more large
 /// memory than the process ever had at once first returns cached blocks (see `make_room`), so
 /// the peak is that of the live buffers alone. The price is some page zeroing again where a
-/// step's sizes churn around its peak (Conv4 at 84 px: the kernel's `clear_page` 0.6 % → 3.9 %
-/// of the step; peak RSS 507 → 475 MiB; ResNet18 at 224 px: 3760 → 3293 MiB).
+/// step's sizes churn around its peak (Conv4 at 84 px: the kernel's `clear_page` 0.6 % → 3.5 %
+/// of the step; peak RSS 507 → 475 MiB; ResNet18 at 224 px: 3760 → 3301 MiB).
 ///
 /// On Linux large blocks are anonymous mappings made here (`mmap`, `munmap`, `mremap`), not
 /// glibc's: glibc serves blocks under its dynamic mmap threshold (up to 32 MiB) from per-thread
@@ -89,12 +89,7 @@ impl HugePageAllocator {
             cache.mapped -= cache.bytes - held;
             cache.bytes = held;
         }
-        for (ptr, class) in freed {
-            if ptr != 0 {
-                // SAFETY: the block came from `fresh` with this class and left the cache.
-                unsafe { release(ptr as *mut u8, class) }
-            }
-        }
+        release_all(freed);
     }
 
     /// The current bound on cached bytes.
@@ -149,7 +144,7 @@ fn take(class: usize) -> Option<*mut u8> {
 /// make up the difference, so the cache only ever holds memory below the peak the step's live
 /// blocks reach by themselves. Without this, blocks of sizes not asked for again sat in the
 /// cache while the live memory peaked: a ResNet18 step at 224 px peaked at 3760 MiB with the
-/// 1 GiB cache, 3296 MiB with this rule (fsct, 2026-12-01). Blocks below the mark stay cached,
+/// 1 GiB cache, 3301 MiB with this rule (fsct, 2026-12-01). Blocks below the mark stay cached,
 /// so a step's repeated sizes still skip the kernel's page zeroing.
 fn make_room(class: usize) -> Option<(usize, usize)> {
     let mut freed = [(0usize, 0usize); SLOTS];
@@ -182,12 +177,7 @@ fn make_room(class: usize) -> Option<(usize, usize)> {
         cache.high_water = cache.high_water.max(cache.mapped);
         grow
     };
-    for (ptr, class) in freed {
-        if ptr != 0 {
-            // SAFETY: the block came from `fresh` with this class and left the cache.
-            unsafe { release(ptr as *mut u8, class) }
-        }
-    }
+    release_all(freed);
     grow
 }
 
@@ -289,6 +279,17 @@ fn grown(ptr: usize, size: usize, class: usize, zeroed: bool) -> Option<*mut u8>
     Some(p as *mut u8)
 }
 
+/// Releases the blocks taken out of the cache (`(address, class)`, address 0 for none), after
+/// its lock is dropped.
+fn release_all(freed: [(usize, usize); SLOTS]) {
+    for (ptr, class) in freed {
+        if ptr != 0 {
+            // SAFETY: the block came from `fresh` with this class and left the cache.
+            unsafe { release(ptr as *mut u8, class) }
+        }
+    }
+}
+
 /// Gives a block from [`fresh`] back to the system.
 unsafe fn release(ptr: *mut u8, class: usize) {
     #[cfg(target_os = "linux")]
@@ -303,10 +304,10 @@ unsafe fn release(ptr: *mut u8, class: usize) {
     }
 }
 
-// SAFETY: small requests go to `System` unchanged. Large ones get whole blocks of their size
-// class (page aligned, so any alignment up to a page is met), either fresh from `System` or
-// from the cache, which only holds blocks no one else references; blocks go back to `System`
-// with the layout they were allocated with.
+// SAFETY: small requests go to `System` unchanged. Large ones get whole blocks of exactly their
+// size class (page aligned, so any alignment up to a page is met), either fresh from `fresh` or
+// from the cache (cut or grown to the class), which only holds blocks no one else references;
+// blocks go back through `release` with the length they were mapped with.
 unsafe impl GlobalAlloc for HugePageAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if !cached(layout) {

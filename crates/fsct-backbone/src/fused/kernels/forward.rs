@@ -193,9 +193,10 @@ fn pool3_plane<E: Element>(
     let mut top = RowMax::new(o.w);
     let mut mid = RowMax::new(o.w);
     let mut bottom = RowMax::new(o.w);
-    let (mut best, mut slot) = (vec![0.0f32; o.w], vec![0u8; o.w]);
     for oy in 0..o.h {
         // Input rows 2·oy − 1 (`top`, the previous output row's `bottom`), 2·oy and 2·oy + 1.
+        // The window maxima accumulate in `top` (or in `mid` on the first output row): neither
+        // is read again before `row_max` refills it.
         let has_top = oy >= 1;
         if has_top {
             std::mem::swap(&mut top, &mut bottom);
@@ -205,21 +206,20 @@ fn pool3_plane<E: Element>(
         if has_bottom {
             scratch.row_max(&src[(2 * oy + 1) * d.w..][..d.w], a, b, &mut bottom);
         }
-        if has_top {
-            best.copy_from_slice(&top.value);
-            slot.copy_from_slice(&top.slot);
-            combine(&mut best, &mut slot, &mid, 3);
+        let window = if has_top {
+            combine(&mut top, &mid, 3);
+            &mut top
         } else {
-            best.copy_from_slice(&mid.value);
-            for (s, &m) in slot.iter_mut().zip(&mid.slot) {
-                *s = m + 3;
+            for s in &mut mid.slot {
+                *s += 3;
             }
-        }
+            &mut mid
+        };
         if has_bottom {
-            combine(&mut best, &mut slot, &bottom, 6);
+            combine(window, &bottom, 6);
         }
         let row = oy * o.w;
-        for (k, (&v, &s)) in best.iter().zip(&slot).enumerate() {
+        for (k, (&v, &s)) in window.value.iter().zip(&window.slot).enumerate() {
             let active = positive_or_nan(v);
             dst[row + k].write(E::from_f32(if active { v } else { 0.0 }));
             if record {
@@ -282,10 +282,9 @@ impl RowScratch {
 }
 
 /// Folds the next row of a window into the running maximum (`slot` offset by `3·dy`).
-fn combine(best: &mut [f32], slot: &mut [u8], row: &RowMax, offset: u8) {
-    for ((b, s), (&v, &t)) in
-        best.iter_mut().zip(slot.iter_mut()).zip(row.value.iter().zip(&row.slot))
-    {
+fn combine(window: &mut RowMax, row: &RowMax, offset: u8) {
+    let running = window.value.iter_mut().zip(window.slot.iter_mut());
+    for ((b, s), (&v, &t)) in running.zip(row.value.iter().zip(&row.slot)) {
         (*b, *s) = later_wins(*b, *s, v, t + offset);
     }
 }
@@ -311,10 +310,7 @@ fn affine_window<E: Element>(top: &[E; 2], bottom: &[E; 2], a: f32, b: f32) -> [
 fn window_max<const N: usize>(z: [f32; N]) -> (f32, u8) {
     let (mut best, mut slot) = (z[0], 0u8);
     for (s, &v) in z.iter().enumerate().skip(1) {
-        #[allow(clippy::eq_op)]
-        let take = (v > best) | (v != v);
-        best = if take { v } else { best };
-        slot = if take { s as u8 } else { slot };
+        (best, slot) = later_wins(best, slot, v, s as u8);
     }
     (best, slot)
 }
