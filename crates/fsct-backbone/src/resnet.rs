@@ -4,7 +4,9 @@ use burn::prelude::*;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 
 use crate::backbone::Backbone;
-use crate::fused::{batch_norm_add_relu, batch_norm_relu, batch_norm_relu_pool, Pool};
+use crate::fused::{
+    batch_norm_add_relu, batch_norm_relu, batch_norm_relu_conv, batch_norm_relu_pool, Pool,
+};
 use crate::init::{conv2d, normal};
 use crate::norm::{batch_norm, BatchNormMode};
 use crate::segments::SegmentLevel;
@@ -178,12 +180,14 @@ impl<B: Backend> BasicBlock<B> {
     /// - output: `[n, cout, ⌈h/stride⌉, ⌈w/stride⌉]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let mode = self.batch_norm;
-        let out = batch_norm_relu(&self.bn1, self.conv1.forward(x.clone()), mode);
+        // The ReLU output between the two convolutions is not kept on Flex (recomputed in the
+        // backward pass from conv1's output, which the batch norm keeps anyway).
+        let out = batch_norm_relu_conv(&self.bn1, self.conv1.forward(x.clone()), &self.conv2, mode);
         let shortcut = match &self.downsample {
             Some(d) => batch_norm(&d.bn, shortcut_conv(&d.conv, x), mode),
             None => x,
         };
-        batch_norm_add_relu(&self.bn2, self.conv2.forward(out), shortcut, mode)
+        batch_norm_add_relu(&self.bn2, out, shortcut, mode)
     }
 }
 

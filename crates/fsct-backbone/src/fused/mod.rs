@@ -22,16 +22,20 @@
 //! - [`op`]: the skeleton every fused op fills in ([`op::FusedTail`]): routing, inference,
 //!   training as one autodiff node, retro-forward, backward;
 //! - [`relu_pool`] and [`residual`]: the two ops;
+//! - [`relu_conv`]: the first tail of a BasicBlock and the convolution after it as one node,
+//!   which keeps the tail's input but not its output;
 //! - [`kernels`]: the kernels on plain slices (moments, forward, backward), free of autodiff.
 
 mod batch_norm;
 mod kernels;
 mod op;
+mod relu_conv;
 mod relu_pool;
 mod residual;
 mod route;
 mod storage;
 
+use burn::nn::conv::Conv2d;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
@@ -84,6 +88,29 @@ pub(crate) fn batch_norm_relu<B: Backend>(
         BatchNormMode::Standard => batch_norm_relu_pool(bn, x, Pool::Off),
         BatchNormMode::BatchStatistics => relu(batch_norm(bn, x, mode)),
     }
+}
+
+/// `conv(relu(batch_norm(x)))` in `mode` (the middle of a ResNet BasicBlock): one autodiff node
+/// on `Autodiff<Flex>` in [`BatchNormMode::Standard`] that keeps `x` but not the ReLU output
+/// (recomputed in the backward pass); [`batch_norm_relu`] then `conv` otherwise.
+///
+/// # Shapes
+/// - `x`: `[n, c, h, w]`
+/// - output: `conv`'s output for a `[n, c, h, w]` input
+pub(crate) fn batch_norm_relu_conv<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    conv: &Conv2d<B>,
+    mode: BatchNormMode,
+) -> Tensor<B, 4> {
+    let x = match mode {
+        BatchNormMode::Standard => match relu_conv::try_forward(bn, x, conv) {
+            Ok(y) => return y,
+            Err(x) => x,
+        },
+        BatchNormMode::BatchStatistics => x,
+    };
+    conv.forward(batch_norm_relu(bn, x, mode))
 }
 
 /// `relu(batch_norm(x) + residual)` in `mode` (the end of a ResNet BasicBlock): fused on Flex

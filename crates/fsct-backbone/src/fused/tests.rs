@@ -299,3 +299,117 @@ fn fused_residual_inference_uses_the_running_statistics() {
     let reference = super::composed_residual(&bn, x, r, crate::BatchNormMode::Standard);
     fused.into_data().assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-5));
 }
+
+/// Which of the inputs of `conv(relu(bn(x)))` the test asks gradients of.
+#[derive(Clone, Copy, Debug)]
+enum Tracked {
+    All,
+    /// A frozen convolution: the node still returns the gradients of x, gamma and beta.
+    FrozenWeight,
+    /// An untracked input map: only the weight's gradient (and the batch norm's) flow.
+    InputMapOff,
+}
+
+/// Output and the gradients of x, gamma, beta and the convolution weight, and the running
+/// statistics, of `conv(relu(bn(x)))` as one node (`fused`) or as Burn's composed ops.
+fn run_relu_conv(
+    fused: bool,
+    x: &Tensor<Autodiff<Flex>, 4>,
+    conv: &burn::nn::conv::Conv2d<Autodiff<Flex>>,
+    weights: &Tensor<Autodiff<Flex>, 4>,
+    tracked: Tracked,
+) -> Vec<TensorData> {
+    type B = Autodiff<Flex>;
+    let device = x.device();
+    let bn = batch_norm::<B>(x.dims()[1], &device);
+    let mut conv = conv.clone();
+    if matches!(tracked, Tracked::FrozenWeight) {
+        conv.weight = conv.weight.clone().set_require_grad(false);
+    }
+    let x = match tracked {
+        Tracked::InputMapOff => x.clone(),
+        _ => x.clone().require_grad(),
+    };
+    let y = if fused {
+        match super::relu_conv::try_forward(&bn, x.clone(), &conv) {
+            Ok(y) => y,
+            Err(_) => panic!("the fused relu → conv node declined"),
+        }
+    } else {
+        conv.forward(composed(&bn, x.clone(), Pool::Off))
+    };
+    let grads = y.clone().mul(weights.clone()).sum().backward();
+    let none = || TensorData::from([0f32]);
+    vec![
+        y.into_data(),
+        x.grad(&grads).map_or_else(none, |g| g.into_data()),
+        bn.gamma.grad(&grads).map_or_else(none, |g| g.into_data()),
+        bn.beta.grad(&grads).map_or_else(none, |g| g.into_data()),
+        conv.weight.grad(&grads).map_or_else(none, |g| g.into_data()),
+        bn.running_mean.value().into_data(),
+        bn.running_var.value().into_data(),
+    ]
+}
+
+fn relu_conv_agrees(shape: [usize; 4], conv: burn::nn::conv::Conv2dConfig, tracked: Tracked) {
+    type B = Autodiff<Flex>;
+    let device = Default::default();
+    let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device);
+    let conv = conv.init::<B>(&device);
+    let out = conv.forward(x.clone()).dims();
+    let weights = Tensor::<B, 4>::random(out, Distribution::Normal(0.0, 1.0), &device);
+    let fused = run_relu_conv(true, &x, &conv, &weights, tracked);
+    let reference = run_relu_conv(false, &x, &conv, &weights, tracked);
+    let names = ["output", "dx", "dgamma", "dbeta", "dweight", "running mean", "running var"];
+    for ((a, b), name) in fused.into_iter().zip(reference).zip(names) {
+        assert_eq!(a.shape, b.shape, "{name} ({tracked:?}, {shape:?})");
+        let scale = b.iter::<f32>().fold(1f32, |m, v| m.max(v.abs()));
+        a.assert_approx_eq::<f32>(&b, Tolerance::absolute(2e-5 * scale));
+    }
+}
+
+/// A BasicBlock's middle (3×3, padding 1, the output's sizes) and a strided, unpadded 1×1 and a
+/// 3×3 stride-2 convolution, with every input tracked, a frozen weight and an untracked map.
+#[test]
+fn fused_relu_conv_matches_the_composed_tail_and_convolution() {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::PaddingConfig2d;
+    let three = Conv2dConfig::new([4, 5], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false);
+    for tracked in [Tracked::All, Tracked::FrozenWeight, Tracked::InputMapOff] {
+        relu_conv_agrees([3, 4, 6, 7], three.clone(), tracked);
+    }
+    relu_conv_agrees([2, 4, 7, 5], three.clone().with_stride([2, 2]), Tracked::All);
+    let one = Conv2dConfig::new([4, 3], [1, 1]).with_stride([2, 2]).with_bias(false);
+    relu_conv_agrees([2, 4, 5, 6], one, Tracked::All);
+}
+
+/// Where the node does not apply it hands the map back: a convolution with a bias, "same"
+/// padding, or another backend.
+#[test]
+fn fused_relu_conv_declines_what_it_does_not_compute() {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::PaddingConfig2d;
+    let device = Default::default();
+    let bn = batch_norm::<Autodiff<Flex>>(4, &device);
+    let x = Tensor::<Autodiff<Flex>, 4>::random([2, 4, 5, 5], Distribution::Default, &device);
+    let biased = Conv2dConfig::new([4, 2], [3, 3]).init::<Autodiff<Flex>>(&device);
+    assert!(super::relu_conv::try_forward(&bn, x.clone(), &biased).is_err());
+    let same = Conv2dConfig::new([4, 2], [2, 2])
+        .with_padding(PaddingConfig2d::Same)
+        .with_bias(false)
+        .init::<Autodiff<Flex>>(&device);
+    assert!(super::relu_conv::try_forward(&bn, x.clone(), &same).is_err());
+    let plain = Conv2dConfig::new([4, 2], [3, 3]).with_bias(false);
+    let balanced = batch_norm::<Autodiff<Flex, BalancedCheckpointing>>(4, &device);
+    let xb = Tensor::<Autodiff<Flex, BalancedCheckpointing>, 4>::random(
+        [2, 4, 5, 5],
+        Distribution::Default,
+        &device,
+    );
+    let conv = plain.init::<Autodiff<Flex, BalancedCheckpointing>>(&device);
+    assert!(super::relu_conv::try_forward(&balanced, xb, &conv).is_err());
+    let conv = plain.init::<Autodiff<Flex>>(&device);
+    assert!(super::relu_conv::try_forward(&bn, x, &conv).is_ok());
+}
