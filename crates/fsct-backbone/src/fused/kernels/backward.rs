@@ -34,7 +34,8 @@ pub(crate) enum Decisions {
     /// The plain unpooled tail: recomputed from `x` and the saved affine map (`codes` is empty).
     RecomputedRelu,
     /// The residual tail `relu(bn(x) + r)`: `codes` holds the ReLU mask, since `bn(x) + r` cannot
-    /// be recomputed from `x` alone.
+    /// be recomputed from `x` alone (recorded by the forward kernel, or read off the output by
+    /// [`relu_mask`] just before the backward pass).
     ReluMask,
 }
 
@@ -162,6 +163,12 @@ pub(crate) fn backward_in_place<E: Element>(
     }
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
     (to_f32(dgamma), to_f32(dbeta))
+}
+
+/// The ReLU mask of a tail from its output `relu(z)`: 1 where the output is positive or NaN (where
+/// `z` was, for f32 maps; for half maps, where `z` rounded to the map's dtype is), else 0.
+pub(crate) fn relu_mask<E: Element>(output: &[E]) -> Vec<u8> {
+    output.par_iter().map(|&v| positive_or_nan(v.to_f32()) as u8).collect()
 }
 
 /// The residual's gradient in `relu(bn(x) + r)`: `grad` where the ReLU passed, else 0.

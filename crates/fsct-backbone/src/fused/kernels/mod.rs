@@ -17,7 +17,9 @@ mod moments;
 
 use burn::tensor::{bf16, f16};
 
-pub(crate) use backward::{backward, backward_in_place, residual_gradient, Decisions, Saved};
+pub(crate) use backward::{
+    backward, backward_in_place, relu_mask, residual_gradient, Decisions, Saved,
+};
 pub(crate) use forward::{forward, forward_residual};
 pub(crate) use moments::channel_moments;
 
