@@ -5,7 +5,7 @@ use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 
 use crate::backbone::Backbone;
 use crate::fused::{
-    batch_norm_add_relu, batch_norm_relu, batch_norm_relu_conv, batch_norm_relu_pool, Pool,
+    batch_norm_add_relu, batch_norm_relu, batch_norm_relu_conv, conv_batch_norm_relu_pool, Pool,
 };
 use crate::init::{conv2d, normal};
 use crate::norm::{batch_norm, BatchNormMode};
@@ -263,21 +263,23 @@ impl<B: Backend> ResNet<B> {
     /// The stem: conv1, bn1, ReLU and (torchvision) the max-pool.
     fn stem_forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let _span = tracing::trace_span!("resnet.stem").entered();
-        let x = self.conv1.forward(images);
         match (self.stem, self.batch_norm) {
-            // One fused op on Flex (the pool keeps no copy of its input), composed elsewhere.
+            // One node on Autodiff<Flex> that keeps the images, not the convolution's output (run
+            // again in the backward pass); the fused tail alone on Flex; composed elsewhere.
             (ResNetStem::TorchVision, BatchNormMode::Standard) => {
-                batch_norm_relu_pool(&self.bn1, x, Pool::Max3x3Stride2)
+                conv_batch_norm_relu_pool(&self.conv1, &self.bn1, images, Pool::Max3x3Stride2)
             }
             (ResNetStem::TorchVision, BatchNormMode::BatchStatistics) => max_pool2d(
-                batch_norm_relu(&self.bn1, x, self.batch_norm),
+                batch_norm_relu(&self.bn1, self.conv1.forward(images), self.batch_norm),
                 [3, 3],
                 [2, 2],
                 [1, 1],
                 [1, 1],
                 false,
             ),
-            (ResNetStem::Feti, mode) => batch_norm_relu(&self.bn1, x, mode),
+            (ResNetStem::Feti, mode) => {
+                batch_norm_relu(&self.bn1, self.conv1.forward(images), mode)
+            }
         }
     }
 

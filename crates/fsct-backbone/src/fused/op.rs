@@ -287,20 +287,18 @@ impl<T: FusedTail<N>, E: Stored, const N: usize> Backward<Flex, N> for TailNode<
             return;
         }
         let x_values: FlexTensor = checkpointer.retrieve_node_output(ops.state.x);
-        tail_gradients(x_values, &grad, saved, [x, gamma, beta], grads);
+        let gradients = tail_backward(x_values, &grad, saved);
+        register_gradients(grads, [x, gamma, beta], gradients, saved.dims);
     }
 }
 
-/// Registers the gradients of a tail's input `x` (its values `x_values`) and its batch norm's
-/// gamma and beta, for the parents (node ids `[x, gamma, beta]`) that want them, from the
-/// gradient `grad` of the tail's output.
-pub(super) fn tail_gradients<E: Stored>(
+/// The gradients of a tail's input `x` (its values `x_values`) and its batch norm's gamma and
+/// beta, from the gradient `grad` of the tail's output: `(dx, dgamma, dbeta)`.
+pub(super) fn tail_backward<E: Stored>(
     mut x_values: FlexTensor,
     grad: &[E],
     saved: &Saved,
-    parents: [Option<NodeId>; 3],
-    grads: &mut Gradients,
-) {
+) -> (FlexTensor, Vec<f32>, Vec<f32>) {
     // When nothing else holds `x` (the usual case: only the tail's node kept it), its gradient is
     // written over it: one map of `x`'s size less at the peak of the backward pass.
     let offsets = x_values.layout().contiguous_offsets().filter(|_| x_values.dtype() == E::dtype());
@@ -308,19 +306,18 @@ pub(super) fn tail_gradients<E: Stored>(
         let x_mut = &mut x_values.try_storage_mut::<E>()?[start..end];
         Some(kernels::backward_in_place(x_mut, grad, saved))
     });
-    let (dx, dgamma, dbeta) = match written {
+    match written {
         Some((dgamma, dbeta)) => (x_values, dgamma, dbeta),
         None => {
             let (dx, dgamma, dbeta) = kernels::backward(&values::<E>(&x_values), grad, saved);
             (flex_tensor(dx, saved.dims), dgamma, dbeta)
         }
-    };
-    register_gradients(grads, parents, (dx, dgamma, dbeta), saved.dims);
+    }
 }
 
 /// Registers the gradients of a tail's input map and batch-norm parameters for the parents
 /// (their node ids, `[x, gamma, beta]`) that want them.
-fn register_gradients(
+pub(super) fn register_gradients(
     grads: &mut Gradients,
     parents: [Option<NodeId>; 3],
     (dx, dgamma, dbeta): (FlexTensor, Vec<f32>, Vec<f32>),

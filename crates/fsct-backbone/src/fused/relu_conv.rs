@@ -34,7 +34,7 @@ use burn::tensor::DType;
 
 use super::batch_norm::{batch_affine, update_running, Moments};
 use super::kernels::{self, Decisions, Pool, Record, Saved};
-use super::op::tail_gradients;
+use super::op::{register_gradients, tail_backward};
 use super::route::{primitive, tensor, AdTensor, Route};
 use super::storage::{dims, flex_tensor, values, with_stored_type, Stored};
 
@@ -51,25 +51,9 @@ pub(super) fn try_forward<B: Backend>(
     conv: &Conv2d<B>,
 ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
     let Some(Route::Autodiff) = Route::of::<B>() else { return Err(x) };
+    let Some(options) = conv_options(conv, &x, bn) else { return Err(x) };
     let weight = conv.weight.val();
     let dtype = x.dtype();
-    // Explicit symmetric padding only (the ResNets'); "same" padding takes the two ops.
-    let padding = match conv.padding {
-        PaddingConfig2d::Valid => Some([0, 0]),
-        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
-            Some([top, left])
-        }
-        _ => None,
-    };
-    let Some(padding) = padding else { return Err(x) };
-    let supported = matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
-        && weight.dtype() == dtype
-        && bn.gamma.val().dtype() == DType::F32
-        && conv.bias.is_none();
-    if !supported {
-        return Err(x);
-    }
-    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
     let shape = x.dims();
     let inputs = [
         primitive::<B, 4, AdTensor>(x),
@@ -80,6 +64,30 @@ pub(super) fn try_forward<B: Backend>(
     let (y, moments) = with_stored_type!(dtype, E => train::<E>(inputs, bn.epsilon, options));
     update_running(bn, moments, shape);
     Ok(tensor(y))
+}
+
+/// The options of `conv` when the fused nodes compute it on `x` with `bn`: a bias-free
+/// convolution with explicit symmetric (or no) padding, `x` and its weight f32, f16 or bf16 of
+/// one dtype, `bn`'s gamma f32; `None` otherwise ("same" padding, which may be asymmetric, takes
+/// the composed ops).
+pub(super) fn conv_options<B: Backend>(
+    conv: &Conv2d<B>,
+    x: &Tensor<B, 4>,
+    bn: &BatchNorm<B>,
+) -> Option<ConvOptions<2>> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [0, 0],
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
+            [top, left]
+        }
+        _ => return None,
+    };
+    let dtype = x.dtype();
+    let supported = matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+        && conv.weight.val().dtype() == dtype
+        && bn.gamma.val().dtype() == DType::F32
+        && conv.bias.is_none();
+    supported.then(|| ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups))
 }
 
 /// The forward on batch statistics, recorded as one node with parents `[x, gamma, beta,
@@ -174,7 +182,7 @@ impl<E: Stored> Backward<Flex, 4> for ReluConvNode<E> {
             return;
         }
         let relu_grad = Flex::conv2d_x_backward(relu_out, weight_values, grad, options);
-        let relu_grad = values::<E>(&relu_grad);
-        tail_gradients(x_values, &relu_grad, &saved, [x, gamma, beta], grads);
+        let gradients = tail_backward(x_values, &values::<E>(&relu_grad), &saved);
+        register_gradients(grads, [x, gamma, beta], gradients, saved.dims);
     }
 }

@@ -8,6 +8,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, FloatDType, Tolerance};
 
+use super::conv_tail::Recompute;
 use super::{composed, Pool};
 
 fn batch_norm<B: Backend>(c: usize, device: &B::Device) -> BatchNorm<B> {
@@ -412,4 +413,124 @@ fn fused_relu_conv_declines_what_it_does_not_compute() {
     assert!(super::relu_conv::try_forward(&balanced, xb, &conv).is_err());
     let conv = plain.init::<Autodiff<Flex>>(&device);
     assert!(super::relu_conv::try_forward(&bn, x, &conv).is_ok());
+}
+
+/// Output and the gradients of x, gamma, beta and the convolution weight, and the running
+/// statistics, of `pool?(relu(bn(conv(x))))` as one node (`fused`) or as the convolution and
+/// the composed tail.
+fn run_conv_tail(
+    fused: bool,
+    x: &Tensor<Autodiff<Flex>, 4>,
+    conv: &burn::nn::conv::Conv2d<Autodiff<Flex>>,
+    weights: &Tensor<Autodiff<Flex>, 4>,
+    pool: Pool,
+    tracked: Tracked,
+) -> Vec<TensorData> {
+    type B = Autodiff<Flex>;
+    let device = x.device();
+    let bn = batch_norm::<B>(conv.weight.dims()[0], &device);
+    let mut conv = conv.clone();
+    if matches!(tracked, Tracked::FrozenWeight) {
+        conv.weight = conv.weight.clone().set_require_grad(false);
+    }
+    let x = match tracked {
+        Tracked::InputMapOff => x.clone(),
+        _ => x.clone().require_grad(),
+    };
+    let y = if fused {
+        match super::conv_tail::try_forward(&conv, &bn, x.clone(), pool, Recompute::Always) {
+            Ok(y) => y,
+            Err(_) => panic!("the fused conv → tail node declined"),
+        }
+    } else {
+        composed(&bn, conv.forward(x.clone()), pool)
+    };
+    let grads = y.clone().mul(weights.clone()).sum().backward();
+    let none = || TensorData::from([0f32]);
+    vec![
+        y.into_data(),
+        x.grad(&grads).map_or_else(none, |g| g.into_data()),
+        bn.gamma.grad(&grads).map_or_else(none, |g| g.into_data()),
+        bn.beta.grad(&grads).map_or_else(none, |g| g.into_data()),
+        conv.weight.grad(&grads).map_or_else(none, |g| g.into_data()),
+        bn.running_mean.value().into_data(),
+        bn.running_var.value().into_data(),
+    ]
+}
+
+fn conv_tail_agrees(
+    shape: [usize; 4],
+    conv: burn::nn::conv::Conv2dConfig,
+    pool: Pool,
+    tracked: Tracked,
+) {
+    type B = Autodiff<Flex>;
+    let device = Default::default();
+    let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device);
+    let conv = conv.init::<B>(&device);
+    let [n, c, h, w] = conv.forward(x.clone()).dims();
+    let o = super::kernels::Dims { n, c, h, w }.output(pool);
+    let weights =
+        Tensor::<B, 4>::random([o.n, o.c, o.h, o.w], Distribution::Normal(0.0, 1.0), &device);
+    let fused = run_conv_tail(true, &x, &conv, &weights, pool, tracked);
+    let reference = run_conv_tail(false, &x, &conv, &weights, pool, tracked);
+    let names = ["output", "dx", "dgamma", "dbeta", "dweight", "running mean", "running var"];
+    for ((a, b), name) in fused.into_iter().zip(reference).zip(names) {
+        assert_eq!(a.shape, b.shape, "{name} ({tracked:?}, {pool:?}, {shape:?})");
+        let scale = b.iter::<f32>().fold(1f32, |m, v| m.max(v.abs()));
+        a.assert_approx_eq::<f32>(&b, Tolerance::absolute(2e-5 * scale));
+    }
+}
+
+/// torchvision's stem (7×7 stride 2, padding 3, then the 3×3 stride-2 pool) on even and odd
+/// sides, with every input tracked, a frozen weight and untracked images (the stem's usual
+/// case); and the 2×2 pool and no pool after a 3×3 convolution.
+#[test]
+fn fused_conv_tail_matches_the_convolution_and_the_composed_tail() {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::PaddingConfig2d;
+    let stem = Conv2dConfig::new([3, 4], [7, 7])
+        .with_stride([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
+        .with_bias(false);
+    for tracked in [Tracked::All, Tracked::FrozenWeight, Tracked::InputMapOff] {
+        conv_tail_agrees([3, 3, 16, 14], stem.clone(), Pool::Max3x3Stride2, tracked);
+    }
+    conv_tail_agrees([2, 3, 13, 11], stem, Pool::Max3x3Stride2, Tracked::InputMapOff);
+    let three = Conv2dConfig::new([3, 5], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false);
+    conv_tail_agrees([2, 3, 6, 7], three.clone(), Pool::Max2x2, Tracked::All);
+    conv_tail_agrees([2, 3, 6, 7], three, Pool::Off, Tracked::All);
+}
+
+/// Below its size threshold the stem keeps its convolution's output (two ops); at or above it,
+/// one node.
+#[test]
+fn fused_conv_tail_recomputes_only_outputs_of_the_threshold_size() {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::PaddingConfig2d;
+    type B = Autodiff<Flex>;
+    let device = Default::default();
+    let conv = Conv2dConfig::new([3, 4], [3, 3])
+        .with_stride([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init::<B>(&device);
+    let bn = batch_norm::<B>(4, &device);
+    let x = Tensor::<B, 4>::random([2, 3, 9, 8], Distribution::Default, &device);
+    // 2 images × 4 channels × 5 × 4 outputs × 4 bytes.
+    let bytes = 2 * 4 * 5 * 4 * 4;
+    let at = |threshold| {
+        super::conv_tail::try_forward(
+            &conv,
+            &bn,
+            x.clone(),
+            Pool::Off,
+            Recompute::AtLeast(threshold),
+        )
+        .is_ok()
+    };
+    assert!(at(bytes));
+    assert!(!at(bytes + 1));
 }

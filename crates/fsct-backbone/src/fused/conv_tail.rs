@@ -1,0 +1,195 @@
+//! `pool?(relu(batch_norm(conv(x))))` — torchvision's ResNet stem — as one autodiff node on
+//! `Autodiff<Flex>` that keeps the convolution's input, not its output.
+//!
+//! The stem's convolution output is the largest map of a ResNet step (64 channels at half the
+//! image's side: 321 MiB for 105 images at 224 px, more than the whole first stage keeps per
+//! block), and the fused tail after it keeps it for the batch norm's backward pass. This node
+//! keeps the images (which the convolution keeps anyway for its weight gradient) and the pool's
+//! window codes instead, and runs the convolution again in the backward pass — the same kernel
+//! on the same values, so the recomputed map is bit for bit the forward's — before the tail's
+//! backward (written over the recomputed map) and the convolution's gradients. The price is one
+//! forward pass of the stem convolution per training step (about 1 % of a ResNet18 step;
+//! performance log, row 23).
+//!
+//! Runs on `Autodiff<Flex>` without a checkpointing strategy, for a bias-free convolution with
+//! symmetric padding on f32, f16 or bf16 maps of its weight's dtype; everything else takes the
+//! convolution and the fused tail as two ops.
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
+use burn::nn::conv::Conv2d;
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn::tensor::ops::{ConvOptions, ModuleOps};
+
+use super::batch_norm::{batch_affine, update_running, Moments};
+use super::kernels::{self, Decisions, Pool, Record, Saved};
+use super::op::{register_gradients, tail_backward};
+use super::relu_conv::conv_options;
+use super::route::{primitive, tensor, AdTensor, Route};
+use super::storage::{dims, flex_tensor, values, with_stored_type, Stored};
+
+/// When the node runs the convolution again in the backward pass instead of keeping its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Recompute {
+    /// Whatever the output's size.
+    Always,
+    /// When the convolution's output (all images) is at least this many bytes; smaller outputs
+    /// take the convolution and the fused tail, which keeps it.
+    AtLeast(usize),
+}
+
+/// Runs `pool?(relu(bn(conv(x))))` as one node when `B` is `Autodiff<Flex>` (no checkpointing
+/// strategy), `conv` has no bias and symmetric padding, `x` and the weight are f32, f16 or bf16
+/// of one dtype, and `recompute` allows it for this output's size; hands `x` back otherwise.
+///
+/// # Shapes
+/// - `x`: `[n, c_in, h, w]`
+/// - output: the tail's output ([`kernels::Dims::output`]) for the convolution's output
+pub(super) fn try_forward<B: Backend>(
+    conv: &Conv2d<B>,
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    pool: Pool,
+    recompute: Recompute,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    let Some(Route::Autodiff) = Route::of::<B>() else { return Err(x) };
+    let Some(options) = conv_options(conv, &x, bn) else { return Err(x) };
+    let dtype = x.dtype();
+    if let Recompute::AtLeast(bytes) = recompute {
+        let [n, _, h, w] = x.dims();
+        let side = |i: usize, size: usize| {
+            let span = options.dilation[i] * (conv.kernel_size[i] - 1) + 1;
+            (size + 2 * options.padding[i]).saturating_sub(span) / options.stride[i] + 1
+        };
+        let output = n * conv.weight.dims()[0] * side(0, h) * side(1, w) * dtype.size();
+        if output < bytes {
+            return Err(x);
+        }
+    }
+    let inputs = [
+        primitive::<B, 4, AdTensor>(x),
+        primitive::<B, 4, AdTensor>(conv.weight.val()),
+        primitive::<B, 1, AdTensor>(bn.gamma.val()),
+        primitive::<B, 1, AdTensor>(bn.beta.val()),
+    ];
+    let (y, moments, shape) =
+        with_stored_type!(dtype, E => train::<E>(inputs, bn.epsilon, options, pool));
+    update_running(bn, moments, shape);
+    Ok(tensor(y))
+}
+
+/// The forward on batch statistics, recorded as one node with parents `[x, weight, gamma,
+/// beta]`. Returns the tail's output, the batch mean and biased variance of the convolution's
+/// output, and that output's shape.
+fn train<E: Stored>(
+    inputs: [AdTensor; 4],
+    epsilon: f64,
+    options: ConvOptions<2>,
+    pool: Pool,
+) -> (AdTensor, Moments, [usize; 4]) {
+    let [x, weight, gamma, beta] = &inputs;
+    let conv_out =
+        Flex::conv2d(x.primitive.clone(), weight.primitive.clone(), None, options.clone());
+    let d = dims(&conv_out);
+    let conv_values = values::<E>(&conv_out);
+    let (affine, moments) = batch_affine(&conv_values, d, gamma, beta, epsilon);
+    let nodes = inputs.each_ref().map(|input| input.node.clone());
+    let prep = ConvTailNode::<E>::default().prepare::<NoCheckpointing>(nodes).compute_bound();
+    let output = match prep.stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let x_id = prep.checkpoint(x);
+            let weight_id = prep.checkpoint(weight);
+            let (y, codes) = kernels::forward(
+                &conv_values,
+                d,
+                &affine.scale,
+                &affine.shift,
+                pool,
+                Record::Decisions,
+            );
+            let decisions = match pool {
+                Pool::Max2x2 => Decisions::PoolWindows,
+                Pool::Max3x3Stride2 => Decisions::PoolWindows3x3,
+                Pool::Off => Decisions::RecomputedRelu,
+            };
+            let saved = Arc::new(affine.into_saved(d, decisions, codes));
+            let state = ConvTailState { x: x_id, weight: weight_id, saved, options };
+            prep.finish(state, flex_tensor(y, d.output(pool)))
+        }
+        OpsKind::UnTracked(prep) => {
+            let (y, _) = kernels::forward(
+                &conv_values,
+                d,
+                &affine.scale,
+                &affine.shift,
+                pool,
+                Record::OutputOnly,
+            );
+            prep.finish(flex_tensor(y, d.output(pool)))
+        }
+    };
+    (output, moments, [d.n, d.c, d.h, d.w])
+}
+
+/// The node, for maps stored as `E`.
+#[derive(Debug)]
+struct ConvTailNode<E>(core::marker::PhantomData<E>);
+
+impl<E> Default for ConvTailNode<E> {
+    fn default() -> Self {
+        Self(core::marker::PhantomData)
+    }
+}
+
+/// What the backward pass needs: the checkpointed input and weight, the tail's [`Saved`] (its
+/// affine map and the pool's window codes) and the convolution's options.
+#[derive(Clone, Debug)]
+struct ConvTailState {
+    x: NodeId,
+    weight: NodeId,
+    saved: Arc<Saved>,
+    options: ConvOptions<2>,
+}
+
+impl<E: Stored> Backward<Flex, 4> for ConvTailNode<E> {
+    type State = ConvTailState;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 4>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let _span = tracing::trace_span!("conv_batch_norm_relu_pool_backward").entered();
+        let grad: FlexTensor = grads.consume::<Flex>(&ops.node);
+        let [x, weight, gamma, beta] = ops.parents.map(|p| p.map(|node| node.id));
+        let ConvTailState { x: x_id, weight: weight_id, saved, options } = ops.state;
+        let x_values: FlexTensor = checkpointer.retrieve_node_output(x_id);
+        let weight_values: FlexTensor = checkpointer.retrieve_node_output(weight_id);
+        // The forward's convolution output again: the same kernel on the same values.
+        let conv_out = Flex::conv2d(x_values.clone(), weight_values.clone(), None, options.clone());
+        let (dconv, dgamma, dbeta) = tail_backward(conv_out, &values::<E>(&grad), &saved);
+        register_gradients(grads, [None, gamma, beta], (dconv.clone(), dgamma, dbeta), saved.dims);
+        if let Some(id) = weight {
+            let dw = Flex::conv2d_weight_backward(
+                x_values.clone(),
+                weight_values.clone(),
+                dconv.clone(),
+                options.clone(),
+            );
+            grads.register::<Flex>(id, dw);
+        }
+        if let Some(id) = x {
+            let dx = Flex::conv2d_x_backward(x_values, weight_values, dconv, options);
+            grads.register::<Flex>(id, dx);
+        }
+    }
+}
