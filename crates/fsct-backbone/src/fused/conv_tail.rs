@@ -36,19 +36,11 @@ use super::relu_conv::conv_options;
 use super::route::{primitive, tensor, AdTensor, Route};
 use super::storage::{dims, flex_tensor, values, with_stored_type, Stored};
 
-/// When the node runs the convolution again in the backward pass instead of keeping its output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Recompute {
-    /// Whatever the output's size.
-    Always,
-    /// When the convolution's output (all images) is at least this many bytes; smaller outputs
-    /// take the convolution and the fused tail, which keeps it.
-    AtLeast(usize),
-}
-
 /// Runs `pool?(relu(bn(conv(x))))` as one node when `B` is `Autodiff<Flex>` (no checkpointing
 /// strategy), `conv` has no bias and symmetric padding, `x` and the weight are f32, f16 or bf16
-/// of one dtype, and `recompute` allows it for this output's size; hands `x` back otherwise.
+/// of one dtype, and the convolution's output (all images) is at least `recompute_from` bytes
+/// (smaller outputs are cheaper kept: the caller runs the convolution and the fused tail); hands
+/// `x` back otherwise.
 ///
 /// # Shapes
 /// - `x`: `[n, c_in, h, w]`
@@ -58,19 +50,19 @@ pub(super) fn try_forward<B: Backend>(
     bn: &BatchNorm<B>,
     x: Tensor<B, 4>,
     pool: Pool,
-    recompute: Recompute,
+    recompute_from: usize,
 ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
     let Some(Route::Autodiff) = Route::of::<B>() else { return Err(x) };
     let Some(options) = conv_options(conv, &x, bn) else { return Err(x) };
     let dtype = x.dtype();
-    if let Recompute::AtLeast(bytes) = recompute {
+    if recompute_from > 0 {
         let [n, _, h, w] = x.dims();
         let side = |i: usize, size: usize| {
             let span = options.dilation[i] * (conv.kernel_size[i] - 1) + 1;
             (size + 2 * options.padding[i]).saturating_sub(span) / options.stride[i] + 1
         };
         let output = n * conv.weight.dims()[0] * side(0, h) * side(1, w) * dtype.size();
-        if output < bytes {
+        if output < recompute_from {
             return Err(x);
         }
     }

@@ -44,7 +44,6 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 
-use conv_tail::Recompute;
 pub(crate) use kernels::Pool;
 #[cfg(test)]
 pub(crate) use route::COMPOSED_ONLY;
@@ -118,7 +117,7 @@ pub(crate) fn conv_batch_norm_relu_pool<B: Backend>(
     x: Tensor<B, 4>,
     pool: Pool,
 ) -> Tensor<B, 4> {
-    match conv_tail::try_forward(conv, bn, x, pool, Recompute::AtLeast(RECOMPUTE_STEM_FROM)) {
+    match conv_tail::try_forward(conv, bn, x, pool, RECOMPUTE_STEM_FROM) {
         Ok(y) => y,
         Err(x) => batch_norm_relu_pool(bn, conv.forward(x), pool),
     }

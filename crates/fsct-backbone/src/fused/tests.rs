@@ -8,7 +8,6 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, FloatDType, Tolerance};
 
-use super::conv_tail::Recompute;
 use super::{composed, Pool};
 
 fn batch_norm<B: Backend>(c: usize, device: &B::Device) -> BatchNorm<B> {
@@ -438,7 +437,7 @@ fn run_conv_tail(
         _ => x.clone().require_grad(),
     };
     let y = if fused {
-        match super::conv_tail::try_forward(&conv, &bn, x.clone(), pool, Recompute::Always) {
+        match super::conv_tail::try_forward(&conv, &bn, x.clone(), pool, 0) {
             Ok(y) => y,
             Err(_) => panic!("the fused conv → tail node declined"),
         }
@@ -522,14 +521,7 @@ fn fused_conv_tail_recomputes_only_outputs_of_the_threshold_size() {
     // 2 images × 4 channels × 5 × 4 outputs × 4 bytes.
     let bytes = 2 * 4 * 5 * 4 * 4;
     let at = |threshold| {
-        super::conv_tail::try_forward(
-            &conv,
-            &bn,
-            x.clone(),
-            Pool::Off,
-            Recompute::AtLeast(threshold),
-        )
-        .is_ok()
+        super::conv_tail::try_forward(&conv, &bn, x.clone(), Pool::Off, threshold).is_ok()
     };
     assert!(at(bytes));
     assert!(!at(bytes + 1));
