@@ -46,6 +46,7 @@ pub use builtin::{BackboneName, BuiltinBackbone};
 pub use conv_block::{ConvBlock, ConvBlockConfig};
 pub use convnet::{ConvNet, ConvNetConfig};
 pub use error::BackboneError;
+pub use fused::{with_block_ops, BlockOps};
 pub use norm::BatchNormMode;
 pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig, ResNetStem};
 pub use segments::{SegmentLevel, SegmentTape};

@@ -47,6 +47,7 @@ use burn::tensor::module::max_pool2d;
 pub(crate) use kernels::Pool;
 #[cfg(test)]
 pub(crate) use route::COMPOSED_ONLY;
+pub use route::{with_block_ops, BlockOps};
 
 use crate::norm::{batch_norm, BatchNormMode};
 
@@ -96,7 +97,7 @@ pub(crate) fn batch_norm_relu<B: Backend>(
 /// The size of a stem convolution's output (all images of a step) from which the stem runs its
 /// convolution again in the backward pass rather than keep the output: 128 MiB.
 ///
-/// The recomputation costs one forward pass of the stem convolution, 2–3 % of a ResNet18
+/// The recomputation costs one forward pass of the stem convolution, 2–4 % of a ResNet18
 /// training step on the CPU at 84 and at 224 px alike, and saves the output: 321 MiB (11 % of
 /// the step's peak RSS) for 105 images at 224 px, but 45 MiB (6 %) at 84 px, where the peak is
 /// already well inside the memory target (performance log, row 23).

@@ -30,7 +30,6 @@ impl Route {
     /// Compares `B` with the concrete Flex types at run time, so the backbone code stays generic
     /// over `B: Backend`.
     pub(super) fn of<B: Backend>() -> Option<Self> {
-        #[cfg(test)]
         if COMPOSED_ONLY.with(std::cell::Cell::get) {
             return None;
         }
@@ -46,10 +45,37 @@ impl Route {
     }
 }
 
-#[cfg(test)]
 thread_local! {
-    /// Tests set this to run the composed ops on Flex too (the path of every other backend).
+    /// Set to run the composed ops on Flex too (the path of every other backend): by the tests,
+    /// and through [`with_block_ops`] by whoever measures on the CPU what a GPU would keep.
     pub(crate) static COMPOSED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Which implementation a backbone's block ops (batch norm → ReLU → pool tails, the residual
+/// tail, and the nodes that fuse them with a convolution) take on Flex.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BlockOps {
+    /// Flex's fused nodes, which keep less for the backward pass (the default).
+    #[default]
+    Fused,
+    /// Burn's composed ops, as on every other backend (CUDA, Vulkan): what a GPU keeps.
+    Composed,
+}
+
+/// Runs `f` with this thread's backbones taking `ops` on Flex, then restores the previous choice.
+///
+/// The memory planner measures a GPU run's activations on the CPU: with [`BlockOps::Composed`]
+/// it counts what the GPU's composed ops keep, not the smaller set Flex's fused nodes keep.
+pub fn with_block_ops<R>(ops: BlockOps, f: impl FnOnce() -> R) -> R {
+    let previous = COMPOSED_ONLY.with(|c| c.replace(ops == BlockOps::Composed));
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COMPOSED_ONLY.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(previous);
+    f()
 }
 
 /// Why a fused tail handed its maps back to the composed ops.

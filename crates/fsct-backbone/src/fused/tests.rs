@@ -526,3 +526,17 @@ fn fused_conv_tail_recomputes_only_outputs_of_the_threshold_size() {
     assert!(at(bytes));
     assert!(!at(bytes + 1));
 }
+
+/// `with_block_ops(Composed, ..)` runs the composed ops on Flex inside, the fused ones again
+/// after (the planner's GPU measurement relies on both).
+#[test]
+fn block_ops_choose_the_composed_path_only_inside_the_scope() {
+    use crate::{with_block_ops, BlockOps};
+    let device = Default::default();
+    let bn = batch_norm::<Flex>(2, &device);
+    let x = Tensor::<Flex, 4>::random([1, 2, 4, 4], Distribution::Default, &device);
+    let fused = |x: Tensor<Flex, 4>| super::relu_pool::try_forward(&bn, x, Pool::Off).is_ok();
+    assert!(with_block_ops(BlockOps::Fused, || fused(x.clone())));
+    assert!(!with_block_ops(BlockOps::Composed, || fused(x.clone())));
+    assert!(fused(x.clone()), "the previous choice is restored");
+}

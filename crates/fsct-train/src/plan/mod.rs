@@ -26,6 +26,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Result};
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex};
+use fsct_backbone::{with_block_ops, BlockOps};
 
 use crate::config::{Checkpointing, Config, DeviceKind, Precision};
 pub use budget::{Budget, Candidate};
@@ -202,14 +203,22 @@ pub fn predict(config: &Config, options: &PlanOptions) -> Result<Prediction> {
     };
     let _lock = measurement_lock();
     let device = Default::default();
-    let measured = if config.memory.gradient_checkpoint == Checkpointing::Balanced {
-        measure::measure_on::<Autodiff<Flex, BalancedCheckpointing>>(
-            &measured_config,
-            options.quick,
-            &device,
-        )?
-    } else {
-        measure::measure_on::<Autodiff<Flex>>(&measured_config, options.quick, &device)?
+    // A GPU runs Burn's composed block ops, which keep more than Flex's fused nodes: measure
+    // those for it.
+    let block_ops = match options.device {
+        DeviceKind::Cpu => BlockOps::Fused,
+        DeviceKind::Cuda | DeviceKind::Vulkan => BlockOps::Composed,
     };
+    let measured = with_block_ops(block_ops, || {
+        if config.memory.gradient_checkpoint == Checkpointing::Balanced {
+            measure::measure_on::<Autodiff<Flex, BalancedCheckpointing>>(
+                &measured_config,
+                options.quick,
+                &device,
+            )
+        } else {
+            measure::measure_on::<Autodiff<Flex>>(&measured_config, options.quick, &device)
+        }
+    })?;
     Ok(Prediction::compose(config, options.device, &measured, scale))
 }
