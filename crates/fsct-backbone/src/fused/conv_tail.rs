@@ -15,14 +15,7 @@
 //! symmetric padding on f32, f16 or bf16 maps of its weight's dtype; everything else takes the
 //! convolution and the fused tail as two ops.
 
-use std::sync::Arc;
-
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::NodeId;
-use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::nn::conv::Conv2d;
 use burn::nn::BatchNorm;
@@ -30,9 +23,9 @@ use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, ModuleOps};
 
 use super::batch_norm::{batch_affine, update_running, Moments};
-use super::kernels::{self, Decisions, Pool, Record, Saved};
-use super::op::{register_gradients, tail_backward};
-use super::relu_conv::conv_options;
+use super::conv_node::{self, conv_options, ConvBackward, ConvFusion, ConvInputs};
+use super::kernels::{self, Decisions, Pool};
+use super::op::{register_affine_gradients, tail_backward};
 use super::route::{primitive, tensor, AdTensor, Route};
 use super::storage::{dims, flex_tensor, values, with_stored_type, Stored};
 
@@ -64,7 +57,7 @@ pub(super) fn try_forward<B: Backend>(
     if output_bytes < recompute_from {
         return Err(x);
     }
-    let inputs = [
+    let inputs: ConvInputs = [
         primitive::<B, 4, AdTensor>(x),
         primitive::<B, 4, AdTensor>(conv.weight.val()),
         primitive::<B, 1, AdTensor>(bn.gamma.val()),
@@ -76,11 +69,10 @@ pub(super) fn try_forward<B: Backend>(
     Ok(tensor(y))
 }
 
-/// The forward on batch statistics, recorded as one node with parents `[x, weight, gamma,
-/// beta]`. Returns the tail's output, the batch mean and biased variance of the convolution's
-/// output, and that output's shape.
+/// The forward on batch statistics, recorded as one node. Returns the tail's output, the batch
+/// mean and biased variance of the convolution's output, and that output's shape.
 fn train<E: Stored>(
-    inputs: [AdTensor; 4],
+    inputs: ConvInputs,
     epsilon: f64,
     options: ConvOptions<2>,
     pool: Pool,
@@ -91,95 +83,34 @@ fn train<E: Stored>(
     let d = dims(&conv_out);
     let conv_values = values::<E>(&conv_out);
     let (affine, moments) = batch_affine(&conv_values, d, gamma, beta, epsilon);
-    let nodes = inputs.each_ref().map(|input| input.node.clone());
-    let prep = ConvTailNode::<E>::default().prepare::<NoCheckpointing>(nodes).compute_bound();
-    let output = match prep.stateful() {
-        OpsKind::Tracked(mut prep) => {
-            let x_id = prep.checkpoint(x);
-            let weight_id = prep.checkpoint(weight);
-            let (y, codes) = kernels::forward(
-                &conv_values,
-                d,
-                &affine.scale,
-                &affine.shift,
-                pool,
-                Record::Decisions,
-            );
-            let decisions = match pool {
-                Pool::Max2x2 => Decisions::PoolWindows,
-                Pool::Max3x3Stride2 => Decisions::PoolWindows3x3,
-                Pool::Off => Decisions::RecomputedRelu,
-            };
-            let saved = Arc::new(affine.into_saved(d, decisions, codes));
-            let state = ConvTailState { x: x_id, weight: weight_id, saved, options };
-            prep.finish(state, flex_tensor(y, d.output(pool)))
-        }
-        OpsKind::UnTracked(prep) => {
-            let (y, _) = kernels::forward(
-                &conv_values,
-                d,
-                &affine.scale,
-                &affine.shift,
-                pool,
-                Record::OutputOnly,
-            );
-            prep.finish(flex_tensor(y, d.output(pool)))
-        }
+    let decisions = match pool {
+        Pool::Max2x2 => Decisions::PoolWindows,
+        Pool::Max3x3Stride2 => Decisions::PoolWindows3x3,
+        Pool::Off => Decisions::RecomputedRelu,
     };
+    let output = conv_node::record::<E>(ConvFusion::ConvTail, &inputs, options, |record| {
+        let (y, codes) =
+            kernels::forward(&conv_values, d, &affine.scale, &affine.shift, pool, record);
+        (flex_tensor(y, d.output(pool)), affine.into_saved(d, decisions, codes))
+    });
     (output, moments, [d.n, d.c, d.h, d.w])
 }
 
-/// The node, for maps stored as `E`.
-#[derive(Debug)]
-struct ConvTailNode<E>(core::marker::PhantomData<E>);
-
-impl<E> Default for ConvTailNode<E> {
-    fn default() -> Self {
-        Self(core::marker::PhantomData)
+/// The backward pass: the forward's convolution output again (the same kernel on the same
+/// values), the tail's backward written over it, then the convolution's weight and input
+/// gradients.
+pub(super) fn backward<E: Stored>(inputs: ConvBackward, grads: &mut Gradients) {
+    let ConvBackward { grad, x, weight, saved, options, wanted } = inputs;
+    let [x_id, weight_id, gamma_id, beta_id] = wanted;
+    let conv_out = Flex::conv2d(x.clone(), weight.clone(), None, options.clone());
+    let (dconv, dgamma, dbeta) = tail_backward(conv_out, &values::<E>(&grad), &saved);
+    register_affine_gradients(grads, [gamma_id, beta_id], [dgamma, dbeta]);
+    if let Some(id) = weight_id {
+        let dw =
+            Flex::conv2d_weight_backward(x.clone(), weight.clone(), dconv.clone(), options.clone());
+        grads.register::<Flex>(id, dw);
     }
-}
-
-/// What the backward pass needs: the checkpointed input and weight, the tail's [`Saved`] (its
-/// affine map and the pool's window codes) and the convolution's options.
-#[derive(Clone, Debug)]
-struct ConvTailState {
-    x: NodeId,
-    weight: NodeId,
-    saved: Arc<Saved>,
-    options: ConvOptions<2>,
-}
-
-impl<E: Stored> Backward<Flex, 4> for ConvTailNode<E> {
-    type State = ConvTailState;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 4>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let _span = tracing::trace_span!("conv_batch_norm_relu_pool_backward").entered();
-        let grad: FlexTensor = grads.consume::<Flex>(&ops.node);
-        let [x, weight, gamma, beta] = ops.parents.map(|p| p.map(|node| node.id));
-        let ConvTailState { x: x_id, weight: weight_id, saved, options } = ops.state;
-        let x_values: FlexTensor = checkpointer.retrieve_node_output(x_id);
-        let weight_values: FlexTensor = checkpointer.retrieve_node_output(weight_id);
-        // The forward's convolution output again: the same kernel on the same values.
-        let conv_out = Flex::conv2d(x_values.clone(), weight_values.clone(), None, options.clone());
-        let (dconv, dgamma, dbeta) = tail_backward(conv_out, &values::<E>(&grad), &saved);
-        register_gradients(grads, [None, gamma, beta], (dconv.clone(), dgamma, dbeta), saved.dims);
-        if let Some(id) = weight {
-            let dw = Flex::conv2d_weight_backward(
-                x_values.clone(),
-                weight_values.clone(),
-                dconv.clone(),
-                options.clone(),
-            );
-            grads.register::<Flex>(id, dw);
-        }
-        if let Some(id) = x {
-            let dx = Flex::conv2d_x_backward(x_values, weight_values, dconv, options);
-            grads.register::<Flex>(id, dx);
-        }
+    if let Some(id) = x_id {
+        grads.register::<Flex>(id, Flex::conv2d_x_backward(x, weight, dconv, options));
     }
 }

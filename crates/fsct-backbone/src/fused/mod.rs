@@ -26,9 +26,12 @@
 //!   input, not its output (run again in the backward pass): torchvision's ResNet stem;
 //! - [`relu_conv`]: the first tail of a BasicBlock and the convolution after it as one node,
 //!   which keeps the tail's input but not its output;
+//! - [`conv_node`]: what those two share (which convolutions they compute, their node and how
+//!   it is recorded, the opening of its backward pass);
 //! - [`kernels`]: the kernels on plain slices (moments, forward, backward), free of autodiff.
 
 mod batch_norm;
+mod conv_node;
 mod conv_tail;
 mod kernels;
 mod op;

@@ -288,7 +288,7 @@ impl<T: FusedTail<N>, E: Stored, const N: usize> Backward<Flex, N> for TailNode<
         }
         let x_values: FlexTensor = checkpointer.retrieve_node_output(ops.state.x);
         let gradients = tail_backward(x_values, &grad, saved);
-        register_gradients(grads, [x, gamma, beta], gradients, saved.dims);
+        register_gradients(grads, [x, gamma, beta], gradients);
     }
 }
 
@@ -321,15 +321,25 @@ pub(super) fn register_gradients(
     grads: &mut Gradients,
     parents: [Option<NodeId>; 3],
     (dx, dgamma, dbeta): (FlexTensor, Vec<f32>, Vec<f32>),
-    dims: Dims,
 ) {
     let [x, gamma, beta] = parents;
     if let Some(id) = x {
         grads.register::<Flex>(id, dx);
     }
-    for (id, values) in [(gamma, dgamma), (beta, dbeta)] {
+    register_affine_gradients(grads, [gamma, beta], [dgamma, dbeta]);
+}
+
+/// Registers the gradients of a batch norm's gamma and beta (`[c]` each) for the parents (their
+/// node ids, `[gamma, beta]`) that want them.
+pub(super) fn register_affine_gradients(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; 2],
+    gradients: [Vec<f32>; 2],
+) {
+    for (id, values) in parents.into_iter().zip(gradients) {
         if let Some(id) = id {
-            grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(values, [dims.c])));
+            let c = values.len();
+            grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(values, [c])));
         }
     }
 }

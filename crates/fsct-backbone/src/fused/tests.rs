@@ -8,6 +8,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, FloatDType, Tolerance};
 
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+
 use super::{composed, Pool};
 
 fn batch_norm<B: Backend>(c: usize, device: &B::Device) -> BatchNorm<B> {
@@ -310,18 +312,56 @@ enum Tracked {
     InputMapOff,
 }
 
+/// One of the fused nodes that hold a convolution.
+#[derive(Clone, Copy, Debug)]
+enum ConvOp {
+    /// `conv(relu(bn(x)))` ([`super::relu_conv`]).
+    ReluConv,
+    /// `pool?(relu(bn(conv(x))))` ([`super::conv_tail`]), recomputing at any size.
+    ConvTail(Pool),
+}
+
+type Ad = Autodiff<Flex>;
+
+impl ConvOp {
+    /// The fused node itself: fails the test if it declines.
+    fn fused(self, bn: &BatchNorm<Ad>, conv: &Conv2d<Ad>, x: Tensor<Ad, 4>) -> Tensor<Ad, 4> {
+        let y = match self {
+            Self::ReluConv => super::relu_conv::try_forward(bn, x, conv),
+            Self::ConvTail(pool) => super::conv_tail::try_forward(conv, bn, x, pool, 0),
+        };
+        y.unwrap_or_else(|_| panic!("the fused {self:?} node declined"))
+    }
+
+    /// The same function as the convolution and the composed tail.
+    fn composed(self, bn: &BatchNorm<Ad>, conv: &Conv2d<Ad>, x: Tensor<Ad, 4>) -> Tensor<Ad, 4> {
+        match self {
+            Self::ReluConv => conv.forward(composed(bn, x, Pool::Off)),
+            Self::ConvTail(pool) => composed(bn, conv.forward(x), pool),
+        }
+    }
+
+    /// The channels of the op's batch norm.
+    fn bn_channels(self, conv: &Conv2d<Ad>) -> usize {
+        let [c_out, c_in, _, _] = conv.weight.dims();
+        match self {
+            Self::ReluConv => c_in,
+            Self::ConvTail(_) => c_out,
+        }
+    }
+}
+
 /// Output and the gradients of x, gamma, beta and the convolution weight, and the running
-/// statistics, of `conv(relu(bn(x)))` as one node (`fused`) or as Burn's composed ops.
-fn run_relu_conv(
+/// statistics, of `op` as one node (`fused`) or as the convolution and the composed tail.
+fn run_conv_op(
+    op: ConvOp,
     fused: bool,
-    x: &Tensor<Autodiff<Flex>, 4>,
-    conv: &burn::nn::conv::Conv2d<Autodiff<Flex>>,
-    weights: &Tensor<Autodiff<Flex>, 4>,
+    x: &Tensor<Ad, 4>,
+    conv: &Conv2d<Ad>,
+    weights: &Tensor<Ad, 4>,
     tracked: Tracked,
 ) -> Vec<TensorData> {
-    type B = Autodiff<Flex>;
-    let device = x.device();
-    let bn = batch_norm::<B>(x.dims()[1], &device);
+    let bn = batch_norm::<Ad>(op.bn_channels(conv), &x.device());
     let mut conv = conv.clone();
     if matches!(tracked, Tracked::FrozenWeight) {
         conv.weight = conv.weight.clone().set_require_grad(false);
@@ -330,14 +370,8 @@ fn run_relu_conv(
         Tracked::InputMapOff => x.clone(),
         _ => x.clone().require_grad(),
     };
-    let y = if fused {
-        match super::relu_conv::try_forward(&bn, x.clone(), &conv) {
-            Ok(y) => y,
-            Err(_) => panic!("the fused relu → conv node declined"),
-        }
-    } else {
-        conv.forward(composed(&bn, x.clone(), Pool::Off))
-    };
+    let y =
+        if fused { op.fused(&bn, &conv, x.clone()) } else { op.composed(&bn, &conv, x.clone()) };
     let grads = y.clone().mul(weights.clone()).sum().backward();
     let none = || TensorData::from([0f32]);
     vec![
@@ -351,18 +385,20 @@ fn run_relu_conv(
     ]
 }
 
-fn relu_conv_agrees(shape: [usize; 4], conv: burn::nn::conv::Conv2dConfig, tracked: Tracked) {
-    type B = Autodiff<Flex>;
+/// `op` as one node agrees with the convolution and the composed tail on an `x` of `shape`:
+/// output, every gradient and the running statistics, relative to the reference's largest value.
+fn conv_op_agrees(op: ConvOp, shape: [usize; 4], conv: Conv2dConfig, tracked: Tracked) {
     let device = Default::default();
-    let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device);
-    let conv = conv.init::<B>(&device);
-    let out = conv.forward(x.clone()).dims();
-    let weights = Tensor::<B, 4>::random(out, Distribution::Normal(0.0, 1.0), &device);
-    let fused = run_relu_conv(true, &x, &conv, &weights, tracked);
-    let reference = run_relu_conv(false, &x, &conv, &weights, tracked);
+    let x = Tensor::<Ad, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device);
+    let conv = conv.init::<Ad>(&device);
+    let bn = batch_norm::<Ad>(op.bn_channels(&conv), &device);
+    let out = op.composed(&bn, &conv, x.clone()).dims();
+    let weights = Tensor::<Ad, 4>::random(out, Distribution::Normal(0.0, 1.0), &device);
+    let fused = run_conv_op(op, true, &x, &conv, &weights, tracked);
+    let reference = run_conv_op(op, false, &x, &conv, &weights, tracked);
     let names = ["output", "dx", "dgamma", "dbeta", "dweight", "running mean", "running var"];
     for ((a, b), name) in fused.into_iter().zip(reference).zip(names) {
-        assert_eq!(a.shape, b.shape, "{name} ({tracked:?}, {shape:?})");
+        assert_eq!(a.shape, b.shape, "{name} ({op:?}, {tracked:?}, {shape:?})");
         let scale = b.iter::<f32>().fold(1f32, |m, v| m.max(v.abs()));
         a.assert_approx_eq::<f32>(&b, Tolerance::absolute(2e-5 * scale));
     }
@@ -372,24 +408,22 @@ fn relu_conv_agrees(shape: [usize; 4], conv: burn::nn::conv::Conv2dConfig, track
 /// 3×3 stride-2 convolution, with every input tracked, a frozen weight and an untracked map.
 #[test]
 fn fused_relu_conv_matches_the_composed_tail_and_convolution() {
-    use burn::nn::conv::Conv2dConfig;
     use burn::nn::PaddingConfig2d;
     let three = Conv2dConfig::new([4, 5], [3, 3])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
         .with_bias(false);
     for tracked in [Tracked::All, Tracked::FrozenWeight, Tracked::InputMapOff] {
-        relu_conv_agrees([3, 4, 6, 7], three.clone(), tracked);
+        conv_op_agrees(ConvOp::ReluConv, [3, 4, 6, 7], three.clone(), tracked);
     }
-    relu_conv_agrees([2, 4, 7, 5], three.clone().with_stride([2, 2]), Tracked::All);
+    conv_op_agrees(ConvOp::ReluConv, [2, 4, 7, 5], three.clone().with_stride([2, 2]), Tracked::All);
     let one = Conv2dConfig::new([4, 3], [1, 1]).with_stride([2, 2]).with_bias(false);
-    relu_conv_agrees([2, 4, 5, 6], one, Tracked::All);
+    conv_op_agrees(ConvOp::ReluConv, [2, 4, 5, 6], one, Tracked::All);
 }
 
 /// Where the node does not apply it hands the map back: a convolution with a bias, "same"
 /// padding, or another backend.
 #[test]
 fn fused_relu_conv_declines_what_it_does_not_compute() {
-    use burn::nn::conv::Conv2dConfig;
     use burn::nn::PaddingConfig2d;
     let device = Default::default();
     let bn = batch_norm::<Autodiff<Flex>>(4, &device);
@@ -414,100 +448,41 @@ fn fused_relu_conv_declines_what_it_does_not_compute() {
     assert!(super::relu_conv::try_forward(&bn, x, &conv).is_ok());
 }
 
-/// Output and the gradients of x, gamma, beta and the convolution weight, and the running
-/// statistics, of `pool?(relu(bn(conv(x))))` as one node (`fused`) or as the convolution and
-/// the composed tail.
-fn run_conv_tail(
-    fused: bool,
-    x: &Tensor<Autodiff<Flex>, 4>,
-    conv: &burn::nn::conv::Conv2d<Autodiff<Flex>>,
-    weights: &Tensor<Autodiff<Flex>, 4>,
-    pool: Pool,
-    tracked: Tracked,
-) -> Vec<TensorData> {
-    type B = Autodiff<Flex>;
-    let device = x.device();
-    let bn = batch_norm::<B>(conv.weight.dims()[0], &device);
-    let mut conv = conv.clone();
-    if matches!(tracked, Tracked::FrozenWeight) {
-        conv.weight = conv.weight.clone().set_require_grad(false);
-    }
-    let x = match tracked {
-        Tracked::InputMapOff => x.clone(),
-        _ => x.clone().require_grad(),
-    };
-    let y = if fused {
-        match super::conv_tail::try_forward(&conv, &bn, x.clone(), pool, 0) {
-            Ok(y) => y,
-            Err(_) => panic!("the fused conv → tail node declined"),
-        }
-    } else {
-        composed(&bn, conv.forward(x.clone()), pool)
-    };
-    let grads = y.clone().mul(weights.clone()).sum().backward();
-    let none = || TensorData::from([0f32]);
-    vec![
-        y.into_data(),
-        x.grad(&grads).map_or_else(none, |g| g.into_data()),
-        bn.gamma.grad(&grads).map_or_else(none, |g| g.into_data()),
-        bn.beta.grad(&grads).map_or_else(none, |g| g.into_data()),
-        conv.weight.grad(&grads).map_or_else(none, |g| g.into_data()),
-        bn.running_mean.value().into_data(),
-        bn.running_var.value().into_data(),
-    ]
-}
-
-fn conv_tail_agrees(
-    shape: [usize; 4],
-    conv: burn::nn::conv::Conv2dConfig,
-    pool: Pool,
-    tracked: Tracked,
-) {
-    type B = Autodiff<Flex>;
-    let device = Default::default();
-    let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device);
-    let conv = conv.init::<B>(&device);
-    let [n, c, h, w] = conv.forward(x.clone()).dims();
-    let o = super::kernels::Dims { n, c, h, w }.output(pool);
-    let weights =
-        Tensor::<B, 4>::random([o.n, o.c, o.h, o.w], Distribution::Normal(0.0, 1.0), &device);
-    let fused = run_conv_tail(true, &x, &conv, &weights, pool, tracked);
-    let reference = run_conv_tail(false, &x, &conv, &weights, pool, tracked);
-    let names = ["output", "dx", "dgamma", "dbeta", "dweight", "running mean", "running var"];
-    for ((a, b), name) in fused.into_iter().zip(reference).zip(names) {
-        assert_eq!(a.shape, b.shape, "{name} ({tracked:?}, {pool:?}, {shape:?})");
-        let scale = b.iter::<f32>().fold(1f32, |m, v| m.max(v.abs()));
-        a.assert_approx_eq::<f32>(&b, Tolerance::absolute(2e-5 * scale));
-    }
-}
-
 /// torchvision's stem (7×7 stride 2, padding 3, then the 3×3 stride-2 pool) on even and odd
 /// sides, with every input tracked, a frozen weight and untracked images (the stem's usual
 /// case); and the 2×2 pool and no pool after a 3×3 convolution.
 #[test]
 fn fused_conv_tail_matches_the_convolution_and_the_composed_tail() {
-    use burn::nn::conv::Conv2dConfig;
     use burn::nn::PaddingConfig2d;
     let stem = Conv2dConfig::new([3, 4], [7, 7])
         .with_stride([2, 2])
         .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
         .with_bias(false);
     for tracked in [Tracked::All, Tracked::FrozenWeight, Tracked::InputMapOff] {
-        conv_tail_agrees([3, 3, 16, 14], stem.clone(), Pool::Max3x3Stride2, tracked);
+        conv_op_agrees(
+            ConvOp::ConvTail(Pool::Max3x3Stride2),
+            [3, 3, 16, 14],
+            stem.clone(),
+            tracked,
+        );
     }
-    conv_tail_agrees([2, 3, 13, 11], stem, Pool::Max3x3Stride2, Tracked::InputMapOff);
+    conv_op_agrees(
+        ConvOp::ConvTail(Pool::Max3x3Stride2),
+        [2, 3, 13, 11],
+        stem,
+        Tracked::InputMapOff,
+    );
     let three = Conv2dConfig::new([3, 5], [3, 3])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
         .with_bias(false);
-    conv_tail_agrees([2, 3, 6, 7], three.clone(), Pool::Max2x2, Tracked::All);
-    conv_tail_agrees([2, 3, 6, 7], three, Pool::Off, Tracked::All);
+    conv_op_agrees(ConvOp::ConvTail(Pool::Max2x2), [2, 3, 6, 7], three.clone(), Tracked::All);
+    conv_op_agrees(ConvOp::ConvTail(Pool::Off), [2, 3, 6, 7], three, Tracked::All);
 }
 
 /// Below its size threshold the stem keeps its convolution's output (two ops); at or above it,
 /// one node.
 #[test]
 fn fused_conv_tail_recomputes_only_outputs_of_the_threshold_size() {
-    use burn::nn::conv::Conv2dConfig;
     use burn::nn::PaddingConfig2d;
     type B = Autodiff<Flex>;
     let device = Default::default();
