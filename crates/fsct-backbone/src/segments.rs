@@ -207,7 +207,7 @@ fn seeded_backward<B: AutodiffBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BackboneName;
+    use crate::{BackboneName, BlockOps};
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Distribution, Tolerance};
 
@@ -251,10 +251,15 @@ mod tests {
         r.0
     }
 
+    /// [`compare_segments`] with Flex running `ops` (its fused block tails, or the composed ops
+    /// every other backend runs).
+    fn compare(name: &str, level: SegmentLevel, side: usize, ops: BlockOps) {
+        crate::with_block_ops(ops, || compare_segments(name, level, side));
+    }
+
     /// The gradients of every parameter and of the loss `Σ features ⊙ w` without and with
     /// segment checkpointing, and the running statistics after each.
-    fn compare(name: &str, level: SegmentLevel, side: usize, tails: Tails) {
-        crate::fused::COMPOSED_ONLY.with(|c| c.set(tails == Tails::Composed));
+    fn compare_segments(name: &str, level: SegmentLevel, side: usize) {
         let device = Default::default();
         let build = || name.parse::<BackboneName>().unwrap().with_feti(true).init::<A>(&device);
         // The same weights, and running statistics of their own (a clone would share them).
@@ -312,25 +317,18 @@ mod tests {
             .assert_approx_eq::<f64>(&TensorData::from(b.as_slice()), Tolerance::absolute(1e-6));
     }
 
-    /// Whether Flex runs its fused block tails or the composed ops every other backend runs.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    enum Tails {
-        Fused,
-        Composed,
-    }
-
     #[test]
     fn conv4_blocks_give_the_same_gradients_and_running_statistics() {
-        compare("Conv4", SegmentLevel::Blocks, 28, Tails::Fused);
-        compare("Conv6NP", SegmentLevel::Stages, 28, Tails::Composed);
+        compare("Conv4", SegmentLevel::Blocks, 28, BlockOps::Fused);
+        compare("Conv6NP", SegmentLevel::Stages, 28, BlockOps::Composed);
     }
 
     #[test]
     fn resnet_blocks_and_stages_give_the_same_gradients_and_running_statistics() {
-        compare("ResNet12", SegmentLevel::Blocks, 32, Tails::Fused);
-        compare("ResNet18", SegmentLevel::Stages, 32, Tails::Fused);
-        compare("ResNet12", SegmentLevel::Stages, 32, Tails::Composed);
-        compare("ResNet18", SegmentLevel::Blocks, 32, Tails::Composed);
+        compare("ResNet12", SegmentLevel::Blocks, 32, BlockOps::Fused);
+        compare("ResNet18", SegmentLevel::Stages, 32, BlockOps::Fused);
+        compare("ResNet12", SegmentLevel::Stages, 32, BlockOps::Composed);
+        compare("ResNet18", SegmentLevel::Blocks, 32, BlockOps::Composed);
     }
 
     #[test]

@@ -48,8 +48,6 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 
 pub(crate) use kernels::Pool;
-#[cfg(test)]
-pub(crate) use route::COMPOSED_ONLY;
 pub use route::{with_block_ops, BlockOps};
 
 use crate::norm::{batch_norm, BatchNormMode};

@@ -46,9 +46,9 @@ impl Route {
 }
 
 thread_local! {
-    /// Set to run the composed ops on Flex too (the path of every other backend): by the tests,
-    /// and through [`with_block_ops`] by whoever measures on the CPU what a GPU would keep.
-    pub(crate) static COMPOSED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set (only through [`with_block_ops`]) to run the composed ops on Flex too, the path of
+    /// every other backend: by the tests, and by whoever measures on the CPU what a GPU keeps.
+    static COMPOSED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Which implementation a backbone's block ops (batch norm → ReLU → pool tails, the residual
