@@ -77,6 +77,8 @@ fn fused_training_tail_matches_the_composed_one_with_pooling() {
 fn fused_training_tail_matches_on_odd_sizes_and_without_pooling() {
     agree::<Autodiff<Flex>>([3, 2, 7, 5], Pool::Max2x2);
     agree::<Autodiff<Flex>>([3, 4, 5, 6], Pool::Off);
+    // Planes of several 16-lane blocks and a tail in the backward sums.
+    agree::<Autodiff<Flex>>([2, 3, 9, 7], Pool::Off);
 }
 
 #[test]

@@ -4,6 +4,8 @@ use alloc::vec::Vec;
 use burn_backend::{DType, Element};
 use burn_std::{Bytes, Shape, bf16, f16};
 
+// fsct: element-wise passes split across rayon's workers.
+use super::par_elementwise as par;
 use crate::FlexTensor;
 use crate::layout::Layout;
 use crate::strided_index::StridedIter;
@@ -35,8 +37,9 @@ pub fn binary_op<F32Op, F64Op>(
     simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
-    F32Op: Fn(f32, f32) -> f32 + Copy,
-    F64Op: Fn(f64, f64) -> f64 + Copy,
+    // fsct: `Sync + Send` so the passes can split across rayon's workers (`par_elementwise`).
+    F32Op: Fn(f32, f32) -> f32 + Copy + Sync + Send,
+    F64Op: Fn(f64, f64) -> f64 + Copy + Sync + Send,
 {
     debug_assert_eq!(lhs.dtype(), rhs.dtype(), "binary_op: dtype mismatch");
 
@@ -67,7 +70,8 @@ fn binary_op_f32<Op>(
     simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
-    Op: Fn(f32, f32) -> f32,
+    // fsct: see `binary_op`.
+    Op: Fn(f32, f32) -> f32 + Sync + Send,
 {
     // Permuted lhs + broadcast rhs (e.g. `x.permute(...) - mean`):
     // the generic path would walk the permuted lhs with a scalar
@@ -96,11 +100,12 @@ where
         let lhs_storage: &mut [f32] = lhs.storage_mut();
         let l_slice = &mut lhs_storage[..l_end];
 
+        // fsct: chunks split across rayon's workers.
         match simd_op {
-            BinaryOp::Add => simd::add_inplace_f32(l_slice, r_slice),
-            BinaryOp::Sub => simd::sub_inplace_f32(l_slice, r_slice),
-            BinaryOp::Mul => simd::mul_inplace_f32(l_slice, r_slice),
-            BinaryOp::Div => simd::div_inplace_f32(l_slice, r_slice),
+            BinaryOp::Add => par::zip_mut(l_slice, r_slice, simd::add_inplace_f32),
+            BinaryOp::Sub => par::zip_mut(l_slice, r_slice, simd::sub_inplace_f32),
+            BinaryOp::Mul => par::zip_mut(l_slice, r_slice, simd::mul_inplace_f32),
+            BinaryOp::Div => par::zip_mut(l_slice, r_slice, simd::div_inplace_f32),
         }
         return lhs;
     }
@@ -256,7 +261,8 @@ fn apply_broadcast_pattern_f32(
     } else {
         // Copy lhs once, then apply the broadcast in place. The
         // memcpy is cheaper than the StridedIter fallback it replaces.
-        let mut out: Vec<f32> = lhs.storage::<f32>()[..numel].to_vec();
+        // fsct: the copy split across rayon's workers.
+        let mut out: Vec<f32> = par::map(&lhs.storage::<f32>()[..numel], |x| x);
         run_broadcast_pattern_f32(&mut out, rhs_storage, simd_op, pattern);
         make_tensor(out, lhs.layout().shape().clone(), lhs.dtype())
     }
@@ -285,12 +291,14 @@ fn run_broadcast_pattern_f32(
             // lengths, and pays the macerator feature-detection cost
             // exactly once.
             let dst_full = &mut dst[..total];
-            match simd_op {
-                BinaryOp::Add => simd::add_shared_row_inplace_f32(dst_full, rhs_row),
-                BinaryOp::Sub => simd::sub_shared_row_inplace_f32(dst_full, rhs_row),
-                BinaryOp::Mul => simd::mul_shared_row_inplace_f32(dst_full, rhs_row),
-                BinaryOp::Div => simd::div_shared_row_inplace_f32(dst_full, rhs_row),
-            }
+            // fsct: whole rows split across rayon's workers.
+            let kernel = match simd_op {
+                BinaryOp::Add => simd::add_shared_row_inplace_f32,
+                BinaryOp::Sub => simd::sub_shared_row_inplace_f32,
+                BinaryOp::Mul => simd::mul_shared_row_inplace_f32,
+                BinaryOp::Div => simd::div_shared_row_inplace_f32,
+            };
+            par::rows_mut(dst_full, row_len, |_, rows| kernel(rows, rhs_row));
         }
         BroadcastView::PerRowScalar {
             outer_count,
@@ -318,14 +326,14 @@ fn run_broadcast_pattern_f32(
 #[inline]
 fn per_row_scalar_apply<Op>(dst: &mut [f32], scalars: &[f32], row_len: usize, op: Op)
 where
-    Op: Fn(f32, f32) -> f32,
+    // fsct: whole rows split across rayon's workers, each chunk with its rows' scalars.
+    Op: Fn(f32, f32) -> f32 + Sync + Send,
 {
-    for (i, &scalar) in scalars.iter().enumerate() {
-        let start = i * row_len;
-        for x in dst[start..start + row_len].iter_mut() {
-            *x = op(*x, scalar);
-        }
-    }
+    par::rows_mut(&mut dst[..scalars.len() * row_len], row_len, |first, rows| {
+        // fsct: the chunk's rows, each with its scalar.
+        let scalars = &scalars[first..first + rows.len() / row_len.max(1)];
+        rows.chunks_exact_mut(row_len.max(1)).zip(scalars).for_each(|(row, &s)| row.iter_mut().for_each(|x| *x = op(*x, s)));
+    });
 }
 
 /// Fallback when SIMD is disabled.
@@ -346,7 +354,8 @@ where
 pub(crate) fn binary_op_typed<E, Op>(mut lhs: FlexTensor, rhs: &FlexTensor, op: Op) -> FlexTensor
 where
     E: Element + bytemuck::Pod,
-    Op: Fn(E, E) -> E,
+    // fsct: see `binary_op`.
+    Op: Fn(E, E) -> E + Sync + Send,
 {
     let rhs_storage: &[E] = rhs.storage();
 
@@ -359,9 +368,13 @@ where
     {
         let lhs_storage: &mut [E] = lhs.storage_mut();
         let r_slice = &rhs_storage[r_start..r_end];
-        for (l, &r) in lhs_storage[..l_end].iter_mut().zip(r_slice) {
-            *l = op(*l, r);
-        }
+        // fsct: chunks split across rayon's workers.
+        let n = l_end.min(r_slice.len());
+        par::zip_mut(&mut lhs_storage[..n], r_slice, |l, r| {
+            for (l, &r) in l.iter_mut().zip(r) {
+                *l = op(*l, r);
+            }
+        });
         return lhs;
     }
 
@@ -382,11 +395,9 @@ where
         (Some((l_start, l_end)), Some((r_start, r_end))) => {
             let l_slice = &lhs_storage[l_start..l_end];
             let r_slice = &rhs_storage[r_start..r_end];
-            l_slice
-                .iter()
-                .zip(r_slice)
-                .map(|(&a, &b)| op(a, b))
-                .collect()
+            // fsct: split across rayon's workers.
+            let n = l_slice.len().min(r_slice.len());
+            par::zip_map(&l_slice[..n], r_slice, &op)
         }
         // Fast path for 2D non-contiguous (common for transpose)
         _ if lhs.layout().num_dims() == 2 => {
@@ -449,8 +460,9 @@ pub fn scalar_op<F32Op, F64Op>(
     f64_op: F64Op,
 ) -> FlexTensor
 where
-    F32Op: Fn(f32, f32) -> f32 + Copy,
-    F64Op: Fn(f64, f64) -> f64 + Copy,
+    // fsct: `Sync + Send` so the passes can split across rayon's workers (`par_elementwise`).
+    F32Op: Fn(f32, f32) -> f32 + Copy + Sync + Send,
+    F64Op: Fn(f64, f64) -> f64 + Copy + Sync + Send,
 {
     let dtype = tensor.dtype();
 
@@ -478,16 +490,20 @@ where
 pub(crate) fn scalar_op_typed<E, Op>(mut tensor: FlexTensor, scalar: E, op: Op) -> FlexTensor
 where
     E: Element + bytemuck::Pod,
-    Op: Fn(E, E) -> E,
+    // fsct: see `scalar_op`.
+    Op: Fn(E, E) -> E + Sync + Send,
 {
     // In-place fast path: unique, contiguous at offset 0
     if tensor.is_unique()
         && let Some((0, end)) = tensor.layout().contiguous_offsets()
     {
         let storage: &mut [E] = tensor.storage_mut();
-        for x in storage[..end].iter_mut() {
-            *x = op(*x, scalar);
-        }
+        // fsct: chunks split across rayon's workers.
+        par::for_each_mut(&mut storage[..end], |chunk| {
+            for x in chunk.iter_mut() {
+                *x = op(*x, scalar);
+            }
+        });
         return tensor;
     }
 
@@ -497,7 +513,8 @@ where
     let storage: &[E] = tensor.storage();
 
     let result: Vec<E> = match tensor.layout().contiguous_offsets() {
-        Some((start, end)) => storage[start..end].iter().map(|&x| op(x, scalar)).collect(),
+        // fsct: split across rayon's workers.
+        Some((start, end)) => par::map(&storage[start..end], |x| op(x, scalar)),
         None => StridedIter::new(tensor.layout())
             .map(|i| op(storage[i], scalar))
             .collect(),
@@ -522,7 +539,8 @@ fn make_tensor<E: bytemuck::Pod + Send + Sync>(
 /// Supports all integer dtypes: I64, I32, I16, I8, U64, U32, U16, U8.
 pub fn int_binary_op<Op>(lhs: FlexTensor, rhs: FlexTensor, op: Op) -> FlexTensor
 where
-    Op: Fn(i64, i64) -> i64 + Copy,
+    // fsct: see `binary_op`.
+    Op: Fn(i64, i64) -> i64 + Copy + Sync + Send,
 {
     debug_assert_eq!(lhs.dtype(), rhs.dtype(), "int_binary_op: dtype mismatch");
 
@@ -550,7 +568,8 @@ where
 /// Note: scalar is truncated to target dtype (matches PyTorch).
 pub fn int_scalar_op<Op>(tensor: FlexTensor, scalar: i64, op: Op) -> FlexTensor
 where
-    Op: Fn(i64, i64) -> i64 + Copy,
+    // fsct: see `binary_op`.
+    Op: Fn(i64, i64) -> i64 + Copy + Sync + Send,
 {
     let dtype = tensor.dtype();
 

@@ -114,6 +114,8 @@ pub mod interpolate;
 pub mod mask;
 pub mod matmul;
 mod module;
+// fsct: element-wise passes split across rayon's workers, see FSCT.md.
+mod par_elementwise;
 pub mod pool;
 mod qtensor;
 pub mod reduce;

@@ -36,7 +36,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::mem::MaybeUninit;
 
-use super::{Elem, Geometry, gemm, sum_partials, threads};
+use super::{Elem, Geometry, gemm, sum_partials, threads, worker_chunks};
 
 /// Tiles per chunk of images the gemms see at least (wider is more efficient for the gemm,
 /// narrower keeps `V` and `M` of a chunk in cache).
@@ -445,21 +445,18 @@ impl<T: Elem> Scratch<T> {
 }
 
 /// Runs `f(scratch, accumulator, first image, images)` for every chunk of images, each worker
-/// over a contiguous run of chunks with its own accumulator from `init` (in parallel when rayon
-/// is on); returns the accumulators, one per worker.
-fn for_each_chunk<T: Elem, A: Send, F>(batch: usize, nb: usize, init: impl Fn() -> A + Sync + Send, f: F) -> Vec<A>
+/// over its run of chunks (`chunks[worker]`, see `worker_chunks`) with its own accumulator from
+/// `init` (in parallel when rayon is on); returns the accumulators, one per worker.
+fn for_each_chunk<T: Elem, A: Send, F>(chunks: &[Vec<(usize, usize)>], init: impl Fn() -> A + Sync + Send, f: F) -> Vec<A>
 where
     F: Fn(&mut Scratch<T>, &mut A, usize, usize) + Sync + Send,
 {
-    let n_chunks = batch.div_ceil(nb);
-    let workers = threads().min(n_chunks).max(1);
-    let per_worker = n_chunks.div_ceil(workers);
+    let workers = chunks.len();
     let work = |wid: usize| -> A {
         let mut acc = init();
         let mut scratch = Scratch::default();
-        for ci in wid * per_worker..((wid + 1) * per_worker).min(n_chunks) {
-            let n0 = ci * nb;
-            f(&mut scratch, &mut acc, n0, nb.min(batch - n0));
+        for &(n0, imgs) in &chunks[wid] {
+            f(&mut scratch, &mut acc, n0, imgs);
         }
         acc
     };
@@ -496,13 +493,12 @@ pub(super) fn forward<T: Elem>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]
     // over the output (performance log, row 25).
     let len = g.batch * g.image_out();
     let mut out: Vec<T> = Vec::with_capacity(len);
-    let nb = tiles.chunk(g.batch);
-    let inner_parallel = g.batch.div_ceil(nb) < 2 * threads();
+    let chunks = worker_chunks(g.batch, tiles.chunk(g.batch));
+    let inner_parallel = chunks.iter().map(Vec::len).sum::<usize>() < 2 * threads();
     let shared = SharedOut(out.spare_capacity_mut().as_mut_ptr());
     let image_out = g.image_out();
     for_each_chunk(
-        g.batch,
-        nb,
+        &chunks,
         || (),
         |scratch: &mut Scratch<T>, _, n0, imgs| {
             scratch.size(g, tiles, imgs);
@@ -550,13 +546,11 @@ pub(super) fn input_grad<T: Elem>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
 /// The weight gradient of the convolution `g` (see [`applies`]), `[c_out, c_in, 3, 3]`.
 pub(super) fn weight_grad<T: Elem>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let tiles = Tiles::new(g);
-    let nb = tiles.chunk(g.batch);
-    let workers = threads().min(g.batch.div_ceil(nb)).max(1);
-    let inner_parallel = workers < threads();
+    let chunks = worker_chunks(g.batch, tiles.chunk(g.batch));
+    let inner_parallel = chunks.len() < threads();
     let size = 16 * g.c_out * g.c_in;
     let partials = for_each_chunk(
-        g.batch,
-        nb,
+        &chunks,
         || vec![T::ZERO; size],
         |scratch: &mut Scratch<T>, du: &mut Vec<T>, n0, imgs| {
             scratch.size(g, tiles, imgs);
