@@ -189,25 +189,14 @@ fn im2col<T: Elem>(g: &Geometry, x: &[T], group: usize, col: &mut [T], ld: usize
                         let start = ix0 / sw;
                         &phase[start..start + (xhi - xlo)]
                     };
-                    if wo < SHORT_ROW {
-                        // fsct: one select per element; `fill` and `copy_from_slice` became
-                        // `memset`/`memcpy` calls for two or three elements on ResNets' 3×3 maps.
-                        for (ox, o) in out.iter_mut().enumerate() {
-                            *o = if ox >= xlo && ox < xhi { values[ox - xlo] } else { T::ZERO };
-                        }
-                    } else {
-                        out[..xlo].fill(T::ZERO);
-                        out[xhi..].fill(T::ZERO);
-                        out[xlo..xhi].copy_from_slice(values);
-                    }
+                    out[..xlo].fill(T::ZERO);
+                    out[xhi..].fill(T::ZERO);
+                    out[xlo..xhi].copy_from_slice(values);
                 }
             }
         }
     }
 }
-
-/// Output rows shorter than this are written element by element in [`im2col`].
-const SHORT_ROW: usize = 16;
 
 /// The adjoint of [`im2col`]: adds the columns of one image back into its input gradient.
 fn col2im<T: Elem>(g: &Geometry, col: &[T], ld: usize, col0: usize, group: usize, dx: &mut [T]) {
@@ -767,7 +756,7 @@ mod tests {
             // with a dilated kernel and padding.
             ([2, 2, 7, 8], [3, 2, 3, 1], [1, 3], [0, 2], [1, 2]),
             ([1, 1, 4, 2], [2, 1, 2, 1], [2, 3], [1, 1], [1, 1]),
-            // Output rows of at least `SHORT_ROW` (im2col's copies), stride 1 and 2.
+            // Output rows of 17 and 18 columns, stride 1 and 2.
             ([1, 2, 6, 18], [2, 3, 3, 1], [1, 1], [1, 1], [1, 1]),
             ([2, 2, 5, 34], [3, 3, 3, 1], [1, 2], [1, 1], [1, 1]),
         ];
