@@ -72,7 +72,7 @@ enum PlaneRelu<'a> {
 
 /// Independent partial sums per plane: one running sum is a chain of dependent adds that the
 /// compiler cannot vectorise (the per-element loop it replaced was 9 % of a ResNet18 84 px
-/// training step, ~10 cycles per element; performance log, row 27).
+/// training step, ~10 cycles per element; performance log, row 28).
 const LANES: usize = 16;
 
 /// `(Σ dz, Σ dz·(x − mean))` over one plane of an unpooled tail, `dz` being `grad` where the ReLU
@@ -186,8 +186,8 @@ pub(crate) fn backward_in_place<E: Element>(
                     let p = i * d.c + ch;
                     let xs = &x[p * plane..][..plane];
                     let gs = &grad[p * out_plane..][..out_plane];
-                    let (mut a, mut b) = (0f32, 0f32);
-                    if pool {
+                    let (a, b) = if pool {
+                        let (mut a, mut b) = (0f32, 0f32);
                         let codes = &s.codes[p * out_plane..][..out_plane];
                         for (k, (&code, &g)) in codes.iter().zip(gs).enumerate() {
                             // Branch-free: an inactive output reads slot 3 and counts zero.
@@ -196,11 +196,11 @@ pub(crate) fn backward_in_place<E: Element>(
                             a += g;
                             b += g * (v - mean) * inv_std;
                         }
+                        (a, b)
                     } else {
                         let (dz, dz_x) = unpooled_sums(xs, gs, s.plane_relu(p, ch), mean);
-                        a = dz;
-                        b = dz_x * inv_std;
-                    }
+                        (dz, dz_x * inv_std)
+                    };
                     sum_dz += a as f64;
                     sum_dz_xhat += b as f64;
                 }
