@@ -19,8 +19,9 @@
 //! dilation are supported. f32 and f64 compute natively; f16 and bf16 are computed in f32 and
 //! rounded once at the end (more accurate than half accumulation, and faster on the CPU).
 //!
-//! 3×3 stride-1 "same" convolutions with enough channels take Winograd F(2×2, 3×3) instead
-//! ([`winograd`], chosen per geometry by [`Algorithm`]): 2.25× fewer multiplications.
+//! 3×3 stride-1 "same" convolutions with enough channels take Winograd F(2×2, 3×3) or
+//! F(3×3, 3×3) instead ([`winograd`], chosen per geometry by [`Algorithm`]): 2.25× or 3.24×
+//! fewer multiplications.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -52,16 +53,20 @@ trait Elem:
     const ZERO: Self;
     const ONE: Self;
     const HALF: Self;
+    /// 1/6, for Winograd F(3×3, 3×3)'s filter transform.
+    const SIXTH: Self;
 }
 impl Elem for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const HALF: Self = 0.5;
+    const SIXTH: Self = 1.0 / 6.0;
 }
 impl Elem for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const HALF: Self = 0.5;
+    const SIXTH: Self = 1.0 / 6.0;
 }
 
 /// The sizes of one convolution.
@@ -373,30 +378,31 @@ fn for_each_chunk<T: Send, E: Elem, F: Fn(&mut Scratch<E>, usize, T) + Sync + Se
 enum Algorithm {
     /// im2col + gemm: every geometry.
     Im2col,
-    /// Winograd F(2×2, 3×3): 3×3 stride-1 "same" convolutions with enough channels.
-    Winograd,
+    /// Winograd F(2×2, 3×3) or F(3×3, 3×3): 3×3 stride-1 "same" convolutions with enough
+    /// channels (see [`winograd::choose`]).
+    Winograd(winograd::Variant),
 }
 
 impl Algorithm {
     fn for_geometry(g: &Geometry) -> Self {
-        if winograd::applies(g) { Self::Winograd } else { Self::Im2col }
+        winograd::choose(g).map_or(Self::Im2col, Self::Winograd)
     }
     fn forward<T: Elem>(self, g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
         match self {
             Self::Im2col => forward(g, x, w, bias),
-            Self::Winograd => winograd::forward(g, x, w, bias),
+            Self::Winograd(variant) => winograd::forward(variant, g, x, w, bias),
         }
     }
     fn input_grad<T: Elem>(self, g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
         match self {
             Self::Im2col => input_grad(g, w, dy),
-            Self::Winograd => winograd::input_grad(g, w, dy),
+            Self::Winograd(variant) => winograd::input_grad(variant, g, w, dy),
         }
     }
     fn weight_grad<T: Elem>(self, g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
         match self {
             Self::Im2col => weight_grad(g, x, dy),
-            Self::Winograd => winograd::weight_grad(g, x, dy),
+            Self::Winograd(variant) => winograd::weight_grad(variant, g, x, dy),
         }
     }
 }
