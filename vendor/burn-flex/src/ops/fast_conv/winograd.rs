@@ -71,8 +71,8 @@ const MIN_SAVING: f64 = 1.5;
 const MIN_SIDE: usize = 3;
 
 /// How many times fewer multiplications F(3×3) must need than F(2×2) to be chosen over it.
-/// Where the two are close (7×7, 8×8 and 16×16 maps: 1.14×) they ran equally fast per
-/// convolution (performance log, row 29), and F(3×3)'s larger f32 rounding (its transforms
+/// Where the two are close (7×7, 8×8 and 16×16 maps: 1.14×; 10×10: 1×; 22×22: 1.21×) they ran
+/// equally fast per convolution (7×7, performance log, row 29), and F(3×3)'s larger f32 rounding (its transforms
 /// carry factors 2, 4 and ⅙) is not worth taking: with the 8×8 maps on F(3×3) the
 /// training-trace test (see [`MIN_SIDE`]) drifted from PyTorch by 1.3e-3 in the loss through
 /// the same near-cancelling batch-norm shift.
@@ -106,8 +106,9 @@ impl Variant {
 /// kernel, stride 1, padding 1, no dilation, one group, at least [`MIN_CHANNELS`] channels on
 /// each side, maps of at least [`MIN_SIDE`] on each side, and [`MIN_SAVING`]× fewer
 /// multiplications than direct convolution. F(3×3) where it needs [`F3X3_MIN_ADVANTAGE`]× fewer
-/// multiplications than F(2×2) (3×3, 5×5, 6×6 and from 11×11 up but 16×16: the 84 px ResNets'
-/// maps and the 224 px ones but 7×7), F(2×2) otherwise.
+/// multiplications than F(2×2), F(2×2) otherwise: on square maps F(2×2) keeps the sides 4, 7,
+/// 8, 10, 16 and 22, F(3×3) takes the others from 3 up, among them the 84 px ResNets' 21, 11,
+/// 6 and 3 and the 224 px ones' 56, 28 and 14.
 pub(super) fn choose(g: &Geometry) -> Option<Variant> {
     let shape_fits = g.kh == 3
         && g.kw == 3
@@ -858,6 +859,8 @@ mod tests {
         assert_eq!(choose(&geometry(1, 512, 7, 7, 512)), Some(Variant::F2x2), "9·25 vs 16·16: 1.14×");
         assert_eq!(choose(&geometry(1, 64, 8, 8, 64)), Some(Variant::F2x2), "9·25 vs 16·16: 1.14×");
         assert_eq!(choose(&geometry(1, 64, 4, 4, 64)), Some(Variant::F2x2), "4·16 vs 4·25");
+        assert_eq!(choose(&geometry(1, 64, 10, 10, 64)), Some(Variant::F2x2), "16·25 vs 25·16");
+        assert_eq!(choose(&geometry(1, 64, 22, 22, 64)), Some(Variant::F2x2), "64·25 vs 121·16: 1.21×");
         assert_eq!(choose(&geometry(1, 64, 2, 2, 64)), None, "2×2 map: below MIN_SIDE");
         assert_eq!(choose(&geometry(1, 3, 84, 84, 64)), None, "3 input channels");
         let strided = Geometry::new(
